@@ -1,0 +1,453 @@
+//! A real local control plane: etcd and kube-apiserver (and optionally
+//! kube-controller-manager) on loopback, with their own CA, RBAC authorization and
+//! a set of users who authenticate by static token or client certificate, exactly
+//! as `kubectl` would. Used by the integration tests and by `make dev`.
+//!
+//! The binaries come from `hack/controlplane/build.sh`, which honours
+//! `KUBEBUILDER_ASSETS` and otherwise builds them once from Go modules into a cache.
+//!
+//! Every process is started under a tiny supervisor shell that holds a pipe from
+//! this process on its stdin: when this process goes away for any reason (normal
+//! exit, panic, SIGKILL), the pipe closes and the supervisor stops its child. So no
+//! process is left behind, even for a control plane kept in a `static`.
+
+mod users;
+
+pub use users::{ADMIN, CONTROLLER, DemoUser, GITOPS, USERS, context_of};
+
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::certs::Ca;
+use crate::{Error, Result, io};
+
+/// Options for [`ControlPlane::start`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Also run kube-controller-manager (namespace deletion, garbage collection,
+    /// aggregated ClusterRoles, ServiceAccount tokens).
+    pub controller_manager: bool,
+    /// Keep the working directory (certs, logs, etcd data) after stopping.
+    pub keep_dir: bool,
+    /// Working directory; a fresh temporary one when unset.
+    pub dir: Option<PathBuf>,
+}
+
+/// One supervised process.
+struct Process {
+    name: &'static str,
+    child: Child,
+    /// Dropping this closes the supervisor's stdin, which stops the process.
+    lifeline: Option<ChildStdin>,
+}
+
+/// A running local control plane. Dropping it stops every process it started.
+pub struct ControlPlane {
+    /// Directory with certs, the kubeconfig, logs and etcd data.
+    pub dir: PathBuf,
+    /// Directory with kube-apiserver, kubectl, etcd (and kube-controller-manager).
+    pub bin_dir: PathBuf,
+    /// `https://127.0.0.1:PORT`.
+    pub server: String,
+    /// The cluster CA (PEM): trust anchor for the apiserver, and client-cert CA.
+    pub ca: Ca,
+    /// Kubeconfig with one context per user, named after the user.
+    pub kubeconfig: PathBuf,
+    /// Static token per user (admin authenticates by client certificate).
+    tokens: Vec<(&'static str, String)>,
+    /// Service-account signing key (PEM), for minting tokens if a test needs to.
+    pub service_account_key: PathBuf,
+    processes: Vec<Process>,
+    keep_dir: bool,
+    /// The apiserver's reported version, e.g. v1.35.4.
+    pub version: String,
+}
+
+/// Locate (building on first use) the control-plane binaries.
+pub fn binaries() -> Result<PathBuf> {
+    static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} failed ({}); see the messages above", script.display(), out.status));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+    .clone()
+    .map_err(Error::ControlPlane)
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io("binding a free loopback port"))?;
+    Ok(listener.local_addr().map_err(io("reading a bound port"))?.port())
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    let mut f = fs::File::open("/dev/urandom").map_err(io("opening /dev/urandom"))?;
+    std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("reading /dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    fs::write(path, contents).map_err(io(format!("writing {}", path.display())))
+}
+
+/// The supervisor: starts the command; a watcher stops it (TERM, then KILL after
+/// 5 s) as soon as the supervisor's stdin (the lifeline pipe) closes. The supervisor
+/// exits with its child, then optionally removes a directory. Background jobs get
+/// /dev/null as stdin, hence the explicit fd 3.
+const SUPERVISOR: &str = r#"
+trap '' INT
+cleanup=$1; shift
+exec 3<&0
+"$@" </dev/null &
+child=$!
+( while read -r _ <&3; do :; done; kill -TERM "$child" 2>/dev/null; sleep 5; kill -KILL "$child" 2>/dev/null ) &
+watcher=$!
+exec 3<&-
+wait "$child"
+status=$?
+kill "$watcher" 2>/dev/null
+if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi
+exit $status
+"#;
+
+impl ControlPlane {
+    /// Start etcd and kube-apiserver (and kube-controller-manager if asked) and
+    /// wait until the apiserver is ready. Blocking; takes about two seconds.
+    pub fn start(options: Options) -> Result<ControlPlane> {
+        let started = Instant::now();
+        let bin_dir = binaries()?;
+        let dir = match &options.dir {
+            Some(d) => {
+                fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+                d.clone()
+            }
+            None => tempfile::Builder::new()
+                .prefix("signoff-cp-")
+                .tempdir()
+                .map_err(io("creating a temporary directory"))?
+                .keep(),
+        };
+
+        let ca = Ca::new("signoff-local-ca", 365)?;
+        let loopback = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let serving =
+            ca.issue_server("kube-apiserver", &["localhost", "kubernetes", "kubernetes.default"], &loopback, 365)?;
+        let admin_cert = ca.issue_client(ADMIN, &["system:masters"], 365)?;
+        let sa_key = rcgen::KeyPair::generate()?;
+        let files = [
+            ("ca.crt", ca.cert_pem().to_string()),
+            ("apiserver.crt", serving.cert_pem.clone()),
+            ("apiserver.key", serving.key_pem.clone()),
+            ("admin.crt", admin_cert.cert_pem.clone()),
+            ("admin.key", admin_cert.key_pem.clone()),
+            ("sa.key", sa_key.serialize_pem()),
+            ("sa.pub", sa_key.public_key_pem()),
+        ];
+        for (name, contents) in &files {
+            write(&dir.join(name), contents)?;
+        }
+
+        let mut tokens = Vec::new();
+        let mut token_file = String::new();
+        for user in USERS.iter().filter(|u| u.name != ADMIN) {
+            let token = random_token()?;
+            token_file.push_str(&format!("{},{},{},\"{}\"\n", token, user.name, user.uid(), user.groups.join(",")));
+            tokens.push((user.name, token));
+        }
+        write(&dir.join("tokens.csv"), &token_file)?;
+
+        let etcd_port = free_port()?;
+        let peer_port = free_port()?;
+        let api_port = free_port()?;
+        let server = format!("https://127.0.0.1:{api_port}");
+
+        let mut cp = ControlPlane {
+            dir: dir.clone(),
+            bin_dir: bin_dir.clone(),
+            server: server.clone(),
+            ca,
+            kubeconfig: dir.join("kubeconfig"),
+            tokens,
+            service_account_key: dir.join("sa.key"),
+            processes: Vec::new(),
+            keep_dir: options.keep_dir,
+            version: String::new(),
+        };
+        cp.write_kubeconfig(&cp.kubeconfig, "admin")?;
+
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let d = |name: &str| dir.join(name).display().to_string();
+        cp.spawn(
+            "etcd",
+            &[
+                "--data-dir",
+                &d("etcd"),
+                "--listen-client-urls",
+                &etcd_url,
+                "--advertise-client-urls",
+                &etcd_url,
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+            // The etcd supervisor removes the working directory when the owner goes away.
+            if options.keep_dir || options.dir.is_some() { None } else { Some(&dir) },
+        )?;
+        cp.wait_for("etcd", Duration::from_secs(30), |_| {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok())
+        })?;
+
+        cp.spawn(
+            "kube-apiserver",
+            &[
+                "--etcd-servers",
+                &etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                &api_port.to_string(),
+                "--tls-cert-file",
+                &d("apiserver.crt"),
+                "--tls-private-key-file",
+                &d("apiserver.key"),
+                "--client-ca-file",
+                &d("ca.crt"),
+                "--service-cluster-ip-range",
+                "10.96.0.0/16",
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-account-key-file",
+                &d("sa.pub"),
+                "--service-account-signing-key-file",
+                &d("sa.key"),
+                "--authorization-mode",
+                "RBAC",
+                "--token-auth-file",
+                &d("tokens.csv"),
+                "--disable-admission-plugins",
+                "ServiceAccount",
+                "--allow-privileged",
+                "--v",
+                "1",
+            ],
+            None,
+        )?;
+        cp.wait_for("kube-apiserver", Duration::from_secs(60), |cp| {
+            let out = cp.kubectl(ADMIN).args(["get", "--raw", "/readyz"]).output();
+            Ok(matches!(out, Ok(o) if o.status.success() && o.stdout.starts_with(b"ok")))
+        })?;
+
+        if options.controller_manager {
+            cp.spawn(
+                "kube-controller-manager",
+                &[
+                    "--kubeconfig",
+                    &d("kubeconfig"),
+                    "--authentication-kubeconfig",
+                    &d("kubeconfig"),
+                    "--authorization-kubeconfig",
+                    &d("kubeconfig"),
+                    "--service-account-private-key-file",
+                    &d("sa.key"),
+                    "--root-ca-file",
+                    &d("ca.crt"),
+                    "--use-service-account-credentials=false",
+                    "--leader-elect=false",
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    "0",
+                    "--controllers",
+                    "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route",
+                ],
+                None,
+            )?;
+        }
+
+        let version = cp.kubectl(ADMIN).args(["get", "--raw", "/version"]).output().map_err(io("running kubectl"))?;
+        let version: serde_json::Value = serde_json::from_slice(&version.stdout)?;
+        cp.version = version["gitVersion"].as_str().unwrap_or("unknown").to_string();
+        eprintln!(
+            "control plane: real kube-apiserver {} + etcd at {} ready in {:.1}s (dir {})",
+            cp.version,
+            cp.server,
+            started.elapsed().as_secs_f64(),
+            cp.dir.display()
+        );
+        Ok(cp)
+    }
+
+    /// The control plane shared by every test in one test binary.
+    pub fn shared() -> &'static ControlPlane {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| ControlPlane::start(Options::default()).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn spawn(&mut self, name: &'static str, args: &[&str], cleanup: Option<&Path>) -> Result<()> {
+        let log_path = self.dir.join(format!("{name}.log"));
+        let log = fs::File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
+        let log2 = log.try_clone().map_err(io("duplicating a log file handle"))?;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("supervisor")
+            .arg(cleanup.map(|p| p.display().to_string()).unwrap_or_default())
+            .arg(self.bin_dir.join(name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(io(format!("starting {name}")))?;
+        let lifeline = child.stdin.take();
+        self.processes.push(Process { name, child, lifeline });
+        Ok(())
+    }
+
+    /// Poll `ready` until it says yes; fail early, with the log, if a process died.
+    fn wait_for(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut(&Self) -> Result<bool>) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(self)? {
+                return Ok(());
+            }
+            let exited = self.processes.iter_mut().find_map(|p| Some((p.name, p.child.try_wait().ok()??)));
+            if let Some((name, status)) = exited {
+                return Err(Error::ControlPlane(format!(
+                    "{name} exited ({status}) while waiting for {what}; last lines of its log:\n{}",
+                    self.log_tail(name, 20)
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::ControlPlane(format!(
+                    "{what} not ready after {}s; last lines of {}:\n{}",
+                    timeout.as_secs(),
+                    self.dir.join(format!("{what}.log")).display(),
+                    self.log_tail(what, 20)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last `lines` lines of a component's log.
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The static token of a user (not the admin, who uses a client certificate).
+    pub fn token(&self, user: &str) -> Option<&str> {
+        self.tokens.iter().find(|(u, _)| *u == user).map(|(_, t)| t.as_str())
+    }
+
+    /// Write a kubeconfig with one context per user, named after the user.
+    pub fn write_kubeconfig(&self, path: &Path, current: &str) -> Result<()> {
+        let cluster = "signoff-local";
+        let mut users = Vec::new();
+        let mut contexts = Vec::new();
+        for user in USERS {
+            let auth = if user.name == ADMIN {
+                serde_json::json!({
+                    "client-certificate": self.dir.join("admin.crt"),
+                    "client-key": self.dir.join("admin.key"),
+                })
+            } else {
+                serde_json::json!({ "token": self.token(user.name).unwrap_or_default() })
+            };
+            users.push(serde_json::json!({ "name": user.name, "user": auth }));
+            contexts.push(serde_json::json!({
+                "name": user.context(),
+                "context": { "cluster": cluster, "user": user.name, "namespace": "default" },
+            }));
+        }
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{ "name": cluster, "cluster": {
+                "server": self.server,
+                "certificate-authority": self.dir.join("ca.crt"),
+            }}],
+            "users": users,
+            "contexts": contexts,
+            "current-context": current,
+        });
+        write(path, &serde_yaml::to_string(&config)?)
+    }
+
+    /// `kubectl` (the one built with the control plane) acting as `user`.
+    pub fn kubectl(&self, user: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--context").arg(users::context_of(user));
+        cmd
+    }
+
+    /// Run kubectl as `user` with stdin, returning (success, stdout, stderr).
+    pub fn kubectl_run(&self, user: &str, args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)> {
+        let mut cmd = self.kubectl(user);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(io("running kubectl"))?;
+        let mut input = child.stdin.take().expect("stdin is piped");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).map_err(io("writing kubectl's stdin"))?;
+        }
+        drop(input);
+        let out = child.wait_with_output().map_err(io("waiting for kubectl"))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// A kube client acting as `user`. Create one per tokio runtime (per test).
+    pub async fn client(&self, user: &str) -> Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let options = kube::config::KubeConfigOptions {
+            context: Some(users::context_of(user).to_string()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Stop every process (also done on drop).
+    pub fn stop(&mut self) {
+        // Close every lifeline first so the processes stop in parallel.
+        for p in &mut self.processes {
+            p.lifeline.take();
+        }
+        for mut p in self.processes.drain(..).rev() {
+            let _ = p.child.wait();
+        }
+        if !self.keep_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

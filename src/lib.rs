@@ -1,0 +1,39 @@
+#![forbid(unsafe_code)]
+//! signoff holds risky Kubernetes changes until the right people approve them, and
+//! escalates every pending approval up a time-boxed ladder until someone answers.
+//!
+//! Library first: pure logic (policy, digest, escalation) is separate from I/O
+//! (webhook server, reconciler, notifiers, CLI). See DESIGN.md.
+
+pub mod certs;
+pub mod controlplane;
+pub mod crd;
+
+/// Errors surfaced by signoff. Messages say what went wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("control plane: {0}")]
+    ControlPlane(String),
+    #[error("yaml: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds a human context to an I/O error: `io(context)(err)`.
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
