@@ -58,6 +58,8 @@ pub struct ControlPlane {
     pub ca: Ca,
     /// Kubeconfig with one context per user, named after the user.
     pub kubeconfig: PathBuf,
+    /// The admin's client certificate (system:masters).
+    admin_cert: crate::certs::CertPair,
     /// Static token per user (admin authenticates by client certificate).
     tokens: Vec<(&'static str, String)>,
     /// Service-account signing key (PEM), for minting tokens if a test needs to.
@@ -97,6 +99,11 @@ fn random_token() -> Result<String> {
     let mut f = fs::File::open("/dev/urandom").map_err(io("opening /dev/urandom"))?;
     std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("reading /dev/urandom"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {
@@ -179,6 +186,7 @@ impl ControlPlane {
             bin_dir: bin_dir.clone(),
             server: server.clone(),
             ca,
+            admin_cert,
             kubeconfig: dir.join("kubeconfig"),
             tokens,
             service_account_key: dir.join("sa.key"),
@@ -369,8 +377,8 @@ impl ControlPlane {
         for user in USERS {
             let auth = if user.name == ADMIN {
                 serde_json::json!({
-                    "client-certificate": self.dir.join("admin.crt"),
-                    "client-key": self.dir.join("admin.key"),
+                    "client-certificate-data": b64(&self.admin_cert.cert_pem),
+                    "client-key-data": b64(&self.admin_cert.key_pem),
                 })
             } else {
                 serde_json::json!({ "token": self.token(user.name).unwrap_or_default() })
@@ -386,7 +394,7 @@ impl ControlPlane {
             "kind": "Config",
             "clusters": [{ "name": cluster, "cluster": {
                 "server": self.server,
-                "certificate-authority": self.dir.join("ca.crt"),
+                "certificate-authority-data": b64(self.ca.cert_pem()),
             }}],
             "users": users,
             "contexts": contexts,
