@@ -1,0 +1,635 @@
+//! The policy engine: pure classification of admission requests against
+//! EscalationPolicies. No I/O and no clock.
+//!
+//! ```text
+//! PolicySet::new(&policies)        compile every CEL expression once
+//! classify(&ReviewInput, &set)     -> Assessment { fired, risk, class, routes, cost, errors }
+//! ```
+//!
+//! Fail closed: a runtime CEL error in an enforcing policy holds the change (risk
+//! High, naming the rule), and so does an enforcing policy that failed to compile
+//! when its `match` selects the request.
+
+pub mod celenv;
+pub mod cost;
+pub mod matching;
+pub mod quantity;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use cel::objects::Key;
+use cel::{Context, Env, Program, Value};
+use serde::Serialize;
+
+use crate::crd::{ActionClass, EscalationPolicy, EscalationPolicySpec, Operation, PolicyMode, Risk};
+use celenv::{cel_map, cel_str, json_to_cel};
+pub use cost::Cost;
+pub use quantity::Quantity;
+
+/// The CEL environment shared by every policy: built once per process.
+static ENV: LazyLock<Arc<Env>> =
+    LazyLock::new(|| Arc::new(celenv::build_env().expect("the signoff CEL environment declares no conflicts")));
+
+/// Who made the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UserInfo {
+    pub username: String,
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// group/version/kind of the object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Gvk {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
+/// group/version/resource the request was made to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Gvr {
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+}
+
+/// What an AdmissionReview request carries, plus the namespace object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewInput {
+    /// CREATE, UPDATE, DELETE or CONNECT (never `*`).
+    pub operation: Operation,
+    pub user: UserInfo,
+    pub kind: Gvk,
+    pub resource: Gvr,
+    /// Empty when the request is for the main resource.
+    pub sub_resource: String,
+    /// Empty for cluster-scoped objects; the Namespace's own name for a Namespace.
+    pub namespace: String,
+    pub name: String,
+    pub dry_run: bool,
+    /// The new object; None (null) on DELETE and for most CONNECTs.
+    pub object: Option<serde_json::Value>,
+    /// The old object; None (null) on CREATE and CONNECT.
+    pub old_object: Option<serde_json::Value>,
+    /// The Namespace the object lives in (for its labels); None when unknown or
+    /// cluster-scoped.
+    pub namespace_object: Option<serde_json::Value>,
+}
+
+fn operation_str(op: Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+        Operation::All => "*",
+    }
+}
+
+impl ReviewInput {
+    /// Builds the input from a Kubernetes AdmissionRequest and the Namespace object
+    /// of its namespace (from a cache; None if unknown).
+    pub fn from_admission(
+        req: &kube::core::admission::AdmissionRequest<kube::core::DynamicObject>,
+        namespace_object: Option<serde_json::Value>,
+    ) -> Result<ReviewInput, serde_json::Error> {
+        use kube::core::admission::Operation as K;
+        let operation = match req.operation {
+            K::Create => Operation::Create,
+            K::Update => Operation::Update,
+            K::Delete => Operation::Delete,
+            K::Connect => Operation::Connect,
+        };
+        let to_json = |o: &Option<kube::core::DynamicObject>| -> Result<Option<serde_json::Value>, serde_json::Error> {
+            o.as_ref().map(serde_json::to_value).transpose()
+        };
+        Ok(ReviewInput {
+            operation,
+            user: UserInfo {
+                username: req.user_info.username.clone().unwrap_or_default(),
+                uid: req.user_info.uid.clone().unwrap_or_default(),
+                groups: req.user_info.groups.clone().unwrap_or_default(),
+            },
+            kind: Gvk { group: req.kind.group.clone(), version: req.kind.version.clone(), kind: req.kind.kind.clone() },
+            resource: Gvr {
+                group: req.resource.group.clone(),
+                version: req.resource.version.clone(),
+                resource: req.resource.resource.clone(),
+            },
+            sub_resource: req.sub_resource.clone().unwrap_or_default(),
+            namespace: req.namespace.clone().unwrap_or_default(),
+            name: req.name.clone(),
+            dry_run: req.dry_run,
+            object: to_json(&req.object)?,
+            old_object: to_json(&req.old_object)?,
+            namespace_object,
+        })
+    }
+
+    /// The `request` variable rules see.
+    fn request_value(&self) -> Value {
+        let groups = Value::List(Arc::new(self.user.groups.iter().map(|g| cel_str(g)).collect()));
+        cel_map([
+            ("operation", cel_str(operation_str(self.operation))),
+            (
+                "userInfo",
+                cel_map([
+                    ("username", cel_str(&self.user.username)),
+                    ("uid", cel_str(&self.user.uid)),
+                    ("groups", groups),
+                ]),
+            ),
+            (
+                "kind",
+                cel_map([
+                    ("group", cel_str(&self.kind.group)),
+                    ("version", cel_str(&self.kind.version)),
+                    ("kind", cel_str(&self.kind.kind)),
+                ]),
+            ),
+            (
+                "resource",
+                cel_map([
+                    ("group", cel_str(&self.resource.group)),
+                    ("version", cel_str(&self.resource.version)),
+                    ("resource", cel_str(&self.resource.resource)),
+                ]),
+            ),
+            ("subResource", cel_str(&self.sub_resource)),
+            ("namespace", cel_str(&self.namespace)),
+            ("name", cel_str(&self.name)),
+            ("dryRun", Value::Bool(self.dry_run)),
+        ])
+    }
+}
+
+/// Which part of a policy an error is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Location {
+    Variable(String),
+    Rule(String),
+    MessageExpression(String),
+    /// The policy as a whole (e.g. duplicate rule names).
+    Policy,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Variable(n) => write!(f, "variable {n:?}"),
+            Location::Rule(n) => write!(f, "rule {n:?}"),
+            Location::MessageExpression(n) => write!(f, "messageExpression of rule {n:?}"),
+            Location::Policy => write!(f, "spec"),
+        }
+    }
+}
+
+/// A policy that cannot be used as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("EscalationPolicy {policy:?}, {location}{}: {message}", position.map(|(l, c)| format!(" at line {l} column {c}")).unwrap_or_default())]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyError {
+    pub policy: String,
+    pub location: Location,
+    /// (line, column), both from 1, within the expression.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+enum Message {
+    Static(String),
+    Expression(Program),
+}
+
+struct CompiledRule {
+    name: String,
+    expression: Program,
+    message: Message,
+    risk: Risk,
+    route: String,
+    action_class: ActionClass,
+}
+
+/// What a policy's expressions read, so a request converts only that.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Needs {
+    request: bool,
+    object: bool,
+    old_object: bool,
+    namespace_object: bool,
+    cost: bool,
+}
+
+impl Needs {
+    fn add(&mut self, p: &Program) {
+        let r = p.references();
+        self.request |= r.has_variable("request");
+        self.object |= r.has_variable("object");
+        self.old_object |= r.has_variable("oldObject");
+        self.namespace_object |= r.has_variable("namespaceObject");
+        self.cost |= r.has_variable("cost");
+    }
+    fn union(self, o: Needs) -> Needs {
+        Needs {
+            request: self.request | o.request,
+            object: self.object | o.object,
+            old_object: self.old_object | o.old_object,
+            namespace_object: self.namespace_object | o.namespace_object,
+            cost: self.cost | o.cost,
+        }
+    }
+}
+
+/// An EscalationPolicy with every CEL expression compiled.
+pub struct CompiledPolicy {
+    name: String,
+    spec: EscalationPolicySpec,
+    variables: Vec<(String, Program)>,
+    rules: Vec<CompiledRule>,
+    needs: Needs,
+}
+
+impl fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledPolicy").field("name", &self.name).field("rules", &self.rules.len()).finish()
+    }
+}
+
+fn policy_name(policy: &EscalationPolicy) -> String {
+    policy.metadata.name.clone().unwrap_or_default()
+}
+
+fn compile_expr(policy: &str, location: Location, source: &str) -> Result<Program, PolicyError> {
+    ENV.compile(source).map_err(|errors| {
+        let first = errors.errors.first();
+        PolicyError {
+            policy: policy.to_string(),
+            location,
+            position: first.map(|e| (e.pos.0.max(0) as usize + 1, e.pos.1.max(0) as usize + 1)),
+            message: first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string()),
+        }
+    })
+}
+
+impl CompiledPolicy {
+    /// Compiles every expression of the policy once. The error names the policy,
+    /// the rule or variable and the position in the expression.
+    pub fn compile(policy: &EscalationPolicy) -> Result<CompiledPolicy, PolicyError> {
+        let name = policy_name(policy);
+        let spec = &policy.spec;
+        let err = |location, message: String| PolicyError { policy: name.clone(), location, position: None, message };
+        if spec.rules.is_empty() {
+            return Err(err(Location::Policy, "spec.rules must list at least one rule".into()));
+        }
+        if spec.match_.rules.is_empty() {
+            return Err(err(Location::Policy, "spec.match.rules must list at least one rule".into()));
+        }
+        let mut needs = Needs::default();
+        let mut variables = Vec::with_capacity(spec.variables.len());
+        for v in &spec.variables {
+            if variables.iter().any(|(n, _)| n == &v.name) {
+                return Err(err(Location::Variable(v.name.clone()), "duplicate variable name".into()));
+            }
+            let p = compile_expr(&name, Location::Variable(v.name.clone()), &v.expression)?;
+            needs.add(&p);
+            variables.push((v.name.clone(), p));
+        }
+        let mut rules: Vec<CompiledRule> = Vec::with_capacity(spec.rules.len());
+        for r in &spec.rules {
+            if rules.iter().any(|c| c.name == r.name) {
+                return Err(err(Location::Rule(r.name.clone()), "duplicate rule name".into()));
+            }
+            let expression = compile_expr(&name, Location::Rule(r.name.clone()), &r.expression)?;
+            needs.add(&expression);
+            let message = match (&r.message_expression, &r.message) {
+                (Some(src), _) => {
+                    let p = compile_expr(&name, Location::MessageExpression(r.name.clone()), src)?;
+                    needs.add(&p);
+                    Message::Expression(p)
+                }
+                (None, Some(m)) => Message::Static(m.clone()),
+                (None, None) => Message::Static(format!("rule {} fired", r.name)),
+            };
+            rules.push(CompiledRule {
+                name: r.name.clone(),
+                expression,
+                message,
+                risk: r.risk,
+                route: r.route.clone(),
+                action_class: r.action_class,
+            });
+        }
+        Ok(CompiledPolicy { name, spec: spec.clone(), variables, rules, needs })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn spec(&self) -> &EscalationPolicySpec {
+        &self.spec
+    }
+}
+
+struct InvalidPolicy {
+    spec: EscalationPolicySpec,
+    error: PolicyError,
+}
+
+/// Every policy, compiled once; the unit `classify` runs against.
+pub struct PolicySet {
+    policies: Vec<CompiledPolicy>,
+    invalid: Vec<InvalidPolicy>,
+}
+
+impl fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("policies", &self.policies)
+            .field("invalid", &self.invalid.iter().map(|i| &i.error).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PolicySet {
+    /// Compiles every policy. An invalid policy is kept, with its error: see
+    /// [`PolicySet::errors`]. Policies are evaluated in name order.
+    pub fn new<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) -> PolicySet {
+        let mut set = PolicySet { policies: Vec::new(), invalid: Vec::new() };
+        for p in policies {
+            match CompiledPolicy::compile(p) {
+                Ok(c) => set.policies.push(c),
+                Err(error) => set.invalid.push(InvalidPolicy { spec: p.spec.clone(), error }),
+            }
+        }
+        set.policies.sort_by(|a, b| a.name.cmp(&b.name));
+        set.invalid.sort_by(|a, b| a.error.policy.cmp(&b.error.policy));
+        set
+    }
+
+    /// An empty set: admits everything.
+    pub fn empty() -> PolicySet {
+        PolicySet { policies: Vec::new(), invalid: Vec::new() }
+    }
+
+    /// Why each invalid policy could not be compiled.
+    pub fn errors(&self) -> impl Iterator<Item = &PolicyError> {
+        self.invalid.iter().map(|i| &i.error)
+    }
+
+    pub fn policies(&self) -> &[CompiledPolicy] {
+        &self.policies
+    }
+
+    pub fn get(&self, name: &str) -> Option<&CompiledPolicy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+}
+
+/// A rule that fired.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FiredRule {
+    pub policy: String,
+    pub rule: String,
+    pub risk: Risk,
+    pub route: String,
+    pub action_class: ActionClass,
+    pub message: String,
+}
+
+/// A rule that could not be evaluated (or a matching policy that is invalid).
+/// In an enforcing policy it holds the change with risk High.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalError {
+    pub policy: String,
+    /// The rule or variable, e.g. `rule "prod-deploy"`.
+    pub location: String,
+    /// The route of the failing rule (the policy's first rule's route for a
+    /// variable or an invalid policy), so somebody is asked.
+    pub route: String,
+    pub action_class: ActionClass,
+    pub message: String,
+}
+
+/// The outcome of classifying one request.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assessment {
+    /// Policies whose `match` selected the request, in evaluation order.
+    pub matched_policies: Vec<String>,
+    /// Every rule of an enforcing policy that fired, Low ones included.
+    pub fired: Vec<FiredRule>,
+    /// Highest risk among fired rules and errors (Low when nothing fired).
+    pub risk: Risk,
+    /// Most urgent action class among the rules and errors that hold the change.
+    pub action_class: ActionClass,
+    /// Routes that must approve: those of every holding rule and error.
+    pub routes: BTreeSet<String>,
+    /// The estimate of the first matching policy with a pricing table.
+    pub cost: Option<Cost>,
+    /// Rules and errors that would have held the change, from Audit policies.
+    pub audit: Vec<FiredRule>,
+    pub audit_errors: Vec<EvalError>,
+    /// Runtime errors in enforcing policies: each holds the change.
+    pub errors: Vec<EvalError>,
+}
+
+impl Default for Assessment {
+    fn default() -> Self {
+        Assessment {
+            matched_policies: Vec::new(),
+            fired: Vec::new(),
+            risk: Risk::Low,
+            action_class: ActionClass::Routine,
+            routes: BTreeSet::new(),
+            cost: None,
+            audit: Vec::new(),
+            audit_errors: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl Assessment {
+    /// Whether the change must wait for approval.
+    pub fn held(&self) -> bool {
+        !self.errors.is_empty() || self.fired.iter().any(|f| f.risk >= Risk::Medium)
+    }
+
+    /// One line per reason: the fired rules' messages, then the errors.
+    pub fn reasons(&self) -> Vec<String> {
+        self.fired
+            .iter()
+            .filter(|f| f.risk >= Risk::Medium)
+            .map(|f| format!("{}/{}: {}", f.policy, f.rule, f.message))
+            .chain(self.errors.iter().map(|e| format!("{}/{}: evaluation error: {}", e.policy, e.location, e.message)))
+            .collect()
+    }
+
+    fn add_holding(&mut self, risk: Risk, class: ActionClass, route: &str) {
+        self.risk = self.risk.max(risk);
+        self.action_class = self.action_class.max(class);
+        if !self.routes.contains(route) {
+            self.routes.insert(route.to_string());
+        }
+    }
+}
+
+fn matching_invalid<'s>(set: &'s PolicySet, input: &ReviewInput) -> impl Iterator<Item = &'s InvalidPolicy> {
+    set.invalid.iter().filter(move |p| !p.spec.match_.rules.is_empty() && matching::matches(&p.spec.match_, input))
+}
+
+/// Classifies one request against every policy. Never panics; never lets a
+/// change through when a matching enforcing rule could not be evaluated.
+pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
+    let mut out = Assessment::default();
+    let matched: Vec<&CompiledPolicy> =
+        set.policies.iter().filter(|p| matching::matches(&p.spec.match_, input)).collect();
+    for bad in matching_invalid(set, input) {
+        let route = bad.spec.rules.first().map(|r| r.route.clone()).unwrap_or_else(|| "engineering".into());
+        let error = EvalError {
+            policy: bad.error.policy.clone(),
+            location: "policy".into(),
+            route,
+            action_class: ActionClass::Routine,
+            message: format!("policy is invalid and cannot be evaluated: {}", bad.error),
+        };
+        out.matched_policies.push(bad.error.policy.clone());
+        if bad.spec.mode == PolicyMode::Audit {
+            out.audit_errors.push(error);
+        } else {
+            out.add_holding(Risk::High, error.action_class, &error.route);
+            out.errors.push(error);
+        }
+    }
+    if matched.is_empty() {
+        return out;
+    }
+    let needs = matched.iter().fold(Needs::default(), |n, p| n.union(p.needs));
+    let root = Context::with_env(Arc::clone(&ENV));
+    let mut request_scope = root.new_inner_scope();
+    let json_or_null = |v: &Option<serde_json::Value>| v.as_ref().map(json_to_cel).unwrap_or(Value::Null);
+    if needs.request {
+        request_scope.add_variable_from_value("request", input.request_value());
+    }
+    if needs.object {
+        request_scope.add_variable_from_value("object", json_or_null(&input.object));
+    }
+    if needs.old_object {
+        request_scope.add_variable_from_value("oldObject", json_or_null(&input.old_object));
+    }
+    if needs.namespace_object {
+        request_scope.add_variable_from_value("namespaceObject", json_or_null(&input.namespace_object));
+    }
+    for policy in matched {
+        out.matched_policies.push(policy.name.clone());
+        let cost = policy
+            .spec
+            .pricing
+            .as_ref()
+            .map(|p| cost::estimate(input.old_object.as_ref(), input.object.as_ref(), &input.sub_resource, p));
+        if out.cost.is_none() {
+            out.cost = cost.clone();
+        }
+        evaluate_policy(policy, cost, &request_scope, &mut out);
+    }
+    out
+}
+
+fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context, out: &mut Assessment) {
+    let audit = policy.spec.mode == PolicyMode::Audit;
+    let mut scope = parent.new_inner_scope();
+    if policy.needs.cost {
+        let c = cost.unwrap_or_else(|| Cost::zero("USD"));
+        scope.add_variable_from_value(
+            "cost",
+            cel_map([
+                ("monthlyBefore", Value::Float(c.monthly_before)),
+                ("monthlyAfter", Value::Float(c.monthly_after)),
+                ("monthlyDelta", Value::Float(c.monthly_delta)),
+                ("currency", cel_str(&c.currency)),
+            ]),
+        );
+    }
+    let record_error = |out: &mut Assessment, location: String, route: &str, class: ActionClass, message: String| {
+        let e =
+            EvalError { policy: policy.name.clone(), location, route: route.to_string(), action_class: class, message };
+        if audit {
+            out.audit_errors.push(e);
+        } else {
+            out.add_holding(Risk::High, class, route);
+            out.errors.push(e);
+        }
+    };
+    if !policy.variables.is_empty() {
+        let first_route = policy.rules.first().map(|r| r.route.as_str()).unwrap_or("engineering");
+        let mut vars: HashMap<Key, Value> = HashMap::with_capacity(policy.variables.len());
+        for (name, program) in &policy.variables {
+            scope.add_variable_from_value("variables", Value::Map(vars.clone().into()));
+            match program.execute(&scope) {
+                Ok(v) => {
+                    vars.insert(Key::String(Arc::new(name.clone())), v);
+                }
+                Err(e) => {
+                    // A variable that cannot be evaluated makes the whole policy
+                    // unevaluable: hold (fail closed) and name the variable.
+                    record_error(out, format!("variable {name:?}"), first_route, ActionClass::Routine, e.to_string());
+                    return;
+                }
+            }
+        }
+        scope.add_variable_from_value("variables", Value::Map(vars.into()));
+    }
+    for rule in &policy.rules {
+        match rule.expression.execute(&scope) {
+            Ok(Value::Bool(false)) => {}
+            Ok(Value::Bool(true)) => {
+                let message = match &rule.message {
+                    Message::Static(m) => m.clone(),
+                    Message::Expression(p) => match p.execute(&scope) {
+                        Ok(Value::String(s)) => s.to_string(),
+                        Ok(other) => format!("rule {} fired (messageExpression returned {other:?})", rule.name),
+                        Err(e) => format!("rule {} fired (messageExpression failed: {e})", rule.name),
+                    },
+                };
+                let fired = FiredRule {
+                    policy: policy.name.clone(),
+                    rule: rule.name.clone(),
+                    risk: rule.risk,
+                    route: rule.route.clone(),
+                    action_class: rule.action_class,
+                    message,
+                };
+                if audit {
+                    if rule.risk >= Risk::Medium {
+                        out.audit.push(fired);
+                    }
+                } else {
+                    if rule.risk >= Risk::Medium {
+                        out.add_holding(rule.risk, rule.action_class, &rule.route);
+                    }
+                    out.fired.push(fired);
+                }
+            }
+            Ok(other) => record_error(
+                out,
+                format!("rule {:?}", rule.name),
+                &rule.route,
+                rule.action_class,
+                format!("expression returned {other:?}, not a bool"),
+            ),
+            Err(e) => record_error(out, format!("rule {:?}", rule.name), &rule.route, rule.action_class, e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
