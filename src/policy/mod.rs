@@ -271,7 +271,7 @@ fn compile_expr(policy: &str, location: Location, source: &str) -> Result<Progra
         PolicyError {
             policy: policy.to_string(),
             location,
-            position: first.map(|e| (e.pos.0.max(0) as usize + 1, e.pos.1.max(0) as usize + 1)),
+            position: first.map(|e| (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1)),
             message: first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string()),
         }
     })
