@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod controlplane;
 pub mod crd;
+pub mod digest;
 pub mod policy;
 
 /// Errors surfaced by signoff. Messages say what went wrong and what to do.
