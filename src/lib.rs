@@ -6,10 +6,13 @@
 //! (webhook server, reconciler, notifiers, CLI). See DESIGN.md.
 
 pub mod certs;
+pub mod cli;
 pub mod controlplane;
 pub mod crd;
 pub mod digest;
+pub mod duration;
 pub mod policy;
+pub mod webhook;
 
 /// Errors surfaced by signoff. Messages say what went wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum Error {
     Yaml(#[from] serde_yaml::Error),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

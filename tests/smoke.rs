@@ -17,6 +17,9 @@ spec:
   risk: High
   actionClass: destructive
   routes: [engineering, security]
+  routing:
+  - {route: engineering, policy: production, team: payments}
+  - {route: security, policy: production, team: security}
   reasons:
   - {policy: production, rule: delete-pvc, risk: High, route: engineering, actionClass: destructive, message: deleting a PersistentVolumeClaim in a production namespace}
 "#;

@@ -44,6 +44,10 @@ pub struct ApprovalRequestSpec {
     /// Why the change was held: every rule that fired.
     #[schemars(length(min = 1))]
     pub reasons: Vec<HoldReason>,
+    /// For each route: the policy whose chain it walks and the team at tier 1, as
+    /// resolved when the change was held.
+    #[schemars(length(min = 1))]
+    pub routing: Vec<RouteTarget>,
     /// Team that owns the namespace (its `signoff.dev/owner` label) when the change
     /// was held; tier 1 of the engineering route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +69,20 @@ pub struct ApprovalRequestSpec {
     /// What happens if nobody answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+}
+
+/// Where one route of a request goes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTarget {
+    /// Route name, e.g. security.
+    pub route: String,
+    /// EscalationPolicy whose chain and timing this route follows.
+    pub policy: String,
+    /// Team at tier 1; empty when it could not be resolved (e.g. the namespace has no
+    /// `signoff.dev/owner` label), in which case the chain starts at the next tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 /// An authenticated identity, as in an AdmissionReview's userInfo.
@@ -255,6 +273,9 @@ pub struct Lane {
     /// Users reached so far, who may approve for this lane.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eligible: Vec<String>,
+    /// Groups reached so far, whose members may approve for this lane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eligible_groups: Vec<String>,
 }
 
 /// An approval or rejection, written by the approver as themselves.

@@ -81,7 +81,7 @@ pub struct ReviewInput {
     pub namespace_object: Option<serde_json::Value>,
 }
 
-fn operation_str(op: Operation) -> &'static str {
+pub fn operation_str(op: Operation) -> &'static str {
     match op {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",

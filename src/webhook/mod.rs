@@ -1,0 +1,8 @@
+//! The admission webhook: pure decisions (`review`, `guard`) and the server that
+//! decodes AdmissionReviews and does the I/O between them.
+
+pub mod guard;
+pub mod review;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,351 @@
+//! The gate's decisions, pure: what to do with a classified change, the packet of
+//! a new ApprovalRequest, and the answer for a change that already has one. The
+//! handler in `server.rs` does the I/O between these steps.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use crate::crd::{
+    Action, ApprovalRequest, ApprovalRequestSpec, ChangeContext, HoldReason, Phase, Risk, RouteTarget, UserInfo,
+};
+use crate::digest::{ChangeTarget, change_digest, is_noop_update, request_name};
+use crate::policy::{Assessment, PolicySet, ReviewInput, operation_str};
+
+/// Resources the gate never holds, whatever a policy says: holding them could lock
+/// the cluster (DESIGN.md invariant 5). Also excluded in the webhook configuration.
+pub const EXEMPT_RESOURCES: &[(&str, &str)] = &[
+    ("", "nodes"),
+    ("", "events"),
+    ("events.k8s.io", "events"),
+    ("coordination.k8s.io", "leases"),
+    ("certificates.k8s.io", "certificatesigningrequests"),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("authentication.k8s.io", "tokenreviews"),
+    ("authorization.k8s.io", "subjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+];
+
+/// Settings the gate needs beyond the policies.
+#[derive(Clone, Debug)]
+pub struct GateSettings {
+    /// Namespace for ApprovalRequests of cluster-scoped objects (signoff's own).
+    pub controller_namespace: String,
+    /// Members of these groups are admitted with a loud, recorded warning.
+    pub break_glass_groups: Vec<String>,
+}
+
+/// What to do with a change before looking up any ApprovalRequest.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Preliminary {
+    /// Not held by any enforcing rule. Carries warnings for Audit findings.
+    Admit { warnings: Vec<String> },
+    /// Held, but the requester is in a break-glass group.
+    BreakGlass { warning: String },
+    /// Held, but this is a dry run: admitted with a warning, nothing created.
+    DryRun { warning: String },
+    /// Held, but the UPDATE changes nothing that matters.
+    NoOp,
+    /// Held: look up (or create) the ApprovalRequest with this name.
+    Held { digest: String, namespace: String, name: String },
+}
+
+/// The gate's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    Allow { warnings: Vec<String> },
+    Deny { message: String },
+}
+
+fn target<'a>(input: &'a ReviewInput) -> ChangeTarget<'a> {
+    ChangeTarget {
+        operation: operation_str(input.operation),
+        group: &input.kind.group,
+        version: &input.kind.version,
+        kind: &input.kind.kind,
+        resource: &input.resource.resource,
+        sub_resource: &input.sub_resource,
+        namespace: &input.namespace,
+        name: &input.name,
+    }
+}
+
+/// The object a change is about: the new object, or for DELETE the old one.
+pub fn subject(input: &ReviewInput) -> Option<&serde_json::Value> {
+    match input.operation {
+        crate::crd::Operation::Delete => input.old_object.as_ref(),
+        _ => input.object.as_ref(),
+    }
+}
+
+/// The change digest of a request.
+pub fn digest_of(input: &ReviewInput) -> String {
+    change_digest(&target(input), subject(input))
+}
+
+/// Decide everything that needs no API call.
+pub fn preliminary(input: &ReviewInput, assessment: &Assessment, settings: &GateSettings) -> Preliminary {
+    if !assessment.held() {
+        let warnings = assessment
+            .audit
+            .iter()
+            .filter(|f| f.risk >= Risk::Medium)
+            .map(|f| format!("signoff audit: policy {} would hold this change: {}", f.policy, f.message))
+            .collect();
+        return Preliminary::Admit { warnings };
+    }
+    let reasons = assessment.reasons().join("; ");
+    if let Some(group) = input.user.groups.iter().find(|g| settings.break_glass_groups.contains(g)) {
+        return Preliminary::BreakGlass {
+            warning: format!(
+                "signoff BREAK-GLASS: admitted without approval because {} is in group {group}; recorded in the audit log. Held for: {reasons}",
+                input.user.username
+            ),
+        };
+    }
+    if input.dry_run {
+        return Preliminary::DryRun {
+            warning: format!(
+                "signoff: the real write would be held for approval ({}): {reasons}",
+                risk_and_class(assessment)
+            ),
+        };
+    }
+    if let (crate::crd::Operation::Update, Some(new), Some(old)) = (input.operation, &input.object, &input.old_object)
+        && is_noop_update(new, old, &input.sub_resource)
+    {
+        return Preliminary::NoOp;
+    }
+    let digest = digest_of(input);
+    let namespace =
+        if input.namespace.is_empty() { settings.controller_namespace.clone() } else { input.namespace.clone() };
+    Preliminary::Held { name: request_name(&digest), digest, namespace }
+}
+
+fn risk_and_class(a: &Assessment) -> String {
+    format!("{} risk, {}", a.risk.as_str().to_lowercase(), a.action_class.as_str())
+}
+
+/// The tier-1 team of a route: the policy's `routes[].team`, else for engineering
+/// the namespace owner, else the Team named after the route.
+pub fn tier_one_team(policies: &PolicySet, policy: &str, route: &str, owner_team: Option<&str>) -> Option<String> {
+    let configured = policies
+        .get(policy)
+        .and_then(|p| p.spec().routes.iter().find(|r| r.name == route))
+        .and_then(|r| r.team.clone())
+        .filter(|t| !t.is_empty());
+    configured.or_else(|| if route == "engineering" { owner_team.map(str::to_string) } else { Some(route.to_string()) })
+}
+
+/// The packet: a new ApprovalRequest for a held change.
+pub fn packet(
+    input: &ReviewInput,
+    assessment: &Assessment,
+    policies: &PolicySet,
+    digest: &str,
+    namespace: &str,
+    name: &str,
+) -> ApprovalRequest {
+    let owner_team = input
+        .namespace_object
+        .as_ref()
+        .and_then(|ns| ns.pointer("/metadata/labels/signoff.dev~1owner"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let mut reasons: Vec<HoldReason> = assessment
+        .fired
+        .iter()
+        .filter(|f| f.risk >= Risk::Medium)
+        .map(|f| HoldReason {
+            policy: f.policy.clone(),
+            rule: f.rule.clone(),
+            risk: f.risk,
+            route: f.route.clone(),
+            action_class: f.action_class,
+            message: f.message.clone(),
+        })
+        .collect();
+    reasons.extend(assessment.errors.iter().map(|e| HoldReason {
+        policy: e.policy.clone(),
+        rule: e.location.clone(),
+        risk: Risk::High,
+        route: e.route.clone(),
+        action_class: e.action_class,
+        message: format!("evaluation error (held to be safe): {}", e.message),
+    }));
+    // Each route follows the first policy (in evaluation order) that routed to it.
+    let routing = assessment
+        .routes
+        .iter()
+        .map(|route| {
+            let policy = reasons.iter().find(|r| &r.route == route).map(|r| r.policy.clone()).unwrap_or_default();
+            let team = tier_one_team(policies, &policy, route, owner_team.as_deref());
+            RouteTarget { route: route.clone(), policy, team }
+        })
+        .collect();
+    let annotation = |key: &str| {
+        subject(input)
+            .and_then(|o| o.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1"))))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let (reason, ticket) = (annotation("signoff.dev/reason"), annotation("signoff.dev/ticket"));
+    let context = (reason.is_some() || ticket.is_some()).then_some(ChangeContext { reason, ticket });
+    let diff = render_diff(input);
+    let manifest = subject(input)
+        .map(|o| serde_yaml::to_string(&crate::digest::canonical_object(o, &input.sub_resource)).unwrap_or_default());
+    let spec = ApprovalRequestSpec {
+        requester: UserInfo {
+            username: input.user.username.clone(),
+            uid: Some(input.user.uid.clone()).filter(|u| !u.is_empty()),
+            groups: input.user.groups.clone(),
+        },
+        action: Action {
+            operation: operation_str(input.operation).to_string(),
+            group: input.kind.group.clone(),
+            version: input.kind.version.clone(),
+            kind: input.kind.kind.clone(),
+            resource: input.resource.resource.clone(),
+            sub_resource: Some(input.sub_resource.clone()).filter(|s| !s.is_empty()),
+            namespace: Some(input.namespace.clone()).filter(|s| !s.is_empty()),
+            name: input.name.clone(),
+        },
+        digest: digest.to_string(),
+        risk: assessment.risk,
+        action_class: assessment.action_class,
+        routes: assessment.routes.iter().cloned().collect(),
+        routing,
+        reasons,
+        owner_team,
+        cost: assessment.cost.as_ref().map(|c| c.to_crd()),
+        context,
+        diff,
+        manifest,
+        fallback: Some(
+            "If nobody approves before the last tier times out, the request expires and the change is never \
+             applied automatically: a runbook is written to status and the platform admins are notified."
+                .into(),
+        ),
+    };
+    let mut ar = ApprovalRequest::new(name, spec);
+    ar.metadata = ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(
+            [
+                ("app.kubernetes.io/managed-by".to_string(), "signoff".to_string()),
+                ("signoff.dev/requester".to_string(), label_value(&input.user.username)),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    ar
+}
+
+/// A label value from arbitrary text (usernames may contain ':' and '@').
+fn label_value(text: &str) -> String {
+    let cleaned: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).take(63).collect();
+    cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
+/// Unified diff of the old and new object (canonical YAML), when there is one.
+pub fn render_diff(input: &ReviewInput) -> Option<String> {
+    let yaml = |o: &Option<serde_json::Value>| {
+        o.as_ref()
+            .map(|o| {
+                serde_yaml::to_string(&crate::digest::canonical_object(o, &input.sub_resource)).unwrap_or_default()
+            })
+            .unwrap_or_default()
+    };
+    let (old, new) = (yaml(&input.old_object), yaml(&input.object));
+    if old == new {
+        return None;
+    }
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    Some(diff.unified_diff().context_radius(3).header("before", "after").to_string())
+}
+
+/// The denial for a held change, identical every time it is asked for.
+pub fn held_message(ar: &ApprovalRequest) -> String {
+    let ns = ar.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ar.metadata.name.as_deref().unwrap_or_default();
+    let spec = &ar.spec;
+    let routed: Vec<String> = spec
+        .routing
+        .iter()
+        .map(|r| match &r.team {
+            Some(team) => format!("{} → tier 1: team {team}", r.route),
+            None => format!("{} → tier 1: no owning team (label the namespace signoff.dev/owner)", r.route),
+        })
+        .collect();
+    let reasons: Vec<&str> = spec.reasons.iter().map(|r| r.message.as_str()).collect();
+    format!(
+        "held for approval: ApprovalRequest {ns}/{name} ({} risk, {}; routed to {}). Reason: {}. Follow it: kubectl signoff show -n {ns} {name}",
+        spec.risk.as_str().to_lowercase(),
+        spec.action_class.as_str(),
+        routed.join(", "),
+        reasons.join("; "),
+    )
+}
+
+/// The answer for a held change whose ApprovalRequest exists.
+pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp) -> Answer {
+    let ns = ar.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ar.metadata.name.as_deref().unwrap_or_default();
+    if ar.spec.digest != digest {
+        return Answer::Deny {
+            message: format!(
+                "signoff: ApprovalRequest {ns}/{name} belongs to a different change (digest mismatch); refusing to admit. \
+                 Ask a platform admin to inspect it."
+            ),
+        };
+    }
+    let status = ar.status.clone().unwrap_or_default();
+    let reopen = format!("kubectl signoff reopen -n {ns} {name}");
+    match status.phase {
+        Phase::Pending => Answer::Deny { message: held_message(ar) },
+        Phase::Approved => match status.not_after {
+            Some(Time(not_after)) if now < not_after => Answer::Allow {
+                warnings: vec![format!(
+                    "signoff: admitted by approved ApprovalRequest {ns}/{name} (valid until {not_after})"
+                )],
+            },
+            Some(Time(not_after)) => Answer::Deny {
+                message: format!(
+                    "signoff: the approval in ApprovalRequest {ns}/{name} expired at {not_after}; to ask again: {reopen}"
+                ),
+            },
+            None => Answer::Deny {
+                message: format!(
+                    "signoff: ApprovalRequest {ns}/{name} is Approved without notAfter; refusing to admit"
+                ),
+            },
+        },
+        Phase::Rejected => {
+            let by: Vec<String> = status
+                .decisions
+                .iter()
+                .filter(|d| d.decision == crate::crd::Verdict::Reject)
+                .map(|d| match &d.comment {
+                    Some(c) => format!("{} ({c})", d.approver),
+                    None => d.approver.clone(),
+                })
+                .collect();
+            Answer::Deny {
+                message: format!(
+                    "signoff: this change was rejected by {} in ApprovalRequest {ns}/{name}. Address it, then change \
+                     the manifest (a new request) or ask again: {reopen}",
+                    if by.is_empty() { "an approver".to_string() } else { by.join(", ") }
+                ),
+            }
+        }
+        Phase::Expired => Answer::Deny {
+            message: format!(
+                "signoff: nobody approved ApprovalRequest {ns}/{name} before its last tier timed out, so it expired and \
+                 is never applied automatically. Runbook: kubectl signoff show -n {ns} {name}. To ask again: {reopen}"
+            ),
+        },
+    }
+}

@@ -1,0 +1,341 @@
+//! Unit tests of the gate's and the guard's pure decisions.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
+
+use super::guard::{Identities, approval_write, approver_write, policy_write};
+use super::review::*;
+use crate::crd::*;
+use crate::policy::{Assessment, FiredRule, Gvk, Gvr, PolicySet, ReviewInput, UserInfo as User};
+
+const CONTROLLER: &str = "system:serviceaccount:signoff-system:signoff";
+
+fn now() -> Timestamp {
+    "2026-11-22T12:00:00Z".parse().unwrap()
+}
+
+fn user(name: &str, groups: &[&str]) -> User {
+    User { username: name.into(), uid: format!("uid-{name}"), groups: groups.iter().map(|g| g.to_string()).collect() }
+}
+
+fn settings() -> GateSettings {
+    GateSettings {
+        controller_namespace: "signoff-system".into(),
+        break_glass_groups: vec!["signoff:break-glass".into()],
+    }
+}
+
+fn ids() -> Identities {
+    Identities { controller: CONTROLLER.into(), admin_groups: vec!["signoff:platform-admins".into()] }
+}
+
+fn pvc_delete(by: &User) -> ReviewInput {
+    ReviewInput {
+        operation: Operation::Delete,
+        user: by.clone(),
+        kind: Gvk { group: "".into(), version: "v1".into(), kind: "PersistentVolumeClaim".into() },
+        resource: Gvr { group: "".into(), version: "v1".into(), resource: "persistentvolumeclaims".into() },
+        sub_resource: String::new(),
+        namespace: "prod".into(),
+        name: "ledger-data".into(),
+        dry_run: false,
+        object: None,
+        old_object: Some(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "ledger-data", "namespace": "prod", "uid": "u-1"}})),
+        namespace_object: Some(json!({"metadata": {"name": "prod", "labels": {"signoff.dev/owner": "payments"}}})),
+    }
+}
+
+fn held_assessment() -> Assessment {
+    Assessment {
+        fired: vec![FiredRule {
+            policy: "production".into(),
+            rule: "delete-pvc".into(),
+            risk: Risk::High,
+            route: "engineering".into(),
+            action_class: ActionClass::Destructive,
+            message: "deleting a PersistentVolumeClaim in a production namespace".into(),
+        }],
+        risk: Risk::High,
+        action_class: ActionClass::Destructive,
+        routes: ["engineering".to_string()].into(),
+        ..Default::default()
+    }
+}
+
+fn held_request() -> ApprovalRequest {
+    let input = pvc_delete(&user("alice", &["team:payments"]));
+    let a = held_assessment();
+    let Preliminary::Held { digest, namespace, name } = preliminary(&input, &a, &settings()) else { panic!("held") };
+    packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name)
+}
+
+#[test]
+fn low_risk_is_admitted_and_audit_findings_warn() {
+    let input = pvc_delete(&user("alice", &[]));
+    let mut a = Assessment::default();
+    assert_eq!(preliminary(&input, &a, &settings()), Preliminary::Admit { warnings: vec![] });
+    a.audit = held_assessment().fired;
+    let Preliminary::Admit { warnings } = preliminary(&input, &a, &settings()) else { panic!() };
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("would hold"), "{warnings:?}");
+}
+
+#[test]
+fn break_glass_dry_run_and_noop_are_decided_before_any_lookup() {
+    let a = held_assessment();
+    let glass = pvc_delete(&user("root", &["signoff:break-glass"]));
+    assert!(
+        matches!(preliminary(&glass, &a, &settings()), Preliminary::BreakGlass { warning } if warning.contains("BREAK-GLASS"))
+    );
+    let mut dry = pvc_delete(&user("alice", &[]));
+    dry.dry_run = true;
+    assert!(
+        matches!(preliminary(&dry, &a, &settings()), Preliminary::DryRun { warning } if warning.contains("would be held"))
+    );
+    let mut noop = pvc_delete(&user("alice", &[]));
+    noop.operation = Operation::Update;
+    noop.object = Some(json!({"metadata": {"name": "x", "resourceVersion": "2"}, "spec": {"a": 1}}));
+    noop.old_object = Some(json!({"metadata": {"name": "x", "resourceVersion": "1"}, "spec": {"a": 1}}));
+    assert_eq!(preliminary(&noop, &a, &settings()), Preliminary::NoOp);
+}
+
+#[test]
+fn cluster_scoped_changes_are_held_in_the_controller_namespace() {
+    let mut input = pvc_delete(&user("alice", &[]));
+    input.namespace = String::new();
+    let Preliminary::Held { namespace, name, digest } = preliminary(&input, &held_assessment(), &settings()) else {
+        panic!()
+    };
+    assert_eq!(namespace, "signoff-system");
+    assert_eq!(name, format!("ar-{}", &digest[..12]));
+}
+
+#[test]
+fn packet_and_held_message() {
+    let ar = held_request();
+    assert_eq!(ar.spec.requester.username, "alice");
+    assert_eq!(ar.spec.action.operation, "DELETE");
+    assert_eq!(ar.spec.owner_team.as_deref(), Some("payments"));
+    assert_eq!(
+        ar.spec.routing,
+        vec![RouteTarget { route: "engineering".into(), policy: "production".into(), team: Some("payments".into()) }]
+    );
+    let name = ar.metadata.name.clone().unwrap();
+    assert_eq!(
+        held_message(&ar),
+        format!(
+            "held for approval: ApprovalRequest prod/{name} (high risk, destructive; routed to engineering → tier 1: team payments). \
+             Reason: deleting a PersistentVolumeClaim in a production namespace. Follow it: kubectl signoff show -n prod {name}"
+        )
+    );
+}
+
+#[test]
+fn existing_requests_decide_by_phase_and_digest() {
+    let mut ar = held_request();
+    let digest = ar.spec.digest.clone();
+    assert_eq!(decide_existing(&ar, &digest, now()), Answer::Deny { message: held_message(&ar) });
+    assert!(
+        matches!(decide_existing(&ar, &"0".repeat(64), now()), Answer::Deny { message } if message.contains("digest mismatch"))
+    );
+
+    ar.status = Some(ApprovalRequestStatus {
+        phase: Phase::Approved,
+        not_after: Some(Time(now() + SignedDuration::from_secs(60))),
+        ..Default::default()
+    });
+    assert!(matches!(decide_existing(&ar, &digest, now()), Answer::Allow { .. }));
+    let later = now() + SignedDuration::from_secs(61);
+    assert!(matches!(decide_existing(&ar, &digest, later), Answer::Deny { message } if message.contains("expired")));
+
+    ar.status = Some(ApprovalRequestStatus { phase: Phase::Rejected, ..Default::default() });
+    assert!(
+        matches!(decide_existing(&ar, &digest, now()), Answer::Deny { message } if message.contains("rejected") && message.contains("reopen"))
+    );
+    ar.status = Some(ApprovalRequestStatus { phase: Phase::Expired, ..Default::default() });
+    assert!(
+        matches!(decide_existing(&ar, &digest, now()), Answer::Deny { message } if message.contains("expired") && message.contains("Runbook"))
+    );
+}
+
+fn pending(eligible: &[&str], groups: &[&str]) -> ApprovalRequest {
+    let mut ar = held_request();
+    ar.status = Some(ApprovalRequestStatus {
+        phase: Phase::Pending,
+        lanes: vec![Lane {
+            route: "engineering".into(),
+            policy: "production".into(),
+            tier: 0,
+            tiers: 5,
+            tier_name: Some("Team".into()),
+            tier_started_at: None,
+            tier_deadline: None,
+            phase: Phase::Pending,
+            eligible: eligible.iter().map(|s| s.to_string()).collect(),
+            eligible_groups: groups.iter().map(|s| s.to_string()).collect(),
+        }],
+        ..Default::default()
+    });
+    ar
+}
+
+fn decision(by: &str, verdict: Verdict) -> Decision {
+    Decision {
+        approver: by.into(),
+        uid: Some(format!("uid-{by}")),
+        decision: verdict,
+        routes: vec![],
+        comment: None,
+        at: Time(now()),
+    }
+}
+
+fn with_decision(ar: &ApprovalRequest, d: Decision) -> ApprovalRequest {
+    let mut next = ar.clone();
+    next.status.as_mut().unwrap().decisions.push(d);
+    next
+}
+
+fn status_write(old: &ApprovalRequest, new: &ApprovalRequest, by: &User) -> Result<(), String> {
+    approval_write("UPDATE", "status", Some(old), Some(new), by, &ids(), now())
+}
+
+#[test]
+fn an_eligible_approver_may_add_their_own_decision() {
+    let old = pending(&["bob"], &[]);
+    let bob = user("bob", &[]);
+    assert_eq!(status_write(&old, &with_decision(&old, decision("bob", Verdict::Approve)), &bob), Ok(()));
+    // Eligible through a group, too.
+    let old = pending(&[], &["team:payments"]);
+    let carol = user("carol", &["team:payments"]);
+    assert_eq!(status_write(&old, &with_decision(&old, decision("carol", Verdict::Reject)), &carol), Ok(()));
+}
+
+#[test]
+fn forged_and_ineligible_decisions_are_refused() {
+    let old = pending(&["bob", "alice", "system:serviceaccount:argocd:argocd-application-controller"], &[]);
+    let cases: Vec<(&str, User, Decision, &str)> = vec![
+        ("self-approval", user("alice", &[]), decision("alice", Verdict::Approve), "you requested this change"),
+        ("naming someone else", user("mallory", &[]), decision("bob", Verdict::Approve), "must name its writer"),
+        ("not eligible", user("mallory", &[]), decision("mallory", Verdict::Approve), "not an eligible approver"),
+        (
+            "service account",
+            user("system:serviceaccount:argocd:argocd-application-controller", &[]),
+            decision("system:serviceaccount:argocd:argocd-application-controller", Verdict::Approve),
+            "service accounts never count",
+        ),
+        ("controller", user(CONTROLLER, &[]), decision(CONTROLLER, Verdict::Approve), "never add a decision"),
+        (
+            "wrong uid",
+            User { uid: "uid-other".into(), ..user("bob", &[]) },
+            decision("bob", Verdict::Approve),
+            "is not yours",
+        ),
+        (
+            "time far off",
+            user("bob", &[]),
+            Decision { at: Time(now() - SignedDuration::from_secs(600)), ..decision("bob", Verdict::Approve) },
+            "more than 2 minutes",
+        ),
+        (
+            "route not eligible",
+            user("bob", &[]),
+            Decision { routes: vec!["security".into()], ..decision("bob", Verdict::Approve) },
+            "not eligible to decide for route security",
+        ),
+    ];
+    for (what, by, d, expected) in cases {
+        let err = status_write(&old, &with_decision(&old, d), &by).expect_err(what);
+        assert!(err.contains(expected), "{what}: {err}");
+    }
+}
+
+#[test]
+fn decisions_are_append_only_and_one_at_a_time() {
+    let old = with_decision(&pending(&["bob", "carol"], &[]), decision("bob", Verdict::Approve));
+    let carol = user("carol", &[]);
+    let mut edited = old.clone();
+    edited.status.as_mut().unwrap().decisions[0].decision = Verdict::Reject;
+    assert!(status_write(&old, &edited, &carol).unwrap_err().contains("append-only"));
+    let mut removed = old.clone();
+    removed.status.as_mut().unwrap().decisions.clear();
+    assert!(status_write(&old, &removed, &carol).unwrap_err().contains("append-only"));
+    let two =
+        with_decision(&with_decision(&old, decision("carol", Verdict::Approve)), decision("carol", Verdict::Approve));
+    assert!(status_write(&old, &two, &carol).unwrap_err().contains("one decision at a time"));
+}
+
+#[test]
+fn only_the_controller_moves_phase_and_tiers_and_only_forward() {
+    let old = pending(&["bob"], &[]);
+    let mut approved = old.clone();
+    approved.status.as_mut().unwrap().phase = Phase::Approved;
+    assert!(status_write(&old, &approved, &user("bob", &[])).unwrap_err().contains("only signoff's controller"));
+    let controller = user(CONTROLLER, &[]);
+    assert_eq!(status_write(&old, &approved, &controller), Ok(()));
+    let mut back = approved.clone();
+    back.status.as_mut().unwrap().phase = Phase::Pending;
+    assert!(status_write(&approved, &back, &controller).unwrap_err().contains("final"));
+    let mut forward = old.clone();
+    forward.status.as_mut().unwrap().lanes[0].tier = 2;
+    assert_eq!(status_write(&old, &forward, &controller), Ok(()));
+    assert!(status_write(&forward, &old, &controller).unwrap_err().contains("cannot move back"));
+    // A decision on a request that is no longer pending.
+    let late = with_decision(&approved, decision("bob", Verdict::Approve));
+    assert!(status_write(&approved, &late, &user("bob", &[])).unwrap_err().contains("already Approved"));
+}
+
+#[test]
+fn only_signoff_creates_and_the_spec_never_changes() {
+    let ar = held_request();
+    let err = approval_write("CREATE", "", None, Some(&ar), &user("admin", &["system:masters"]), &ids(), now());
+    assert!(err.unwrap_err().contains("only signoff creates"));
+    assert_eq!(approval_write("CREATE", "", None, Some(&ar), &user(CONTROLLER, &[]), &ids(), now()), Ok(()));
+    let mut edited = ar.clone();
+    edited.spec.risk = Risk::Low;
+    let err = approval_write("UPDATE", "", Some(&ar), Some(&edited), &user(CONTROLLER, &[]), &ids(), now());
+    assert!(err.unwrap_err().contains("immutable"));
+    let err = approval_write("DELETE", "", Some(&ar), None, &user("alice", &[]), &ids(), now());
+    assert!(err.unwrap_err().contains("audit record"));
+    assert_eq!(
+        approval_write("DELETE", "", Some(&ar), None, &user("ivan", &["signoff:platform-admins"]), &ids(), now()),
+        Ok(())
+    );
+}
+
+fn policy(yaml: &str) -> EscalationPolicy {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+#[test]
+fn policies_are_validated() {
+    let base = r#"
+apiVersion: signoff.dev/v1alpha1
+kind: EscalationPolicy
+metadata: {name: p}
+spec:
+  match: {rules: [{operations: [DELETE], apiGroups: [""], apiVersions: [v1], resources: [persistentvolumeclaims]}]}
+  rules:
+  - {name: r, expression: "true", risk: High, route: ROUTE}
+"#;
+    assert_eq!(policy_write(&policy(&base.replace("ROUTE", "engineering"))), Ok(()));
+    let err = policy_write(&policy(&base.replace("ROUTE", "legal"))).unwrap_err();
+    assert!(err.contains("route \"legal\"") && err.contains("spec.routes"), "{err}");
+    let with_route = base.replace("ROUTE", "legal") + "  routes: [{name: legal, team: legal}]\n";
+    assert_eq!(policy_write(&policy(&with_route)), Ok(()));
+    let bad_cel = base.replace("ROUTE", "engineering").replace("\"true\"", "\"object.metadata.name ==\"");
+    assert!(policy_write(&policy(&bad_cel)).is_err());
+    let zero =
+        base.replace("ROUTE", "engineering") + "  actionClasses: {routine: {tierTimeout: 0s, notify: Sequential}}\n";
+    assert!(policy_write(&policy(&zero)).unwrap_err().contains("must be positive"));
+}
+
+#[test]
+fn approvers_are_written_by_themselves_or_an_admin() {
+    let approver = Approver::new("bob", ApproverSpec { user: "bob".into(), ..Default::default() });
+    assert_eq!(approver_write(&approver, &user("bob", &[]), &ids()), Ok(()));
+    assert!(approver_write(&approver, &user("mallory", &[]), &ids()).is_err());
+    assert_eq!(approver_write(&approver, &user("ivan", &["signoff:platform-admins"]), &ids()), Ok(()));
+}
