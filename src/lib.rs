@@ -6,7 +6,6 @@
 //! (webhook server, reconciler, notifiers, CLI). See DESIGN.md.
 
 pub mod certs;
-pub mod cli;
 pub mod controlplane;
 pub mod crd;
 pub mod digest;

@@ -3,6 +3,7 @@
 
 pub mod guard;
 pub mod review;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
