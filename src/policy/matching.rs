@@ -141,7 +141,7 @@ fn object_selector_matches(spec: &MatchSpec, input: &ReviewInput) -> bool {
 }
 
 fn excluded(spec: &MatchSpec, input: &ReviewInput) -> bool {
-    spec.exclude_users.iter().any(|u| *u == input.user.username)
+    spec.exclude_users.contains(&input.user.username)
         || spec.exclude_groups.iter().any(|g| input.user.groups.contains(g))
 }
 
