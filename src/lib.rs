@@ -6,6 +6,7 @@
 //! (webhook server, reconciler, notifiers, CLI). See DESIGN.md.
 
 pub mod certs;
+pub mod cli;
 pub mod controlplane;
 pub mod crd;
 pub mod digest;
