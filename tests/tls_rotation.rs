@@ -43,13 +43,14 @@ fn fast_options(ns: &str) -> ManagedOptions {
         ip_addresses: vec![LOCALHOST],
         dns_names: vec!["signoff-webhook.test.svc".into()],
         policy: RotationPolicy {
-            ca_validity: Duration::from_secs(3),
-            ca_renew_before: Duration::from_secs(2),
-            cert_validity: Duration::from_secs(2),
-            cert_renew_before: Duration::from_millis(1200),
-            handover: Duration::from_millis(700),
+            // Margins of a second or more: the test must survive a loaded 2-core machine.
+            ca_validity: Duration::from_secs(4),
+            ca_renew_before: Duration::from_millis(2500),
+            cert_validity: Duration::from_millis(2500),
+            cert_renew_before: Duration::from_millis(1500),
+            handover: Duration::from_secs(1),
         },
-        resync: Duration::from_millis(200),
+        resync: Duration::from_millis(100),
         ..ManagedOptions::new(ns, "signoff-webhook-tls")
     }
 }
@@ -279,9 +280,9 @@ async fn rotating_certificate_and_ca_under_load_fails_no_request() {
     assert_eq!(failed, 0, "failed requests: {:#?}", &errors[..errors.len().min(20)]);
     assert_eq!(stats.failed_handshakes(), 0, "failed TLS handshakes");
     assert!(ok >= 500, "too few requests to mean anything: {ok}");
-    assert!(ca_rotations >= 4, "CA rotations: {ca_rotations}");
+    assert!(ca_rotations >= 3, "CA rotations: {ca_rotations}");
     for swaps in &cert_rotations {
-        assert!(*swaps >= 7, "serving certificate rotations per replica: {cert_rotations:?}");
+        assert!(*swaps >= 4, "serving certificate rotations per replica: {cert_rotations:?}");
     }
 
     // The Secret publishes the same bundle as the channel, and is a kubernetes.io/tls Secret.
