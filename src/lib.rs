@@ -11,6 +11,9 @@ pub mod controlplane;
 pub mod crd;
 pub mod digest;
 pub mod duration;
+pub mod escalation;
+pub mod metrics;
+pub mod operator;
 pub mod policy;
 pub mod webhook;
 

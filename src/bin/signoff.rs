@@ -1,10 +1,14 @@
 #![forbid(unsafe_code)]
 //! The signoff operator.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use signoff::operator::{RunOptions, TlsSource};
+use signoff::webhook::config::Endpoint;
+use signoff::webhook::guard::Identities;
 
 /// signoff: hold risky Kubernetes changes until the right people approve them.
 #[derive(Parser)]
@@ -16,6 +20,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: admission webhook, escalation reconciler, metrics.
+    ///
+    /// Examples:
+    ///   signoff run --service signoff-webhook            # in a cluster, self-managed TLS
+    ///   signoff run --context sa:signoff-system:signoff --webhook-url https://127.0.0.1:9443/validate \
+    ///     --webhook-addr 127.0.0.1:9443 --tls-ip 127.0.0.1
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     ///
     /// Examples:
@@ -26,6 +37,61 @@ enum Command {
         #[arg(long)]
         dir: Vec<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Kubeconfig context to use (default: in-cluster config, or the current context).
+    #[arg(long, env = "SIGNOFF_CONTEXT")]
+    context: Option<String>,
+    /// signoff's own namespace: its Secret, Lease and the requests for cluster-scoped objects.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "signoff-system")]
+    namespace: String,
+    /// Address of the HTTPS webhook server.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    webhook_addr: SocketAddr,
+    /// Address of the plain-HTTP /healthz, /readyz and /metrics server.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_addr: SocketAddr,
+    /// How the API server reaches the webhook from outside the cluster (tests, make dev).
+    #[arg(long, conflicts_with = "service")]
+    webhook_url: Option<String>,
+    /// The Service in front of the webhook (in a cluster), in --namespace, port 443.
+    #[arg(long, default_value = "signoff-webhook")]
+    service: String,
+    /// Name of the ValidatingWebhookConfiguration.
+    #[arg(long, default_value = "signoff")]
+    webhook_config_name: String,
+    /// Do not write the ValidatingWebhookConfiguration (when a Helm chart owns it).
+    #[arg(long)]
+    no_manage_webhook_config: bool,
+    /// Serving certificate file (mounted Secret); default: self-managed certificates.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Serving key file.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// CA bundle file for the webhook configuration, with --tls-cert-file.
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
+    /// Secret holding self-managed certificates.
+    #[arg(long, default_value = "signoff-webhook-tls")]
+    tls_secret: String,
+    /// Extra IP SANs for self-managed certificates (e.g. 127.0.0.1).
+    #[arg(long)]
+    tls_ip: Vec<IpAddr>,
+    /// signoff's own username, never allowed to add a decision.
+    #[arg(long, env = "SIGNOFF_CONTROLLER_USER")]
+    controller_user: Option<String>,
+    /// Groups whose members may write anyone's Approver and delete requests.
+    #[arg(long, default_value = "signoff:platform-admins")]
+    admin_group: Vec<String>,
+    /// Groups admitted without approval, with a loud recorded warning.
+    #[arg(long, default_value = "signoff:break-glass")]
+    break_glass_group: Vec<String>,
+    /// The API server's timeout for each webhook call.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(2..=30))]
+    timeout_seconds: i32,
 }
 
 fn main() -> ExitCode {
@@ -39,8 +105,75 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+            if let Err(e) = runtime.block_on(run(*args)) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     ExitCode::SUCCESS
+}
+
+async fn run(args: RunArgs) -> signoff::Result<()> {
+    let config = match &args.context {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
+            kube::Config::from_kubeconfig(&options).await?
+        }
+        None => kube::Config::infer().await.map_err(|e| signoff::Error::Config(format!("kubeconfig: {e}")))?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let namespace = args.namespace.clone();
+    let endpoint = match args.webhook_url {
+        Some(url) => Endpoint::Url(url),
+        None => Endpoint::Service { namespace: namespace.clone(), name: args.service.clone(), port: 443 },
+    };
+    let tls = match (args.tls_cert_file, args.tls_key_file) {
+        (Some(cert), Some(key)) => TlsSource::Files { cert, key, ca_file: args.tls_ca_file },
+        _ => TlsSource::SelfManaged {
+            secret: args.tls_secret,
+            dns_names: vec![
+                format!("{}.{namespace}.svc", args.service),
+                format!("{}.{namespace}.svc.cluster.local", args.service),
+            ],
+            ip_addresses: args.tls_ip,
+            rotation: Default::default(),
+        },
+    };
+    let options = RunOptions {
+        namespace: namespace.clone(),
+        webhook_addr: args.webhook_addr,
+        health_addr: args.health_addr,
+        endpoint,
+        webhook_config_name: args.webhook_config_name,
+        manage_webhook_config: !args.no_manage_webhook_config,
+        tls,
+        identities: Identities {
+            controller: args.controller_user.unwrap_or_else(|| format!("system:serviceaccount:{namespace}:signoff")),
+            admin_groups: args.admin_group,
+        },
+        break_glass_groups: args.break_glass_group,
+        timeout_seconds: args.timeout_seconds,
+    };
+    signoff::operator::run(client, options, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 fn write_crds(dir: &std::path::Path) -> std::io::Result<()> {

@@ -38,12 +38,71 @@ pub struct Options {
     pub dir: Option<PathBuf>,
 }
 
-/// One supervised process.
+/// A process started under the supervisor: it stops when this handle is dropped,
+/// and also when the owning process exits for any reason (the lifeline closes).
+pub struct Supervised {
+    child: Child,
+    lifeline: Option<ChildStdin>,
+}
+
+impl Supervised {
+    /// Start `program` with `args` and extra environment, logging to `log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+        cleanup: Option<&Path>,
+    ) -> Result<Supervised> {
+        let out = fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
+        let err = out.try_clone().map_err(io("duplicating a log file handle"))?;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("supervisor")
+            .arg(cleanup.map(|p| p.display().to_string()).unwrap_or_default())
+            .arg(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io(format!("starting {name}")))?;
+        let lifeline = child.stdin.take();
+        Ok(Supervised { child, lifeline })
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Stop the process (TERM, then KILL after 5 s) and wait for it.
+    pub fn stop(&mut self) {
+        self.lifeline.take();
+        let _ = self.child.wait();
+    }
+
+    /// Kill the process at once (SIGKILL), as a crash would: the supervisor's
+    /// children (the process and its watcher) get KILL, then the supervisor exits.
+    pub fn kill(&mut self) {
+        let _ = Command::new("pkill").arg("-KILL").arg("-P").arg(self.child.id().to_string()).status();
+        self.stop();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One component of the control plane.
 struct Process {
     name: &'static str,
-    child: Child,
-    /// Dropping this closes the supervisor's stdin, which stops the process.
-    lifeline: Option<ChildStdin>,
+    process: Supervised,
 }
 
 /// A running local control plane. Dropping it stops every process it started.
@@ -311,23 +370,10 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &'static str, args: &[&str], cleanup: Option<&Path>) -> Result<()> {
-        let log_path = self.dir.join(format!("{name}.log"));
-        let log = fs::File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
-        let log2 = log.try_clone().map_err(io("duplicating a log file handle"))?;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(SUPERVISOR)
-            .arg("supervisor")
-            .arg(cleanup.map(|p| p.display().to_string()).unwrap_or_default())
-            .arg(self.bin_dir.join(name))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(io(format!("starting {name}")))?;
-        let lifeline = child.stdin.take();
-        self.processes.push(Process { name, child, lifeline });
+        let log = self.dir.join(format!("{name}.log"));
+        let program = self.bin_dir.join(name);
+        let process = Supervised::spawn(name, &program, args, &[], &log, cleanup)?;
+        self.processes.push(Process { name, process });
         Ok(())
     }
 
@@ -338,7 +384,7 @@ impl ControlPlane {
             if ready(self)? {
                 return Ok(());
             }
-            let exited = self.processes.iter_mut().find_map(|p| Some((p.name, p.child.try_wait().ok()??)));
+            let exited = self.processes.iter_mut().find_map(|p| Some((p.name, p.process.exited()?)));
             if let Some((name, status)) = exited {
                 return Err(Error::ControlPlane(format!(
                     "{name} exited ({status}) while waiting for {what}; last lines of its log:\n{}",
@@ -443,10 +489,10 @@ impl ControlPlane {
     pub fn stop(&mut self) {
         // Close every lifeline first so the processes stop in parallel.
         for p in &mut self.processes {
-            p.lifeline.take();
+            p.process.lifeline.take();
         }
         for mut p in self.processes.drain(..).rev() {
-            let _ = p.child.wait();
+            p.process.stop();
         }
         if !self.keep_dir {
             let _ = fs::remove_dir_all(&self.dir);

@@ -290,6 +290,11 @@ pub struct Decision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub uid: Option<String>,
+    /// Groups of the approver when deciding, exactly as authenticated; the webhook
+    /// checks them, and they decide which lanes a group-based approval counts for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
+    pub groups: Vec<String>,
     /// Approve or Reject.
     pub decision: Verdict,
     /// Lanes this decision counts for; empty means every lane the approver is

@@ -246,6 +246,15 @@ pub struct TierSpec {
     pub timeout: Option<String>,
 }
 
+/// The default chain: owning team, its on-call, its lead, the secondary on-call
+/// from another team, the platform admins.
+pub fn default_chain() -> Vec<TierSpec> {
+    [TierKind::Team, TierKind::OnCall, TierKind::Lead, TierKind::Secondary, TierKind::Admins]
+        .into_iter()
+        .map(|kind| TierSpec { kind, team: None, users: Vec::new(), groups: Vec::new(), timeout: None })
+        .collect()
+}
+
 /// Who a tier resolves to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum TierKind {

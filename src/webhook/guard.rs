@@ -33,7 +33,7 @@ pub fn eligible_routes(status: &ApprovalRequestStatus, user: &UserInfo) -> Vec<S
         .lanes
         .iter()
         .filter(|lane| {
-            lane.eligible.iter().any(|u| *u == user.username)
+            lane.eligible.contains(&user.username)
                 || lane.eligible_groups.iter().any(|g| user.groups.contains(g))
         })
         .map(|lane| lane.route.clone())
@@ -139,6 +139,13 @@ fn decision_allowed(
         }
         (None, false) => return Err(format!("the decision must carry your uid ({})", user.uid)),
         _ => {}
+    }
+    let mut claimed = decision.groups.clone();
+    let mut actual = user.groups.clone();
+    claimed.sort();
+    actual.sort();
+    if claimed != actual {
+        return Err(format!("the decision's groups must be exactly yours ({})", user.groups.join(", ")));
     }
     if user.username.starts_with("system:serviceaccount:") {
         return Err("service accounts never count as approvers; a person must approve".into());

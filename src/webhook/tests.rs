@@ -185,6 +185,7 @@ fn decision(by: &str, verdict: Verdict) -> Decision {
     Decision {
         approver: by.into(),
         uid: Some(format!("uid-{by}")),
+        groups: vec![],
         decision: verdict,
         routes: vec![],
         comment: None,
@@ -210,7 +211,16 @@ fn an_eligible_approver_may_add_their_own_decision() {
     // Eligible through a group, too.
     let old = pending(&[], &["team:payments"]);
     let carol = user("carol", &["team:payments"]);
-    assert_eq!(status_write(&old, &with_decision(&old, decision("carol", Verdict::Reject)), &carol), Ok(()));
+    let by_carol = Decision { groups: vec!["team:payments".into()], ..decision("carol", Verdict::Reject) };
+    assert_eq!(status_write(&old, &with_decision(&old, by_carol), &carol), Ok(()));
+    // Claiming a group one does not have is refused.
+    let mallory = user("mallory", &[]);
+    let claimed = Decision { groups: vec!["team:payments".into()], ..decision("mallory", Verdict::Approve) };
+    assert!(
+        status_write(&old, &with_decision(&old, claimed), &mallory)
+            .unwrap_err()
+            .contains("groups must be exactly yours")
+    );
 }
 
 #[test]

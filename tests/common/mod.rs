@@ -61,3 +61,101 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Apply `examples/demo` (namespaces, RBAC, signoff's own RBAC) and `examples/teams`.
+pub fn install_demo(cp: &ControlPlane) {
+    static DEMO: Once = Once::new();
+    DEMO.call_once(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in ["examples/demo", "examples/teams"] {
+            kubectl_ok(cp, ADMIN, &["apply", "-f", &root.join(dir).display().to_string()], None);
+        }
+    });
+}
+
+/// A running signoff operator, as its own process, acting as its ServiceAccount.
+pub struct Signoff {
+    pub process: std::sync::Mutex<signoff::controlplane::Supervised>,
+    pub log: std::path::PathBuf,
+    pub health: String,
+}
+
+impl Signoff {
+    /// signoff's log (JSON lines) so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// signoff running against this binary's control plane, with the test policies,
+/// started once per test binary; returns when the API server calls its webhook.
+pub fn signoff() -> &'static Signoff {
+    static SIGNOFF: std::sync::OnceLock<Signoff> = std::sync::OnceLock::new();
+    SIGNOFF.get_or_init(|| {
+        let cp = cp();
+        install_demo(cp);
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate-policies.yaml");
+        kubectl_ok(cp, ADMIN, &["apply", "-f", &fixtures.display().to_string()], None);
+        let (port, health) = (free_port(), free_port());
+        let log = cp.dir.join("signoff.log");
+        let webhook_addr = format!("127.0.0.1:{port}");
+        let url = format!("https://127.0.0.1:{port}/validate");
+        let health_addr = format!("127.0.0.1:{health}");
+        let kubeconfig = cp.kubeconfig.display().to_string();
+        let process = signoff::controlplane::Supervised::spawn(
+            "signoff",
+            std::path::Path::new(env!("CARGO_BIN_EXE_signoff")),
+            &[
+                "run",
+                "--context",
+                "sa:signoff-system:signoff",
+                "--webhook-addr",
+                &webhook_addr,
+                "--webhook-url",
+                &url,
+                "--health-addr",
+                &health_addr,
+                "--tls-ip",
+                "127.0.0.1",
+            ],
+            &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info")],
+            &log,
+            None,
+        )
+        .expect("signoff starts");
+        let signoff = Signoff { process: std::sync::Mutex::new(process), log, health: format!("http://{health_addr}") };
+        // Ready when a dry run of a held change comes back with signoff's warning:
+        // the API server has loaded the webhook configuration and reaches the server.
+        let ns = namespace(cp, "canary", &[("signoff.dev/test-gate", "true"), ("signoff.dev/owner", "payments")]);
+        let canary = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: canary\n  namespace: {ns}\n  labels: {{risk: high}}\n"
+        );
+        eventually(90, "signoff's webhook to answer the API server", || {
+            if let Some(status) = signoff.process.lock().unwrap().exited() {
+                panic!("signoff exited ({status}):\n{}", signoff.log_text());
+            }
+            let (ok, _, err) =
+                cp.kubectl_run("alice", &["apply", "--dry-run=server", "-f", "-"], Some(&canary)).ok()?;
+            (ok && err.contains("would be held")).then_some(())
+        });
+        eprintln!("signoff: webhook registered with {} and answering (log {})", cp.server, signoff.log.display());
+        signoff
+    })
+}
+
+/// A namespace the test policies treat as production, owned by team payments.
+pub fn gated_namespace(cp: &ControlPlane, prefix: &str) -> String {
+    namespace(
+        cp,
+        prefix,
+        &[
+            ("signoff.dev/test-gate", "true"),
+            ("signoff.dev/owner", "payments"),
+            ("signoff.dev/environment", "production"),
+        ],
+    )
+}

@@ -1,0 +1,52 @@
+//! Prometheus metrics, served on the plain-HTTP health port at /metrics.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// signoff's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<Labels, Counter>,
+    decisions: Family<Labels, Counter>,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("signoff");
+        let reviews = Family::<Labels, Counter>::default();
+        let decisions = Family::<Labels, Counter>::default();
+        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register("admission_reviews", "AdmissionReviews answered, by result", reviews.clone());
+        registry.register("gate_decisions", "Gate decisions on risky changes, by kind", decisions.clone());
+        registry.register("admission_review_seconds", "Time to answer one AdmissionReview", latency.clone());
+        Metrics { registry, reviews, decisions, latency }
+    }
+}
+
+impl Metrics {
+    /// Count a review: allowed, denied or malformed.
+    pub fn review(&self, result: &str) {
+        self.reviews.get_or_create(&vec![("result".into(), result.into())]).inc();
+    }
+    /// Count a gate decision: held, admitted-approved, break-glass.
+    pub fn decision(&self, kind: &str) {
+        self.decisions.get_or_create(&vec![("decision".into(), kind.into())]).inc();
+    }
+    pub fn observe_latency(&self, elapsed: Duration) {
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

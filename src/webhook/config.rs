@@ -1,0 +1,153 @@
+//! The ValidatingWebhookConfiguration signoff keeps in sync at runtime: the gate's
+//! rules are the union of the policies' match rules (so kinds no policy matches
+//! never reach signoff), system namespaces and exempt resources are excluded
+//! before the API server calls the webhook, and signoff's own resources are
+//! always guarded. Pure: builds the object; `operator.rs` applies it.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration,
+    WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+
+use super::review::EXEMPT_RESOURCES;
+use crate::crd::{EscalationPolicy, GROUP, Operation, RuleScope, VERSION};
+
+/// How the API server reaches the webhook.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// `https://host:port/validate` (out-of-cluster: tests and `make dev`).
+    Url(String),
+    /// A Service in the cluster.
+    Service { namespace: String, name: String, port: i32 },
+}
+
+/// Settings of the generated configuration.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    pub name: String,
+    pub endpoint: Endpoint,
+    pub controller_namespace: String,
+    pub timeout_seconds: i32,
+}
+
+fn op_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+        Operation::All => "*",
+    }
+}
+
+/// The gate's rules: every policy's match rules, deduplicated, in a stable order.
+pub fn gate_rules<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) -> Vec<RuleWithOperations> {
+    let mut rules: Vec<RuleWithOperations> = Vec::new();
+    for policy in policies {
+        for rule in &policy.spec.match_.rules {
+            let converted = RuleWithOperations {
+                operations: Some(rule.operations.iter().map(|o| op_name(*o).to_string()).collect()),
+                api_groups: Some(rule.api_groups.clone()),
+                api_versions: Some(rule.api_versions.clone()),
+                resources: Some(rule.resources.clone()),
+                scope: rule.scope.map(|s| match s {
+                    RuleScope::Namespaced => "Namespaced".to_string(),
+                    RuleScope::Cluster => "Cluster".to_string(),
+                    RuleScope::All => "*".to_string(),
+                }),
+            };
+            if !rules.contains(&converted) {
+                rules.push(converted);
+            }
+        }
+    }
+    rules.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
+    rules
+}
+
+/// A CEL condition (evaluated by the API server) that is false for exempt
+/// resources, so they never reach the webhook and cannot be blocked by it.
+fn not_exempt() -> MatchCondition {
+    let pairs: Vec<String> = EXEMPT_RESOURCES
+        .iter()
+        .map(|(group, resource)| {
+            format!("(request.resource.group == '{group}' && request.resource.resource == '{resource}')")
+        })
+        .collect();
+    MatchCondition { name: "not-exempt".into(), expression: format!("!({})", pairs.join(" || ")) }
+}
+
+fn client_config(endpoint: &Endpoint, ca_bundle: &[u8]) -> WebhookClientConfig {
+    let ca_bundle = Some(ByteString(ca_bundle.to_vec()));
+    match endpoint {
+        Endpoint::Url(url) => WebhookClientConfig { url: Some(url.clone()), ca_bundle, service: None },
+        Endpoint::Service { namespace, name, port } => WebhookClientConfig {
+            url: None,
+            ca_bundle,
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some("/validate".into()),
+                port: Some(*port),
+            }),
+        },
+    }
+}
+
+/// The whole configuration.
+pub fn webhook_configuration(
+    settings: &WebhookSettings,
+    gate: Vec<RuleWithOperations>,
+    ca_bundle: &[u8],
+) -> ValidatingWebhookConfiguration {
+    let system_namespaces = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(vec!["kube-system".into(), "kube-node-lease".into(), settings.controller_namespace.clone()]),
+        }]),
+        match_labels: None,
+    };
+    let common = ValidatingWebhook {
+        admission_review_versions: vec!["v1".into()],
+        client_config: client_config(&settings.endpoint, ca_bundle),
+        failure_policy: Some("Fail".into()),
+        match_policy: Some("Equivalent".into()),
+        side_effects: "NoneOnDryRun".into(),
+        timeout_seconds: Some(settings.timeout_seconds),
+        ..Default::default()
+    };
+    let own = |resources: &[&str], operations: &[&str]| RuleWithOperations {
+        api_groups: Some(vec![GROUP.into()]),
+        api_versions: Some(vec![VERSION.into()]),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        operations: Some(operations.iter().map(|s| s.to_string()).collect()),
+        scope: None,
+    };
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(settings.name.clone()),
+            labels: Some([("app.kubernetes.io/managed-by".to_string(), "signoff".to_string())].into()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![
+            ValidatingWebhook {
+                name: "gate.signoff.dev".into(),
+                rules: Some(gate),
+                namespace_selector: Some(system_namespaces),
+                match_conditions: Some(vec![not_exempt()]),
+                ..common.clone()
+            },
+            ValidatingWebhook {
+                name: "approvals.signoff.dev".into(),
+                rules: Some(vec![
+                    own(&["approvalrequests", "approvalrequests/status"], &["CREATE", "UPDATE", "DELETE"]),
+                    own(&["escalationpolicies", "approvers"], &["CREATE", "UPDATE"]),
+                ]),
+                ..common
+            },
+        ]),
+    }
+}

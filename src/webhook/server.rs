@@ -1,0 +1,356 @@
+//! The webhook's HTTP side: decode an AdmissionReview, dispatch it to the gate or
+//! to a guard, do the I/O the decision needs, encode the answer. Every error on
+//! the way denies (invariant 1); the pure decisions live in `review` and `guard`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use super::guard::{self, Identities};
+use super::review::{self, Answer, EXEMPT_RESOURCES, GateSettings, Preliminary};
+use crate::crd::{Admission, ApprovalRequest, Approver, EscalationPolicy, GROUP};
+use crate::metrics::Metrics;
+use crate::policy::{PolicySet, ReviewInput, UserInfo, classify};
+
+/// The largest AdmissionReview accepted: an object and its old version can each be
+/// up to etcd's 1.5 MiB limit (and 3 MiB through the API); more is refused.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Everything a review needs. Cheap to clone.
+#[derive(Clone)]
+pub struct WebhookState {
+    pub client: kube::Client,
+    pub policies: Arc<arc_swap::ArcSwap<PolicySet>>,
+    pub namespaces: Store<Namespace>,
+    pub settings: GateSettings,
+    pub identities: Identities,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Deadline for one review; shorter than the webhook's timeoutSeconds.
+    pub deadline: Duration,
+}
+
+/// The router: POST /validate.
+pub fn router(state: WebhookState) -> Router {
+    Router::new().route("/validate", post(validate)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
+}
+
+fn deny(req: &AdmissionRequest<DynamicObject>, message: impl ToString) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(req).deny(message);
+    response.result.code = 403;
+    response.result.reason = "Forbidden".into();
+    response
+}
+
+fn allow(req: &AdmissionRequest<DynamicObject>, warnings: Vec<String>) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(req);
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    response
+}
+
+async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(review) => review,
+        Err(e) => {
+            state.metrics.review("malformed");
+            return (StatusCode::BAD_REQUEST, format!("signoff: malformed AdmissionReview: {e}")).into_response();
+        }
+    };
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(req) => req,
+        Err(e) => {
+            state.metrics.review("malformed");
+            let response = AdmissionResponse::invalid(format!("signoff: malformed AdmissionReview: {e}"));
+            return Json(response.into_review()).into_response();
+        }
+    };
+    if req.uid.is_empty() {
+        state.metrics.review("malformed");
+        return (StatusCode::BAD_REQUEST, "signoff: AdmissionReview request has no uid").into_response();
+    }
+    let response = match tokio::time::timeout(state.deadline, review_request(&state, &req)).await {
+        Ok(response) => response,
+        Err(_) => deny(
+            &req,
+            format!("signoff could not decide within {:?}; denied to be safe. Retry in a moment.", state.deadline),
+        ),
+    };
+    state.metrics.review(if response.allowed { "allowed" } else { "denied" });
+    state.metrics.observe_latency(started.elapsed());
+    Json(response.into_review()).into_response()
+}
+
+fn user_of(req: &AdmissionRequest<DynamicObject>) -> UserInfo {
+    UserInfo {
+        username: req.user_info.username.clone().unwrap_or_default(),
+        uid: req.user_info.uid.clone().unwrap_or_default(),
+        groups: req.user_info.groups.clone().unwrap_or_default(),
+    }
+}
+
+fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T>, String> {
+    object
+        .as_ref()
+        .map(|o| serde_json::to_value(o).and_then(serde_json::from_value))
+        .transpose()
+        .map_err(|e| format!("malformed object: {e}"))
+}
+
+async fn review_request(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    if req.resource.group == GROUP {
+        return guard_own_resource(state, req);
+    }
+    if EXEMPT_RESOURCES.contains(&(req.resource.group.as_str(), req.resource.resource.as_str())) {
+        return allow(req, vec![]);
+    }
+    gate(state, req).await
+}
+
+/// Guards for ApprovalRequests, EscalationPolicies and Approvers.
+fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let user = user_of(req);
+    let op = format!("{:?}", req.operation).to_uppercase();
+    let verdict = match req.resource.resource.as_str() {
+        "approvalrequests" => (|| {
+            let old: Option<ApprovalRequest> = typed(&req.old_object)?;
+            let new: Option<ApprovalRequest> = typed(&req.object)?;
+            let sub = req.sub_resource.as_deref().unwrap_or_default();
+            guard::approval_write(
+                &op,
+                sub,
+                old.as_ref(),
+                new.as_ref(),
+                &user,
+                &state.identities,
+                jiff::Timestamp::now(),
+            )
+        })(),
+        "escalationpolicies" => match typed::<EscalationPolicy>(&req.object) {
+            Ok(Some(policy)) => guard::policy_write(&policy),
+            Ok(None) => Ok(()), // DELETE: RBAC decides
+            Err(e) => Err(e),
+        },
+        "approvers" => {
+            match typed::<Approver>(&req.object).and_then(|n| Ok((n, typed::<Approver>(&req.old_object)?))) {
+                Ok((new, old)) => {
+                    [new, old].iter().flatten().try_for_each(|a| guard::approver_write(a, &user, &state.identities))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => Ok(()),
+    };
+    match verdict {
+        Ok(()) => allow(req, vec![]),
+        Err(message) => {
+            info!(target: "audit", decision = "refused", user = %user.username, resource = %req.resource.resource,
+                name = %req.name, namespace = ?req.namespace, %message, "write to a signoff resource refused");
+            deny(req, message)
+        }
+    }
+}
+
+fn namespace_object(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Option<serde_json::Value> {
+    let ns = req.namespace.as_deref().filter(|n| !n.is_empty())?;
+    let cached = state.namespaces.get(&ObjectRef::new(ns))?;
+    serde_json::to_value(&*cached).ok()
+}
+
+async fn gate(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let mut ns_object = namespace_object(state, req);
+    if ns_object.is_none()
+        && let Some(ns) = req.namespace.as_deref().filter(|n| !n.is_empty())
+    {
+        // Not cached yet (just created): read it, so its labels are not missed.
+        match Api::<Namespace>::all(state.client.clone()).get_opt(ns).await {
+            Ok(found) => ns_object = found.and_then(|n| serde_json::to_value(n).ok()),
+            Err(e) => return deny(req, format!("signoff could not read namespace {ns}: {e}; denied to be safe")),
+        }
+    }
+    let input = match ReviewInput::from_admission(req, ns_object) {
+        Ok(input) => input,
+        Err(e) => return deny(req, format!("signoff: malformed admission request: {e}")),
+    };
+    let policies = state.policies.load();
+    let assessment = classify(&input, &policies);
+    match review::preliminary(&input, &assessment, &state.settings) {
+        Preliminary::Admit { warnings } => {
+            if !warnings.is_empty() {
+                audit(&input, "audit-only", &warnings.join("; "));
+            }
+            allow(req, warnings)
+        }
+        Preliminary::NoOp => allow(req, vec![]),
+        Preliminary::DryRun { warning } => allow(req, vec![warning]),
+        Preliminary::BreakGlass { warning } => {
+            audit(&input, "break-glass", &warning);
+            state.metrics.decision("break-glass");
+            let reference = target_reference(state, &input);
+            publish(state, EventType::Warning, "BreakGlass", "Admit", &warning, &reference).await;
+            allow(req, vec![warning])
+        }
+        Preliminary::Held { digest, namespace, name } => {
+            held(state, req, &input, &assessment, &policies, &digest, &namespace, &name).await
+        }
+    }
+}
+
+/// Events about a change with no ApprovalRequest go on its namespace (signoff's
+/// own for cluster-scoped objects), and are stored in that namespace.
+fn target_reference(state: &WebhookState, input: &ReviewInput) -> ObjectReference {
+    let ns = if input.namespace.is_empty() { &state.settings.controller_namespace } else { &input.namespace };
+    ObjectReference {
+        kind: Some("Namespace".into()),
+        name: Some(ns.clone()),
+        namespace: Some(ns.clone()),
+        api_version: Some("v1".into()),
+        ..Default::default()
+    }
+}
+
+fn audit(input: &ReviewInput, decision: &str, message: &str) {
+    info!(target: "audit", decision, user = %input.user.username, groups = ?input.user.groups,
+        operation = ?input.operation, resource = %input.resource.resource, sub_resource = %input.sub_resource,
+        namespace = %input.namespace, name = %input.name, %message, "admission decision");
+}
+
+async fn publish(
+    state: &WebhookState,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+    reference: &ObjectReference,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = state.recorder.publish(&event, reference).await {
+        warn!(error = %e, reason, "could not publish event");
+    }
+}
+
+fn request_reference(ar: &ApprovalRequest) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(format!("{GROUP}/{}", crate::crd::VERSION)),
+        kind: Some("ApprovalRequest".into()),
+        name: ar.metadata.name.clone(),
+        namespace: ar.metadata.namespace.clone(),
+        uid: ar.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn held(
+    state: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+    input: &ReviewInput,
+    assessment: &crate::policy::Assessment,
+    policies: &PolicySet,
+    digest: &str,
+    namespace: &str,
+    name: &str,
+) -> AdmissionResponse {
+    let api: Api<ApprovalRequest> = Api::namespaced(state.client.clone(), namespace);
+    // Always read from the API server, not a cache: an approval is only as good as
+    // its latest state.
+    let existing = match api.get_opt(name).await {
+        Ok(found) => found,
+        Err(e) => {
+            return deny(
+                req,
+                format!("signoff could not look up ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"),
+            );
+        }
+    };
+    let ar = match existing {
+        Some(ar) => ar,
+        None => {
+            let packet = review::packet(input, assessment, policies, digest, namespace, name);
+            match api.create(&PostParams::default(), &packet).await {
+                Ok(created) => {
+                    let message = review::held_message(&created);
+                    audit(input, "held", &message);
+                    state.metrics.decision("held");
+                    publish(state, EventType::Normal, "Held", "Hold", &message, &request_reference(&created)).await;
+                    return deny(req, message);
+                }
+                // Another replica or a concurrent identical request created it first.
+                Err(kube::Error::Api(e)) if e.code == 409 => match api.get(name).await {
+                    Ok(ar) => ar,
+                    Err(e) => {
+                        return deny(
+                            req,
+                            format!("signoff could not read ApprovalRequest {namespace}/{name}: {e}; retry"),
+                        );
+                    }
+                },
+                Err(e) => {
+                    return deny(
+                        req,
+                        format!(
+                            "signoff could not create ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    let now = jiff::Timestamp::now();
+    match review::decide_existing(&ar, digest, now) {
+        Answer::Deny { message } => {
+            audit(input, "denied", &message);
+            deny(req, message)
+        }
+        Answer::Allow { warnings } => {
+            // Record the admission before admitting; if that fails, deny (fail closed).
+            let mut admissions = ar.status.as_ref().map(|s| s.admissions.clone()).unwrap_or_default();
+            admissions.push(Admission {
+                user: input.user.username.clone(),
+                at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            });
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": ar.metadata.resource_version },
+                "status": { "admissions": admissions },
+            });
+            if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                return deny(req, format!("signoff could not record the admission in {namespace}/{name}: {e}; retry"));
+            }
+            let message = format!("admitted by approved ApprovalRequest {namespace}/{name}");
+            audit(input, "admitted", &message);
+            state.metrics.decision("admitted-approved");
+            publish(
+                state,
+                EventType::Normal,
+                "Admitted",
+                "Admit",
+                &format!("{message} for {}", input.user.username),
+                &request_reference(&ar),
+            )
+            .await;
+            allow(req, warnings)
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The gate, end to end: real users apply real changes through a real
+//! kube-apiserver, which calls signoff's webhook over TLS.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use signoff::controlplane::ControlPlane;
+
+fn configmap(ns: &str, name: &str, risk: &str, data: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{risk: {risk}}}\ndata:\n  value: \"{data}\"\n"
+    )
+}
+
+fn requests(cp: &ControlPlane, ns: &str) -> Vec<Value> {
+    let out = kubectl_ok(cp, ADMIN, &["get", "approvalrequests", "-n", ns, "-o", "json"], None);
+    serde_json::from_str::<Value>(&out).unwrap()["items"].as_array().unwrap().clone()
+}
+
+fn request(cp: &ControlPlane, ns: &str, name: &str) -> Value {
+    serde_json::from_str(&kubectl_ok(cp, ADMIN, &["get", "ar", "-n", ns, name, "-o", "json"], None)).unwrap()
+}
+
+/// The held request's name, from the denial message.
+fn held_name(stderr: &str) -> String {
+    let start = stderr.find("ApprovalRequest ").expect("message names the request") + "ApprovalRequest ".len();
+    let qualified: String = stderr[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    qualified.split('/').nth(1).unwrap().to_string()
+}
+
+/// Who `user` is, as the API server authenticates them.
+fn whoami(cp: &ControlPlane, user: &str) -> Value {
+    let out = kubectl_ok(cp, user, &["auth", "whoami", "-o", "json"], None);
+    serde_json::from_str::<Value>(&out).unwrap()["status"]["userInfo"].clone()
+}
+
+/// Append a decision to a request's status as `user`, the way `kubectl signoff
+/// approve` will: naming `approver` (normally the user themselves).
+fn decide(cp: &ControlPlane, user: &str, approver: &str, ns: &str, name: &str, verdict: &str) -> (bool, String) {
+    let me = whoami(cp, user);
+    let ar = request(cp, ns, name);
+    let mut decisions = ar["status"]["decisions"].as_array().cloned().unwrap_or_default();
+    decisions.push(json!({
+        "approver": approver,
+        "uid": me["uid"],
+        "groups": me["groups"],
+        "decision": verdict,
+        "at": jiff::Timestamp::now().to_string(),
+    }));
+    let patch =
+        json!({"metadata": {"resourceVersion": ar["metadata"]["resourceVersion"]}, "status": {"decisions": decisions}});
+    let (ok, _, err) = cp
+        .kubectl_run(
+            user,
+            &["patch", "ar", name, "-n", ns, "--subresource=status", "--type=merge", "-p", &patch.to_string()],
+            None,
+        )
+        .unwrap();
+    (ok, err)
+}
+
+fn wait_for_lanes(cp: &ControlPlane, ns: &str, name: &str) -> Value {
+    eventually(30, "the reconciler to open the lanes", || {
+        let ar = request(cp, ns, name);
+        ar["status"]["lanes"].as_array().is_some_and(|l| !l.is_empty()).then_some(ar)
+    })
+}
+
+#[test]
+fn low_risk_changes_are_admitted() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "lowrisk");
+    kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "settings", "low", "a")));
+    kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "settings", "low", "b")));
+    assert!(requests(cp, &ns).is_empty(), "no ApprovalRequest for a low-risk change");
+}
+
+#[test]
+fn held_change_is_approved_by_an_eligible_user_then_admitted_and_nothing_else_is() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "held");
+    let manifest = configmap(&ns, "payment-limits", "high", "100");
+
+    let err = kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&manifest));
+    eprintln!("{err}");
+    let name = held_name(&err);
+    let expected = format!(
+        "held for approval: ApprovalRequest {ns}/{name} (high risk, routine; routed to engineering → tier 1: team payments). \
+         Reason: a ConfigMap labelled risk=high. Follow it: kubectl signoff show -n {ns} {name}"
+    );
+    assert!(err.contains(&expected), "message:\n{err}\nexpected:\n{expected}");
+
+    // Exactly one request, with a complete packet.
+    let all = requests(cp, &ns);
+    assert_eq!(all.len(), 1);
+    let spec = &all[0]["spec"];
+    assert_eq!(spec["requester"]["username"], "alice");
+    assert_eq!(spec["action"]["operation"], "CREATE");
+    assert_eq!(spec["action"]["kind"], "ConfigMap");
+    assert_eq!(spec["action"]["name"], "payment-limits");
+    assert_eq!(spec["digest"].as_str().unwrap().len(), 64);
+    assert_eq!(spec["reasons"][0]["rule"], "high-risk-configmap");
+    assert_eq!(spec["routing"][0], json!({"route": "engineering", "policy": "test-gate", "team": "payments"}));
+    assert!(spec["manifest"].as_str().unwrap().contains("risk: high"));
+    assert!(spec["diff"].as_str().unwrap().contains("+  value: '100'"), "{}", spec["diff"]);
+
+    // A retry is denied with the same message and creates nothing new.
+    let again = kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&manifest));
+    assert!(again.contains(&expected), "{again}");
+    assert_eq!(requests(cp, &ns).len(), 1);
+
+    let ar = wait_for_lanes(cp, &ns, &name);
+    assert_eq!(ar["status"]["lanes"][0]["eligible"], json!(["alice", "bob", "carol", "dave"]));
+
+    // Forged and ineligible decisions are refused by the API server (through signoff's webhook).
+    let refusals = [
+        ("alice", "alice", "you requested this change; someone else must approve it"),
+        ("mallory", "mallory", "mallory is not an eligible approver"),
+        ("mallory", "bob", "a decision must name its writer: you are mallory, the decision names bob"),
+        ("sa:signoff-system:signoff", "system:serviceaccount:signoff-system:signoff", "never add a decision"),
+    ];
+    for (user, approver, message) in refusals {
+        let (ok, err) = decide(cp, user, approver, &ns, &name, "Approve");
+        assert!(!ok && err.contains(message), "{user} naming {approver}: {err}");
+    }
+    let spec_edit = kubectl_err(
+        cp,
+        ADMIN,
+        &["patch", "ar", &name, "-n", &ns, "--type=merge", "-p", r#"{"spec":{"risk":"Low"}}"#],
+        None,
+    );
+    assert!(spec_edit.contains("spec is immutable"), "{spec_edit}");
+
+    let (ok, err) = decide(cp, "bob", "bob", &ns, &name, "Approve");
+    assert!(ok, "bob's approval: {err}");
+    let ar = eventually(30, "the request to be Approved", || {
+        let ar = request(cp, &ns, &name);
+        (ar["status"]["phase"] == "Approved").then_some(ar)
+    });
+    assert!(ar["status"]["notAfter"].is_string());
+
+    // An earlier decision cannot be edited.
+    let mut decisions = ar["status"]["decisions"].clone();
+    decisions[0]["decision"] = json!("Reject");
+    let patch = json!({"status": {"decisions": decisions}}).to_string();
+    let edit = kubectl_err(
+        cp,
+        "bob",
+        &["patch", "ar", &name, "-n", &ns, "--subresource=status", "--type=merge", "-p", &patch],
+        None,
+    );
+    assert!(edit.contains("append-only"), "{edit}");
+
+    // The identical apply is admitted, and the admission is recorded.
+    kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&manifest));
+    kubectl_ok(cp, ADMIN, &["get", "configmap", "payment-limits", "-n", &ns], None);
+    let ar = request(cp, &ns, &name);
+    assert_eq!(ar["status"]["admissions"][0]["user"], "alice");
+
+    // A changed manifest is a new change: held again, as a new request.
+    let err = kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "payment-limits", "high", "999")));
+    let second = held_name(&err);
+    assert_ne!(second, name);
+    assert_eq!(requests(cp, &ns).len(), 2);
+    assert_eq!(request(cp, &ns, &second)["spec"]["action"]["operation"], "UPDATE");
+}
+
+#[test]
+fn concurrent_identical_applies_create_one_request() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "concurrent");
+    let manifest = configmap(&ns, "burst", "high", "x");
+    let results: Vec<(bool, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                s.spawn(|| {
+                    let (ok, _, err) = cp.kubectl_run("alice", &["apply", "-f", "-"], Some(&manifest)).unwrap();
+                    (ok, err)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let held = results.iter().filter(|(ok, err)| !ok && err.contains("held for approval")).count();
+    assert_eq!(held, 50, "every apply is held: {:?}", results.iter().find(|(ok, e)| *ok || !e.contains("held")));
+    assert_eq!(requests(cp, &ns).len(), 1, "exactly one ApprovalRequest");
+}
+
+#[test]
+fn dry_run_is_admitted_with_a_warning_and_creates_nothing() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "dryrun");
+    let (ok, _, err) = cp
+        .kubectl_run("alice", &["apply", "--dry-run=server", "-f", "-"], Some(&configmap(&ns, "dry", "high", "x")))
+        .unwrap();
+    assert!(ok, "{err}");
+    assert!(err.contains("Warning: signoff: the real write would be held for approval (high risk, routine)"), "{err}");
+    assert!(requests(cp, &ns).is_empty());
+    let (ok, _, _) = cp.kubectl_run(ADMIN, &["get", "configmap", "dry", "-n", &ns], None).unwrap();
+    assert!(!ok, "nothing was written");
+}
+
+#[test]
+fn break_glass_is_admitted_and_recorded_and_scale_and_delete_are_held() {
+    let cp = cp();
+    let signoff = signoff();
+    let ns = gated_namespace(cp, "subres");
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    metadata: {{labels: {{app: api}}}}\n    spec:\n      containers: [{{name: api, image: registry.example/api:1}}]\n"
+    );
+    let held = kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&deployment));
+    assert!(held.contains("held for approval"), "{held}");
+
+    // Break-glass: admitted, loudly, and recorded as an Event and in the audit log.
+    let (ok, _, err) = cp.kubectl_run("breakglass", &["apply", "-f", "-"], Some(&deployment)).unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "signoff BREAK-GLASS: admitted without approval because breakglass is in group signoff:break-glass"
+        ),
+        "{err}"
+    );
+    eventually(20, "the BreakGlass event", || {
+        let out = kubectl_ok(cp, ADMIN, &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"], None);
+        out.contains("\"reason\": \"BreakGlass\"").then_some(())
+    });
+    assert!(signoff.log_text().lines().any(|l| l.contains("\"decision\":\"break-glass\"") && l.contains("breakglass")));
+
+    // `kubectl scale` (deployments/scale) and `kubectl delete` are held.
+    let err = kubectl_err(cp, "alice", &["scale", "deployment", "api", "-n", &ns, "--replicas=5"], None);
+    assert!(err.contains("held for approval") && err.contains("changing a Deployment in production"), "{err}");
+    let scale = requests(cp, &ns).into_iter().find(|r| r["spec"]["action"]["subResource"] == "scale");
+    assert!(scale.is_some(), "the scale request records its subresource");
+    let err = kubectl_err(cp, "alice", &["delete", "deployment", "api", "-n", &ns], None);
+    assert!(err.contains("held for approval"), "{err}");
+
+    let pvc = format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: ledger-data\n  namespace: {ns}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+    );
+    kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&pvc));
+    let err = kubectl_err(cp, "alice", &["delete", "pvc", "ledger-data", "-n", &ns], None);
+    assert!(
+        err.contains("(high risk, destructive;") && err.contains("deleting PersistentVolumeClaim ledger-data"),
+        "{err}"
+    );
+    kubectl_ok(cp, ADMIN, &["get", "deployment", "api", "-n", &ns], None);
+    kubectl_ok(cp, ADMIN, &["get", "pvc", "ledger-data", "-n", &ns], None);
+}
+
+#[test]
+fn writes_in_kube_system_are_untouched() {
+    let cp = cp();
+    signoff();
+    // test-everywhere matches ConfigMaps labelled risk=everywhere in every namespace...
+    let ns = namespace(cp, "everywhere", &[]);
+    let err = kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "anything", "everywhere", "x")));
+    assert!(err.contains("held for approval"), "{err}");
+    // ...but kube-system is excluded before the API server ever calls the webhook.
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&configmap("kube-system", "anything", "everywhere", "x")));
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&configmap("kube-system", "anything", "everywhere", "y")));
+}
+
+#[test]
+fn only_signoff_creates_requests_and_bad_policies_are_refused() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "forged");
+    let forged = format!(
+        r#"apiVersion: signoff.dev/v1alpha1
+kind: ApprovalRequest
+metadata: {{name: ar-forged, namespace: {ns}}}
+spec:
+  requester: {{username: alice}}
+  action: {{operation: CREATE, version: v1, kind: ConfigMap, resource: configmaps, name: x}}
+  digest: {}
+  risk: High
+  actionClass: routine
+  routes: [engineering]
+  routing: [{{route: engineering, policy: test-gate}}]
+  reasons: [{{policy: test-gate, rule: r, risk: High, route: engineering, actionClass: routine, message: m}}]
+"#,
+        "a".repeat(64)
+    );
+    let err = kubectl_err(cp, ADMIN, &["apply", "-f", "-"], Some(&forged));
+    assert!(err.contains("only signoff creates ApprovalRequests"), "{err}");
+
+    let bad = r#"apiVersion: signoff.dev/v1alpha1
+kind: EscalationPolicy
+metadata: {name: test-bad-route}
+spec:
+  match: {rules: [{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [secrets]}]}
+  rules: [{name: r, expression: "true", risk: High, route: legal}]
+"#;
+    let err = kubectl_err(cp, ADMIN, &["apply", "-f", "-"], Some(bad));
+    assert!(err.contains("names route \"legal\""), "{err}");
+    let bad_cel = bad.replace("route: legal", "route: security").replace("\"true\"", "\"object.metadata.name ==\"");
+    let err = kubectl_err(cp, ADMIN, &["apply", "-f", "-"], Some(&bad_cel));
+    assert!(err.contains("test-bad-route"), "{err}");
+}
