@@ -80,6 +80,23 @@ struct RunArgs {
     /// Extra IP SANs for self-managed certificates (e.g. 127.0.0.1).
     #[arg(long)]
     tls_ip: Vec<IpAddr>,
+    /// Self-managed TLS: how long a CA is valid (Go duration).
+    #[arg(long, default_value = "8760h", value_parser = duration)]
+    tls_ca_validity: std::time::Duration,
+    /// Self-managed TLS: start a CA handover this long before the CA expires.
+    #[arg(long, default_value = "1440h", value_parser = duration)]
+    tls_ca_renew_before: std::time::Duration,
+    /// Self-managed TLS: how long a serving certificate is valid.
+    #[arg(long, default_value = "720h", value_parser = duration)]
+    tls_cert_validity: std::time::Duration,
+    /// Self-managed TLS: renew the serving certificate this long before it expires.
+    #[arg(long, default_value = "240h", value_parser = duration)]
+    tls_cert_renew_before: std::time::Duration,
+    /// Self-managed TLS: how long a new CA is published before it signs the served
+    /// certificate (and the old CA stays published after). Must cover the API
+    /// server picking up the new caBundle.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    tls_handover: std::time::Duration,
     /// signoff's own username, never allowed to add a decision.
     #[arg(long, env = "SIGNOFF_CONTROLLER_USER")]
     controller_user: Option<String>,
@@ -145,7 +162,13 @@ async fn run(args: RunArgs) -> signoff::Result<()> {
                 format!("{}.{namespace}.svc.cluster.local", args.service),
             ],
             ip_addresses: args.tls_ip,
-            rotation: Default::default(),
+            rotation: signoff::webhook::tls::RotationPolicy {
+                ca_validity: args.tls_ca_validity,
+                ca_renew_before: args.tls_ca_renew_before,
+                cert_validity: args.tls_cert_validity,
+                cert_renew_before: args.tls_cert_renew_before,
+                handover: args.tls_handover,
+            },
         },
     };
     let options = RunOptions {
@@ -174,6 +197,11 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let parsed = signoff::duration::parse(text)?;
+    std::time::Duration::try_from(parsed).map_err(|_| format!("{text}: must not be negative"))
 }
 
 fn write_crds(dir: &std::path::Path) -> std::io::Result<()> {

@@ -95,7 +95,12 @@ fn free_port() -> u16 {
 /// started once per test binary; returns when the API server calls its webhook.
 pub fn signoff() -> &'static Signoff {
     static SIGNOFF: std::sync::OnceLock<Signoff> = std::sync::OnceLock::new();
-    SIGNOFF.get_or_init(|| {
+    SIGNOFF.get_or_init(|| start_signoff(&[]))
+}
+
+/// Start signoff with extra `run` arguments; returns when the API server calls it.
+pub fn start_signoff(extra_args: &[&str]) -> Signoff {
+    {
         let cp = cp();
         install_demo(cp);
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate-policies.yaml");
@@ -106,22 +111,24 @@ pub fn signoff() -> &'static Signoff {
         let url = format!("https://127.0.0.1:{port}/validate");
         let health_addr = format!("127.0.0.1:{health}");
         let kubeconfig = cp.kubeconfig.display().to_string();
+        let mut args = vec![
+            "run",
+            "--context",
+            "sa:signoff-system:signoff",
+            "--webhook-addr",
+            &webhook_addr,
+            "--webhook-url",
+            &url,
+            "--health-addr",
+            &health_addr,
+            "--tls-ip",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra_args);
         let process = signoff::controlplane::Supervised::spawn(
             "signoff",
             std::path::Path::new(env!("CARGO_BIN_EXE_signoff")),
-            &[
-                "run",
-                "--context",
-                "sa:signoff-system:signoff",
-                "--webhook-addr",
-                &webhook_addr,
-                "--webhook-url",
-                &url,
-                "--health-addr",
-                &health_addr,
-                "--tls-ip",
-                "127.0.0.1",
-            ],
+            &args,
             &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info")],
             &log,
             None,
@@ -144,7 +151,7 @@ pub fn signoff() -> &'static Signoff {
         });
         eprintln!("signoff: webhook registered with {} and answering (log {})", cp.server, signoff.log.display());
         signoff
-    })
+    }
 }
 
 /// A namespace the test policies treat as production, owned by team payments.
