@@ -95,8 +95,8 @@ fn open_lanes(ar: &ApprovalRequest, policies: &PolicySet, teams: &[Team], now: T
 /// webhook verified on the decision) was reached in that lane, and the decision
 /// names the lane or no lane (meaning all of theirs).
 fn counts_for(lane: &Lane, decision: &crate::crd::Decision) -> bool {
-    let reached = lane.eligible.contains(&decision.approver)
-        || decision.groups.iter().any(|g| lane.eligible_groups.contains(g));
+    let reached =
+        lane.eligible.contains(&decision.approver) || decision.groups.iter().any(|g| lane.eligible_groups.contains(g));
     reached && (decision.routes.is_empty() || decision.routes.contains(&lane.route))
 }
 

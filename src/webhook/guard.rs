@@ -33,8 +33,7 @@ pub fn eligible_routes(status: &ApprovalRequestStatus, user: &UserInfo) -> Vec<S
         .lanes
         .iter()
         .filter(|lane| {
-            lane.eligible.contains(&user.username)
-                || lane.eligible_groups.iter().any(|g| user.groups.contains(g))
+            lane.eligible.contains(&user.username) || lane.eligible_groups.iter().any(|g| user.groups.contains(g))
         })
         .map(|lane| lane.route.clone())
         .collect()
