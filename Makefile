@@ -33,5 +33,5 @@ crds:
 	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/crds
 
 dev: controlplane
-	$(CARGO) build --locked --bin signoff-dev
+	$(CARGO) build --locked --bin signoff --bin kubectl-signoff --bin signoff-dev
 	exec "$(CARGO_TARGET_DIR)/debug/signoff-dev"

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use signoff::controlplane::{ADMIN, ControlPlane, Options, USERS};
+use signoff::controlplane::{ADMIN, ControlPlane, Options, Supervised, USERS};
 
 fn main() -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -56,14 +56,19 @@ fn run(root: &Path, dev: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     let kubeconfig = dev.join("kubeconfig");
-    let result = setup(root, &cp, &kubeconfig).and_then(|()| {
-        std::fs::write(&ready, format!("{}\n", cp.server)).map_err(|e| format!("writing {}: {e}", ready.display()))?;
-        print_walkthrough(&cp, &kubeconfig, started);
-        wait_for_signal()
-    });
+    let mut operator = None;
+    let result = setup(root, &cp, &kubeconfig)
+        .and_then(|()| start_signoff(&cp, dev).map(|s| operator = Some(s)))
+        .and_then(|()| {
+            std::fs::write(&ready, format!("{}\n", cp.server))
+                .map_err(|e| format!("writing {}: {e}", ready.display()))?;
+            print_walkthrough(&cp, &kubeconfig, started);
+            wait_for_signal()
+        });
 
     eprintln!("\nmake dev: stopping...");
     let _ = std::fs::remove_file(&ready);
+    drop(operator);
     drop(cp);
     let _ = std::fs::remove_file(&lock);
     eprintln!("make dev: stopped; every process it started has exited");
@@ -96,6 +101,55 @@ fn setup(root: &Path, cp: &ControlPlane, kubeconfig: &Path) -> Result<(), String
     cp.write_kubeconfig(kubeconfig, "alice").map_err(|e| e.to_string())
 }
 
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Run signoff as its own ServiceAccount, its webhook registered over TLS, and
+/// wait until the API server calls it (a dry run of a held change warns).
+fn start_signoff(cp: &ControlPlane, dev: &Path) -> Result<Supervised, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let program = exe.with_file_name("signoff");
+    if !program.exists() {
+        return Err(format!("{} not found: run `make dev` (it builds signoff first)", program.display()));
+    }
+    let (port, health) = (free_port()?, free_port()?);
+    let (addr, url, health) =
+        (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}/validate"), format!("127.0.0.1:{health}"));
+    let kubeconfig = cp.kubeconfig.display().to_string();
+    let log = dev.join("signoff.log");
+    let args = ["run", "--context", "sa:signoff-system:signoff", "--webhook-addr", &addr, "--webhook-url", &url];
+    let args = [&args[..], &["--health-addr", &health, "--tls-ip", "127.0.0.1"]].concat();
+    let mut process = Supervised::spawn("signoff", &program, &args, &[("KUBECONFIG", &kubeconfig)], &log, None)
+        .map_err(|e| e.to_string())?;
+    eprintln!("make dev: started signoff (log {}), waiting for its webhook...", log.display());
+    let probe = "apiVersion: v1\nkind: Secret\nmetadata: {name: probe, namespace: payments-prod}\nstringData: {a: b}\n";
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = process.exited() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("signoff exited ({status}); last lines of {}:\n{}", log.display(), tail(&text, 15)));
+        }
+        let (ok, _, err) = cp
+            .kubectl_run("alice", &["apply", "--dry-run=server", "-f", "-"], Some(probe))
+            .map_err(|e| e.to_string())?;
+        if ok && err.contains("would be held") {
+            eprintln!("make dev: signoff's webhook is registered and answering");
+            return Ok(process);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("signoff's webhook did not answer within 60s; see {}", log.display()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 fn print_walkthrough(cp: &ControlPlane, kubeconfig: &Path, started: Instant) {
     let k = kubeconfig.display();
     println!();
@@ -113,15 +167,28 @@ fn print_walkthrough(cp: &ControlPlane, kubeconfig: &Path, started: Instant) {
         println!("  {:<38} {}", u.context(), u.role);
     }
     println!();
-    println!("Walkthrough:");
-    println!("  kubectl get teams,escalationpolicies                 # the rules, as Kubernetes resources");
-    println!("  kubectl get ns -L signoff.dev/owner,signoff.dev/environment");
-    println!("  kubectl --context alice auth whoami                  # alice, in team:payments");
-    println!("  kubectl --context alice -n payments-dev create configmap hello --from-literal=a=b");
+    let bin =
+        std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.display().to_string())).unwrap_or_default();
+    println!("  export PATH={bin}:$PATH      # kubectl signoff (the plugin)");
     println!();
-    println!("Not yet: signoff's admission webhook and escalation (issues #4 and #5) are not built,");
-    println!("so changes are not held yet. This environment already runs the real control plane,");
-    println!("the CRDs, the demo teams and the demo people.");
+    println!("Walkthrough: a production deploy is held, approved by a teammate, then admitted.");
+    println!("  1. alice deploys to production; signoff holds it and says who it is routed to:");
+    println!("       kubectl --context alice apply -f examples/manifests/engineering/web-v1.yaml");
+    println!("  2. the request, its packet and its escalation:");
+    println!("       kubectl --context alice -n payments-prod get approvalrequests");
+    println!("       kubectl --context alice -n payments-prod get ar -o yaml");
+    println!("  3. alice cannot approve her own change; bob, her teammate, can:");
+    println!("       kubectl signoff approve --context alice -n payments-prod ar-...");
+    println!("       kubectl signoff approve --context bob -n payments-prod ar-...");
+    println!("  4. the same apply is now admitted (and recorded in the request's status):");
+    println!("       kubectl --context alice apply -f examples/manifests/engineering/web-v1.yaml");
+    println!("  Low-risk changes go straight in:");
+    println!("       kubectl --context alice apply -f examples/manifests/admitted/dev-deployment.yaml");
+    println!("  Check manifests offline, as CI would:");
+    println!("       kubectl signoff check -f examples/manifests/ --policies examples/policies");
+    println!();
+    println!("Not yet: escalation beyond tier 1 and notifications (issue #5), show/list/wait (issue #6).");
+    println!("signoff's log: .dev/signoff.log (JSON lines; audit entries have target \"audit\").");
     println!();
     println!("Ctrl-C stops everything. .dev/ready exists while the environment is up.");
 }

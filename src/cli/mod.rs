@@ -2,3 +2,5 @@
 //! plus a `run` function that writes to the given output and returns the exit code.
 
 pub mod check;
+pub mod decide;
+pub mod kube;
