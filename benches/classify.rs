@@ -1,1 +1,143 @@
-fn main() {}
+//! Classifying a realistic Deployment update (image change in production):
+//! against the example policies, against 100 rules, and with no policy at all.
+//!
+//! cargo bench --bench classify -- --warm-up-time 1 --measurement-time 3
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use signoff::crd::{
+    ActionClass, EscalationPolicy, EscalationPolicySpec, MatchSpec, Operation, ResourceRule, Risk, RiskRule,
+};
+use signoff::policy::{Gvk, Gvr, PolicySet, ReviewInput, UserInfo, classify};
+
+fn deployment(image: &str, replicas: i64) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {
+            "name": "web", "namespace": "payments-prod", "uid": "3f9c0c1e-1111-2222-3333-444455556666",
+            "resourceVersion": "123456", "generation": 7,
+            "labels": {"app": "web", "tier": "frontend", "app.kubernetes.io/part-of": "checkout"},
+            "annotations": {"signoff.dev/reason": "release 1.5.0", "signoff.dev/ticket": "PAY-1234",
+                            "deployment.kubernetes.io/revision": "7"}
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": {
+                "metadata": {"labels": {"app": "web", "tier": "frontend"}},
+                "spec": {
+                    "serviceAccountName": "web",
+                    "containers": [
+                        {"name": "web", "image": image,
+                         "ports": [{"containerPort": 8080, "name": "http"}],
+                         "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "REGION", "value": "eu-west-1"}],
+                         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5}},
+                        {"name": "envoy", "image": "envoyproxy/envoy:v1.31.0",
+                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}
+                    ]
+                }
+            }
+        },
+        "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
+    })
+}
+
+fn input() -> ReviewInput {
+    ReviewInput {
+        operation: Operation::Update,
+        user: UserInfo {
+            username: "alice".into(),
+            uid: "u-1".into(),
+            groups: vec!["team:payments".into(), "system:authenticated".into()],
+        },
+        kind: Gvk { group: "apps".into(), version: "v1".into(), kind: "Deployment".into() },
+        resource: Gvr { group: "apps".into(), version: "v1".into(), resource: "deployments".into() },
+        sub_resource: String::new(),
+        namespace: "payments-prod".into(),
+        name: "web".into(),
+        dry_run: false,
+        object: Some(deployment("registry.example.com/payments/web:1.5.0", 3)),
+        old_object: Some(deployment("registry.example.com/payments/web:1.4.2", 3)),
+        namespace_object: Some(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "payments-prod", "labels": {"signoff.dev/environment": "production",
+                                                             "signoff.dev/owner": "payments"}}})),
+    }
+}
+
+fn example_policies() -> PolicySet {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    signoff::cli::check::load_policies(&dir).expect("example policies compile")
+}
+
+/// 10 policies × 10 rules over deployments, none of which fires.
+fn hundred_rules() -> PolicySet {
+    let exprs = [
+        "object.spec.replicas > 50",
+        "object.spec.template.spec.containers.exists(c, c.image.endsWith(':latest'))",
+        "object.spec.template.spec.containers.exists(c, has(c.resources.limits) && quantity(c.resources.limits.cpu).isGreaterThan(quantity('16')))",
+        "has(object.metadata.labels) && 'forbidden' in object.metadata.labels",
+        "request.userInfo.username.startsWith('system:anonymous')",
+        "namespaceObject.metadata.labels['signoff.dev/environment'] == 'restricted'",
+        "object.spec.template.spec.containers.filter(c, c.name.matches('^debug-')).size() > 0",
+        "oldObject != null && object.spec.replicas < oldObject.spec.replicas - 10",
+        "object.metadata.name.lowerAscii().contains('tmp')",
+        "has(object.spec.template.spec.hostNetwork) && object.spec.template.spec.hostNetwork",
+    ];
+    let policies: Vec<EscalationPolicy> = (0..10)
+        .map(|p| {
+            let rules = exprs
+                .iter()
+                .enumerate()
+                .map(|(i, e)| RiskRule {
+                    name: format!("r{i}"),
+                    expression: e.to_string(),
+                    risk: Risk::Medium,
+                    route: "engineering".into(),
+                    action_class: ActionClass::Routine,
+                    message: Some("m".into()),
+                    message_expression: None,
+                })
+                .collect();
+            let spec = EscalationPolicySpec {
+                match_: MatchSpec {
+                    rules: vec![ResourceRule {
+                        operations: vec![Operation::Create, Operation::Update],
+                        api_groups: vec!["apps".into()],
+                        api_versions: vec!["v1".into()],
+                        resources: vec!["deployments".into()],
+                        scope: None,
+                    }],
+                    ..Default::default()
+                },
+                rules,
+                ..Default::default()
+            };
+            EscalationPolicy::new(&format!("p{p}"), spec)
+        })
+        .collect();
+    let set = PolicySet::new(&policies);
+    assert_eq!(set.errors().count(), 0);
+    set
+}
+
+fn bench(c: &mut Criterion) {
+    let input = input();
+    let examples = example_policies();
+    let hundred = hundred_rules();
+    let empty = PolicySet::empty();
+    assert!(classify(&input, &examples).held());
+    assert!(!classify(&input, &hundred).held());
+    let mut g = c.benchmark_group("classify deployment update");
+    g.bench_function("no policies (baseline)", |b| b.iter(|| classify(black_box(&input), black_box(&empty))));
+    g.bench_function("example policies", |b| b.iter(|| classify(black_box(&input), black_box(&examples))));
+    g.bench_function("100 rules", |b| b.iter(|| classify(black_box(&input), black_box(&hundred))));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -185,6 +185,30 @@ pub fn json_to_cel(json: &serde_json::Value) -> Value {
     }
 }
 
+/// Converts JSON straight into the interpreter's values (no intermediate
+/// [`Value`]): what a request's `object`, `oldObject` and `namespaceObject` are
+/// bound as.
+pub fn json_to_val(json: &serde_json::Value) -> Box<dyn Val> {
+    use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString};
+    match json {
+        serde_json::Value::Null => Box::new(CelNull),
+        serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        serde_json::Value::String(s) => Box::new(CelString::from(s.clone())),
+        serde_json::Value::Array(items) => Box::new(CelList::from(items.iter().map(json_to_val).collect::<Vec<_>>())),
+        serde_json::Value::Object(fields) => {
+            let map: HashMap<CelMapKey, Box<dyn Val>> = fields
+                .iter()
+                .map(|(k, v)| (CelMapKey::from(Key::String(Arc::new(k.clone()))), json_to_val(v)))
+                .collect();
+            Box::new(CelMap::from(map))
+        }
+    }
+}
+
 /// A CEL map with string keys.
 pub fn cel_map<I, K>(entries: I) -> Value
 where

@@ -24,7 +24,7 @@ use cel::{Context, Env, Program, Value};
 use serde::Serialize;
 
 use crate::crd::{ActionClass, EscalationPolicy, EscalationPolicySpec, Operation, PolicyMode, Risk};
-use celenv::{cel_map, cel_str, json_to_cel};
+use celenv::{cel_map, cel_str};
 pub use cost::Cost;
 pub use quantity::Quantity;
 
@@ -132,39 +132,17 @@ impl ReviewInput {
     }
 
     /// The `request` variable rules see.
-    fn request_value(&self) -> Value {
-        let groups = Value::List(Arc::new(self.user.groups.iter().map(|g| cel_str(g)).collect()));
-        cel_map([
-            ("operation", cel_str(operation_str(self.operation))),
-            (
-                "userInfo",
-                cel_map([
-                    ("username", cel_str(&self.user.username)),
-                    ("uid", cel_str(&self.user.uid)),
-                    ("groups", groups),
-                ]),
-            ),
-            (
-                "kind",
-                cel_map([
-                    ("group", cel_str(&self.kind.group)),
-                    ("version", cel_str(&self.kind.version)),
-                    ("kind", cel_str(&self.kind.kind)),
-                ]),
-            ),
-            (
-                "resource",
-                cel_map([
-                    ("group", cel_str(&self.resource.group)),
-                    ("version", cel_str(&self.resource.version)),
-                    ("resource", cel_str(&self.resource.resource)),
-                ]),
-            ),
-            ("subResource", cel_str(&self.sub_resource)),
-            ("namespace", cel_str(&self.namespace)),
-            ("name", cel_str(&self.name)),
-            ("dryRun", Value::Bool(self.dry_run)),
-        ])
+    fn request_value(&self) -> Box<dyn cel::common::value::Val> {
+        celenv::json_to_val(&serde_json::json!({
+            "operation": operation_str(self.operation),
+            "userInfo": {"username": self.user.username, "uid": self.user.uid, "groups": self.user.groups},
+            "kind": {"group": self.kind.group, "version": self.kind.version, "kind": self.kind.kind},
+            "resource": {"group": self.resource.group, "version": self.resource.version, "resource": self.resource.resource},
+            "subResource": self.sub_resource,
+            "namespace": self.namespace,
+            "name": self.name,
+            "dryRun": self.dry_run,
+        }))
     }
 }
 
@@ -516,18 +494,21 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
     let needs = matched.iter().fold(Needs::default(), |n, p| n.union(p.needs));
     let root = Context::with_env(Arc::clone(&ENV));
     let mut request_scope = root.new_inner_scope();
-    let json_or_null = |v: &Option<serde_json::Value>| v.as_ref().map(json_to_cel).unwrap_or(Value::Null);
+    let json_or_null = |v: &Option<serde_json::Value>| match v {
+        Some(v) => celenv::json_to_val(v),
+        None => Box::new(cel::common::types::CelNull),
+    };
     if needs.request {
-        request_scope.add_variable_from_value("request", input.request_value());
+        request_scope.add_variable_as_val("request", input.request_value());
     }
     if needs.object {
-        request_scope.add_variable_from_value("object", json_or_null(&input.object));
+        request_scope.add_variable_as_val("object", json_or_null(&input.object));
     }
     if needs.old_object {
-        request_scope.add_variable_from_value("oldObject", json_or_null(&input.old_object));
+        request_scope.add_variable_as_val("oldObject", json_or_null(&input.old_object));
     }
     if needs.namespace_object {
-        request_scope.add_variable_from_value("namespaceObject", json_or_null(&input.namespace_object));
+        request_scope.add_variable_as_val("namespaceObject", json_or_null(&input.namespace_object));
     }
     for policy in matched {
         out.matched_policies.push(policy.name.clone());

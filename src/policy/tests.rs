@@ -680,3 +680,47 @@ mod props {
         }
     }
 }
+
+#[test]
+fn from_admission_review() {
+    use kube::core::DynamicObject;
+    use kube::core::admission::{AdmissionRequest, AdmissionReview};
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "apps", "version": "v1", "kind": "Scale"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "subResource": "scale",
+            "requestKind": {"group": "apps", "version": "v1", "kind": "Scale"},
+            "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "requestSubResource": "scale",
+            "name": "web", "namespace": "payments-prod", "operation": "UPDATE",
+            "userInfo": {"username": "alice", "uid": "u1", "groups": ["team:payments"]},
+            "object": {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "namespace": "payments-prod"}, "spec": {"replicas": 0}},
+            "oldObject": {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "namespace": "payments-prod"}, "spec": {"replicas": 3}},
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions"}
+        }
+    }))
+    .unwrap();
+    let req: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
+    let ns = json!({"metadata": {"name": "payments-prod", "labels": {"signoff.dev/environment": "production", "signoff.dev/owner": "payments"}}});
+    let i = ReviewInput::from_admission(&req, Some(ns)).unwrap();
+    assert_eq!(i.operation, Operation::Update);
+    assert_eq!(i.sub_resource, "scale");
+    assert_eq!(i.user.groups, ["team:payments"]);
+    assert_eq!(i.object.as_ref().unwrap()["spec"]["replicas"], 0);
+    // The example production-deploys policy holds scaling a production workload to zero.
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policies/production-deploys.yaml"))
+            .unwrap();
+    let p: EscalationPolicy = serde_yaml::from_str(&text).unwrap();
+    let a = classify(&i, &PolicySet::new([&p]));
+    assert!(a.errors.is_empty(), "{:?}", a.errors);
+    assert!(a.held());
+    let rules: Vec<&str> = a.fired.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, ["production-scale", "production-scale-to-zero"]);
+    assert_eq!(a.fired[0].message, "scaling web from 3 to 0");
+    assert_eq!(a.action_class, ActionClass::TimeSensitive);
+}
