@@ -13,6 +13,7 @@ pub mod digest;
 pub mod duration;
 pub mod escalation;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod policy;
 pub mod webhook;

@@ -1,0 +1,226 @@
+//! What a notification says: pure data built from an ApprovalRequest. No I/O, no clock.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::crd::{ActionClass, ApprovalRequest, Risk};
+
+/// How many lines of the diff a notification quotes.
+pub const DIFF_EXCERPT_LINES: usize = 20;
+
+/// Why a notification is sent.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// A tier of a lane was reached: its people are asked to decide.
+    Escalation,
+    /// Every tier of a lane timed out; the request is Expired and never admitted.
+    /// Sent to the platform admins so the chain can be tuned.
+    Expired,
+    /// The request was approved (for the requester or a channel that follows it).
+    Approved,
+    /// The request was rejected.
+    Rejected,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Escalation => "Escalation",
+            MessageKind::Expired => "Expired",
+            MessageKind::Approved => "Approved",
+            MessageKind::Rejected => "Rejected",
+        }
+    }
+}
+
+/// Who a notification is for.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(tag = "kind", content = "name")]
+pub enum Recipient {
+    /// One person (an Approver / username).
+    User(String),
+    /// A Team (its channel, its pager).
+    Team(String),
+}
+
+impl Recipient {
+    pub fn name(&self) -> &str {
+        match self {
+            Recipient::User(n) | Recipient::Team(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for Recipient {
+    /// `user/alice` or `team/payments`: the form recorded in status.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::User(n) => write!(f, "user/{n}"),
+            Recipient::Team(n) => write!(f, "team/{n}"),
+        }
+    }
+}
+
+/// Reference to the ApprovalRequest a notification is about.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct RequestRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The exact action that was held, as an approver reads it.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionSummary {
+    /// CREATE, UPDATE, DELETE or CONNECT.
+    pub operation: String,
+    /// Kind of the object, e.g. Deployment.
+    pub kind: String,
+    /// Resource (plural), with `/subresource` when there is one, e.g. `deployments/scale`.
+    pub resource: String,
+    /// Namespace of the object; None for cluster-scoped objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ActionSummary {
+    /// `DELETE Deployment payments-prod/api`, or `DELETE Namespace payments-prod`.
+    pub fn headline(&self) -> String {
+        let target = match &self.namespace {
+            Some(ns) if !ns.is_empty() => format!("{ns}/{}", self.name),
+            _ => self.name.clone(),
+        };
+        let sub = self.resource.split_once('/').map(|(_, s)| format!(" ({s})")).unwrap_or_default();
+        format!("{} {}{sub} {target}", self.operation, self.kind)
+    }
+}
+
+/// Everything a notification says. Pure data: each sink renders it its own way.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// Idempotency key, given by the caller; receivers drop a second delivery with
+    /// the same key.
+    pub key: String,
+    pub kind: MessageKind,
+    /// The ApprovalRequest.
+    pub request: RequestRef,
+    /// Lane (route), e.g. security.
+    pub route: String,
+    /// Tier index, from 0.
+    pub tier: u32,
+    /// Tier name, e.g. OnCall.
+    pub tier_name: String,
+    pub recipient: Recipient,
+    /// Username of whoever made the change.
+    pub requester: String,
+    pub action: ActionSummary,
+    pub risk: Risk,
+    pub action_class: ActionClass,
+    /// Every rule's explanation, in order.
+    pub reasons: Vec<String>,
+    /// Context the requester gave (`signoff.dev/reason`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_reason: Option<String>,
+    /// Ticket the requester gave (`signoff.dev/ticket`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Monthly cost change, e.g. `+120.50 USD/month`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_delta: Option<String>,
+    /// The first [`DIFF_EXCERPT_LINES`] lines of the diff, with a marker when cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_excerpt: Option<String>,
+    /// When this tier (or, for Expired, the request) runs out.
+    pub deadline: Timestamp,
+    /// `kubectl signoff approve -n NS NAME`.
+    pub approve_command: String,
+    /// How to read the whole packet.
+    pub show_command: String,
+    /// The ApprovalRequest spec, in full: the packet a generic webhook receives.
+    pub packet: serde_json::Value,
+}
+
+/// The first `lines` lines of `diff`; says how many lines were left out.
+pub fn diff_excerpt(diff: &str, lines: usize) -> String {
+    let all: Vec<&str> = diff.lines().collect();
+    if all.len() <= lines {
+        return all.join("\n");
+    }
+    let mut out = all[..lines].join("\n");
+    out.push_str(&format!("\n… ({} more lines)", all.len() - lines));
+    out
+}
+
+impl Message {
+    /// Builds the message for one notification about `ar`. `key` is the idempotency
+    /// key chosen by the caller (stable across retries and failovers).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_request(
+        ar: &ApprovalRequest,
+        kind: MessageKind,
+        route: &str,
+        tier: u32,
+        tier_name: &str,
+        recipient: Recipient,
+        key: &str,
+        deadline: Timestamp,
+    ) -> Message {
+        let spec = &ar.spec;
+        let namespace = ar.metadata.namespace.clone().unwrap_or_default();
+        let name = ar.metadata.name.clone().unwrap_or_default();
+        let resource = match &spec.action.sub_resource {
+            Some(sub) if !sub.is_empty() => format!("{}/{sub}", spec.action.resource),
+            _ => spec.action.resource.clone(),
+        };
+        let cost_delta = spec.cost.as_ref().map(|c| {
+            let sign = if c.monthly_delta.starts_with(['-', '+']) { "" } else { "+" };
+            format!("{sign}{} {}/month", c.monthly_delta, c.currency)
+        });
+        let diff_excerpt =
+            spec.diff.as_deref().filter(|d| !d.trim().is_empty()).map(|d| diff_excerpt(d, DIFF_EXCERPT_LINES));
+        let context = spec.context.clone().unwrap_or_default();
+        Message {
+            key: key.to_string(),
+            kind,
+            request: RequestRef { namespace: namespace.clone(), name: name.clone() },
+            route: route.to_string(),
+            tier,
+            tier_name: tier_name.to_string(),
+            recipient,
+            requester: spec.requester.username.clone(),
+            action: ActionSummary {
+                operation: spec.action.operation.clone(),
+                kind: spec.action.kind.clone(),
+                resource,
+                namespace: spec.action.namespace.clone().filter(|n| !n.is_empty()),
+                name: spec.action.name.clone(),
+            },
+            risk: spec.risk,
+            action_class: spec.action_class,
+            reasons: spec.reasons.iter().map(|r| r.message.clone()).collect(),
+            context_reason: context.reason,
+            ticket: context.ticket,
+            cost_delta,
+            diff_excerpt,
+            deadline,
+            approve_command: format!("kubectl signoff approve -n {namespace} {name}"),
+            show_command: format!("kubectl get approvalrequest -n {namespace} {name} -o yaml"),
+            packet: serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// One line: `[High] DELETE Deployment prod/api: held for approval (security, tier 1 Team)`.
+    pub fn summary(&self) -> String {
+        let what = match self.kind {
+            MessageKind::Escalation => {
+                format!("held for approval ({}, tier {} {})", self.route, self.tier + 1, self.tier_name)
+            }
+            MessageKind::Expired => format!("expired: nobody approved ({} chain exhausted)", self.route),
+            MessageKind::Approved => "approved".to_string(),
+            MessageKind::Rejected => "rejected".to_string(),
+        };
+        format!("[{}] {}: {what}", self.risk.as_str(), self.action.headline())
+    }
+}

@@ -1,0 +1,26 @@
+//! Notifications: what a held change says to the people who can approve it, and
+//! how it gets to them.
+//!
+//! - [`message`]: [`Message`], pure data built from an ApprovalRequest.
+//! - [`payload`]: pure rendering per sink (generic webhook signed with
+//!   HMAC-SHA256, Slack Block Kit, PagerDuty Events API v2).
+//! - [`target`]: a [`Target`] resolved from a `Contact` and its Secrets.
+//! - [`deliver`]: HTTP delivery with exponential backoff, a per-attempt timeout,
+//!   and many targets at once; a [`DeliveryRecord`] maps to the status entry.
+//!
+//! Delivery can take a while when a sink is down (see
+//! [`RetryPolicy::worst_case`]): callers run it off the escalation path (spawned),
+//! so a failing sink never delays the next tier.
+
+pub mod deliver;
+pub mod message;
+pub mod payload;
+pub mod target;
+
+pub use deliver::{DeliveryRecord, DeliveryResult, Notifier, RetryPolicy, deliver, deliver_all};
+pub use message::{ActionSummary, Message, MessageKind, Recipient, RequestRef};
+pub use payload::{HttpRequest, render};
+pub use target::{ResolveError, Target};
+
+#[cfg(test)]
+mod tests;
