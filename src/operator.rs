@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
-use crate::crd::{EscalationPolicy, Team};
+use crate::crd::{Approver, EscalationPolicy, Team};
 use crate::escalation::reconciler;
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
@@ -189,10 +189,12 @@ pub async fn run(
     let policy_store = cache(Api::<EscalationPolicy>::all(client.clone()), Some(policy_changed.clone()));
     let namespaces = cache(Api::<Namespace>::all(client.clone()), None);
     let teams = cache(Api::<Team>::all(client.clone()), None);
+    let approvers = cache(Api::<Approver>::all(client.clone()), None);
     for (what, r) in [
         ("EscalationPolicies", policy_store.wait_until_ready().await),
         ("Namespaces", namespaces.wait_until_ready().await),
         ("Teams", teams.wait_until_ready().await),
+        ("Approvers", approvers.wait_until_ready().await),
     ] {
         r.map_err(|e| Error::Config(format!("cache of {what} never synced: {e}")))?;
     }
@@ -274,8 +276,12 @@ pub async fn run(
         ));
     }
 
-    let reconciler =
-        tokio::spawn(reconciler::run(Arc::new(reconciler::Context { client: client.clone(), policies, teams })));
+    let reconciler = tokio::spawn(reconciler::run(Arc::new(reconciler::Context {
+        client: client.clone(),
+        policies,
+        teams,
+        approvers,
+    })));
     ready.store(true, Ordering::Relaxed);
     info!(namespace = %options.namespace, policies = policy_store.state().len(), "signoff ready");
 

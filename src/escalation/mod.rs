@@ -1,154 +1,494 @@
-//! The escalation state machine, pure: `step(request, policies, teams, now)` returns
-//! the new status and when to look again. The reconciler (`reconciler.rs`) executes
-//! it. All progress lives in the ApprovalRequest's status, so a restart or a new
-//! leader resumes exactly where the last one stopped.
+//! The escalation state machine, pure: `step(request, world, now)` returns the new
+//! status, the effects to execute (notifications, events, a runbook ConfigMap)
+//! and when to look again. The reconciler executes the effects and only then
+//! writes the status, so a crash in between repeats the same step, with the same
+//! idempotency keys: at most one duplicate notification per failover.
 //!
-//! This first version opens one lane per route at tier 1 (the owning team),
-//! counts eligible, distinct approvals against the policy's quorum, lets any
-//! eligible rejection win, and sets `notAfter` on approval. Tier timeouts, the
-//! rest of the chain, quiet hours and notifications build on it (issue 5).
+//! Each route is a lane walking its chain of tiers. A tier starts exactly when the
+//! previous one's deadline passes (not when the reconciler happens to run), so a
+//! late or restarted controller recomputes the very same schedule and never
+//! skips a tier. All progress lives in the status.
 
+pub mod people;
 pub mod reconciler;
+mod runbook;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Lane, Phase, Risk, Team, TierKind, Verdict, default_chain};
+pub use people::Reached;
+
+use crate::crd::{
+    ApprovalRequest, ApprovalRequestStatus, Approver, Decision, Lane, NotifyMode, Phase, Risk, Skip, Team, TierSpec,
+    Verdict, default_chain,
+};
 use crate::policy::PolicySet;
 
-/// People a tier resolves to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Reached {
-    pub users: Vec<String>,
-    pub groups: Vec<String>,
+/// What the state machine reads besides the request.
+#[derive(Clone, Copy)]
+pub struct World<'a> {
+    pub policies: &'a PolicySet,
+    pub teams: &'a [Team],
+    pub approvers: &'a [Approver],
 }
 
-/// Members of a team (users and groups).
-pub fn team_members(teams: &[Team], name: &str) -> Reached {
-    teams
-        .iter()
-        .find(|t| t.metadata.name.as_deref() == Some(name))
-        .map(|t| Reached { users: t.spec.members.users.clone(), groups: t.spec.members.groups.clone() })
-        .unwrap_or_default()
+/// Why a notification is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyKind {
+    /// A tier was reached: please decide.
+    Escalation,
+    /// Every tier of a lane timed out: the platform admins are told the chain failed.
+    Expired,
+}
+
+/// One notification to send: to the users and the team of one tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notify {
+    /// Idempotency key of this tier's notification; each delivery appends the
+    /// recipient and the sink.
+    pub key: String,
+    pub kind: NotifyKind,
+    pub route: String,
+    pub tier: u32,
+    pub tier_name: String,
+    pub users: Vec<String>,
+    pub team: Option<String>,
+    /// When this tier times out.
+    pub deadline: Option<Timestamp>,
+}
+
+/// Something the reconciler does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Notify(Notify),
+    /// A Kubernetes Event on the request.
+    Event {
+        reason: &'static str,
+        note: String,
+        warning: bool,
+    },
+    /// The runbook is too large for status: store it in this ConfigMap.
+    RunbookConfigMap {
+        name: String,
+        text: String,
+    },
 }
 
 /// The result of one step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub status: ApprovalRequestStatus,
-    /// When to run the next step even if nothing changes (a deadline).
+    pub effects: Vec<Effect>,
+    /// When to run the next step even if nothing changes (the next deadline).
     pub wake_at: Option<Timestamp>,
 }
 
-/// Distinct approvals a lane needs for this risk.
-fn quorum(policies: &PolicySet, policy: &str, risk: Risk) -> u32 {
-    let approval = policies.get(policy).map(|p| p.spec().approval.clone()).unwrap_or_default();
-    match risk {
-        Risk::High => approval.high,
-        _ => approval.medium,
-    }
+/// Runbooks larger than this go to a ConfigMap (status stays small).
+pub const RUNBOOK_STATUS_LIMIT: usize = 8 * 1024;
+
+fn floor_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-fn valid_for(policies: &PolicySet, policy: &str) -> jiff::SignedDuration {
-    let text = policies.get(policy).map(|p| p.spec().approval.valid_for.clone()).unwrap_or_else(|| "1h".into());
-    crate::duration::parse(&text).unwrap_or(jiff::SignedDuration::from_hours(1))
+/// Round up to a whole second: status keeps whole seconds, and a deadline must
+/// never be stored earlier than it is.
+fn ceil_second(t: Timestamp) -> Timestamp {
+    let floor = floor_second(t);
+    if floor == t { t } else { floor + SignedDuration::from_secs(1) }
 }
 
-fn tier_timeout(policies: &PolicySet, policy: &str, ar: &ApprovalRequest) -> jiff::SignedDuration {
-    let classes = policies.get(policy).map(|p| p.spec().action_classes.clone()).unwrap_or_default();
-    crate::duration::parse(&classes.get(ar.spec.action_class).tier_timeout)
-        .unwrap_or(jiff::SignedDuration::from_mins(60))
+/// The request's identity in keys: uid when the API server assigned one.
+fn request_id(ar: &ApprovalRequest) -> String {
+    ar.metadata.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            ar.metadata.namespace.as_deref().unwrap_or_default(),
+            ar.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
-fn open_lanes(ar: &ApprovalRequest, policies: &PolicySet, teams: &[Team], now: Timestamp) -> Vec<Lane> {
-    ar.spec
-        .routing
+/// A lane's chain and its settings, from its policy.
+struct Chain {
+    tiers: Vec<TierSpec>,
+    mode: NotifyMode,
+    timeout: SignedDuration,
+    admin_team: String,
+    quorum: u32,
+    valid_for: SignedDuration,
+    any_tier: bool,
+}
+
+fn chain(world: World, policy: &str, route: &str, ar: &ApprovalRequest) -> Chain {
+    let spec = world.policies.get(policy).map(|p| p.spec().clone()).unwrap_or_default();
+    let tiers = spec
+        .routes
         .iter()
-        .map(|target| {
-            let chain = policies
-                .get(&target.policy)
-                .and_then(|p| p.spec().routes.iter().find(|r| r.name == target.route).map(|r| r.tiers.clone()))
-                .filter(|tiers| !tiers.is_empty())
-                .unwrap_or_else(default_chain);
-            let first = chain.first().map(|t| t.kind).unwrap_or(TierKind::Team);
-            let reached = match (first, &target.team) {
-                (TierKind::Team, Some(team)) => team_members(teams, team),
-                _ => Reached::default(),
-            };
-            Lane {
-                route: target.route.clone(),
-                policy: target.policy.clone(),
-                tier: 0,
-                tiers: chain.len() as u32,
-                tier_name: Some(format!("{first:?}")),
-                tier_started_at: Some(Time(now)),
-                tier_deadline: Some(Time(now + tier_timeout(policies, &target.policy, ar))),
-                phase: Phase::Pending,
-                eligible: reached.users,
-                eligible_groups: reached.groups,
+        .find(|r| r.name == route)
+        .map(|r| r.tiers.clone())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(default_chain);
+    let class = spec.action_classes.get(ar.spec.action_class);
+    let parse = |text: &str, default: SignedDuration| {
+        crate::duration::parse(text).ok().filter(|d| *d > SignedDuration::ZERO).unwrap_or(default)
+    };
+    Chain {
+        tiers,
+        mode: class.notify,
+        timeout: parse(&class.tier_timeout, SignedDuration::from_mins(60)),
+        admin_team: if spec.admin_team.is_empty() { crate::crd::default_admin_team() } else { spec.admin_team.clone() },
+        quorum: match ar.spec.risk {
+            Risk::High => spec.approval.high,
+            _ => spec.approval.medium,
+        }
+        .max(1),
+        valid_for: parse(&spec.approval.valid_for, SignedDuration::from_hours(1)),
+        any_tier: spec.approval.eligibility == crate::crd::Eligibility::AnyTier,
+    }
+}
+
+impl Chain {
+    fn tier_timeout(&self, i: usize) -> SignedDuration {
+        self.tiers[i]
+            .timeout
+            .as_deref()
+            .and_then(|t| crate::duration::parse(t).ok())
+            .filter(|d| *d > SignedDuration::ZERO)
+            .unwrap_or(self.timeout)
+    }
+}
+
+fn tier_name(tier: &TierSpec) -> String {
+    format!("{:?}", tier.kind)
+}
+
+struct Walker<'a> {
+    world: World<'a>,
+    id: String,
+    effects: Vec<Effect>,
+    skips: Vec<Skip>,
+}
+
+impl Walker<'_> {
+    /// Resolve tier `i` at `start`: record skips, add the available people to the
+    /// lane's eligible set. Returns whether anybody can be reached.
+    fn reach(
+        &mut self,
+        lane: &mut Lane,
+        chain: &Chain,
+        team: Option<&str>,
+        i: usize,
+        start: Timestamp,
+        notify: bool,
+    ) -> bool {
+        let tier = &chain.tiers[i];
+        let reached = people::resolve(tier, team, &chain.admin_team, self.world.teams, start);
+        let mut available = Vec::new();
+        for user in &reached.users {
+            match people::unavailable(user, self.world.approvers, start) {
+                Some(why) => {
+                    self.skips.push(Skip {
+                        route: lane.route.clone(),
+                        tier: i as u32,
+                        user: Some(user.clone()),
+                        reason: why.reason.clone(),
+                        setting: Some(why.setting.clone()),
+                        at: Time(floor_second(start)),
+                    });
+                    self.effects.push(Effect::Event {
+                        reason: "Skipped",
+                        note: format!(
+                            "{} tier {} ({}): skipped {user}: {}",
+                            lane.route,
+                            i + 1,
+                            tier_name(tier),
+                            why.reason
+                        ),
+                        warning: false,
+                    });
+                }
+                None => available.push(user.clone()),
             }
-        })
-        .collect()
+        }
+        if available.is_empty() && reached.groups.is_empty() {
+            let why = if reached.users.is_empty() { "resolves to nobody" } else { "has nobody available" };
+            self.skips.push(Skip {
+                route: lane.route.clone(),
+                tier: i as u32,
+                user: None,
+                reason: format!("tier {} ({}) {why}; promoted to the next tier at once", i + 1, tier_name(tier)),
+                setting: None,
+                at: Time(floor_second(start)),
+            });
+            self.effects.push(Effect::Event {
+                reason: "TierSkipped",
+                note: format!("{} tier {} ({}) {why}", lane.route, i + 1, tier_name(tier)),
+                warning: true,
+            });
+            return false;
+        }
+        for user in &available {
+            if !lane.eligible.contains(user) {
+                lane.eligible.push(user.clone());
+            }
+        }
+        for group in &reached.groups {
+            if !lane.eligible_groups.contains(group) {
+                lane.eligible_groups.push(group.clone());
+            }
+        }
+        if notify {
+            let deadline = ceil_second(start + chain.tier_timeout(i));
+            self.effects.push(Effect::Notify(Notify {
+                key: format!("{}/{}/{}", self.id, lane.route, i),
+                kind: NotifyKind::Escalation,
+                route: lane.route.clone(),
+                tier: i as u32,
+                tier_name: tier_name(tier),
+                users: available,
+                team: reached.team.clone(),
+                deadline: Some(deadline),
+            }));
+            self.effects.push(Effect::Event {
+                reason: "Escalated",
+                note: format!("{} reached tier {} ({}); deadline {deadline}", lane.route, i + 1, tier_name(tier)),
+                warning: false,
+            });
+        }
+        true
+    }
+
+    /// Make tier `i` (or the first reachable tier after it) current from `start`.
+    /// Returns false when the chain ran out: the lane expires.
+    fn enter(&mut self, lane: &mut Lane, chain: &Chain, team: Option<&str>, mut i: usize, start: Timestamp) -> bool {
+        let sequential = chain.mode == NotifyMode::Sequential;
+        while i < chain.tiers.len() {
+            // In simultaneous mode everybody was reached when the lane opened.
+            let reachable = if sequential { self.reach(lane, chain, team, i, start, true) } else { true };
+            if reachable {
+                lane.tier = i as u32;
+                lane.tier_name = Some(tier_name(&chain.tiers[i]));
+                lane.tier_started_at = Some(Time(floor_second(start)));
+                lane.tier_deadline = Some(Time(ceil_second(start + chain.tier_timeout(i))));
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
 }
 
-/// Whether a decision counts for `lane`: its approver (or one of the groups the
-/// webhook verified on the decision) was reached in that lane, and the decision
-/// names the lane or no lane (meaning all of theirs).
-fn counts_for(lane: &Lane, decision: &crate::crd::Decision) -> bool {
-    let reached =
-        lane.eligible.contains(&decision.approver) || decision.groups.iter().any(|g| lane.eligible_groups.contains(g));
-    reached && (decision.routes.is_empty() || decision.routes.contains(&lane.route))
-}
-
-/// One step of the state machine.
-pub fn step(ar: &ApprovalRequest, policies: &PolicySet, teams: &[Team], now: Timestamp) -> Step {
-    let mut status = ar.status.clone().unwrap_or_default();
-    if status.phase != Phase::Pending {
-        return Step { status, wake_at: None };
-    }
-    if status.lanes.is_empty() {
-        status.lanes = open_lanes(ar, policies, teams, now);
-    }
-    // The webhook checked each decision as it was written; the requester and
-    // service accounts are excluded again here, as defence in depth.
-    let requester = ar.spec.requester.username.clone();
-    for lane in &mut status.lanes {
-        let deciders = status.decisions.iter().filter(|d| {
-            d.approver != requester && !d.approver.starts_with("system:serviceaccount:") && counts_for(lane, d)
-        });
+/// Every lane must approve with its quorum; an eligible rejection wins.
+fn apply_decisions(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, world: World) {
+    let requester = &ar.spec.requester.username;
+    for lane in status.lanes.iter_mut().filter(|l| l.phase == Phase::Pending) {
+        let chain = chain(world, &lane.policy, &lane.route, ar);
         let mut approvers: Vec<&str> = Vec::new();
         let mut rejected = false;
-        for d in deciders {
+        let counted = status.decisions.iter().filter(|d| {
+            d.approver != *requester && !d.approver.starts_with("system:serviceaccount:") && counts_for(lane, d)
+        });
+        for d in counted {
             match d.decision {
                 Verdict::Reject => rejected = true,
                 Verdict::Approve if !approvers.contains(&d.approver.as_str()) => approvers.push(&d.approver),
                 Verdict::Approve => {}
             }
         }
-        lane.phase = if rejected {
-            Phase::Rejected
-        } else if approvers.len() as u32 >= quorum(policies, &lane.policy, ar.spec.risk) {
-            Phase::Approved
-        } else {
-            Phase::Pending
-        };
+        if rejected {
+            lane.phase = Phase::Rejected;
+        } else if approvers.len() as u32 >= chain.quorum {
+            lane.phase = Phase::Approved;
+        }
     }
-    if status.lanes.iter().any(|l| l.phase == Phase::Rejected) {
-        status.phase = Phase::Rejected;
-    } else if !status.lanes.is_empty() && status.lanes.iter().all(|l| l.phase == Phase::Approved) {
-        status.phase = Phase::Approved;
-        let validity = status.lanes.iter().map(|l| valid_for(policies, &l.policy)).min().unwrap_or_default();
-        status.not_after = Some(Time(now + validity));
+}
+
+fn counts_for(lane: &Lane, decision: &Decision) -> bool {
+    let reached =
+        lane.eligible.contains(&decision.approver) || decision.groups.iter().any(|g| lane.eligible_groups.contains(g));
+    reached && (decision.routes.is_empty() || decision.routes.contains(&lane.route))
+}
+
+/// One step of the state machine.
+pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
+    let mut status = ar.status.clone().unwrap_or_default();
+    if status.phase != Phase::Pending {
+        return Step { status, effects: Vec::new(), wake_at: None };
     }
+    let mut walker = Walker { world, id: request_id(ar), effects: Vec::new(), skips: Vec::new() };
+    let team_of = |route: &str| ar.spec.routing.iter().find(|r| r.route == route).and_then(|r| r.team.clone());
+
+    // Open lanes: one per route, at the first reachable tier.
+    if status.lanes.is_empty() {
+        for target in &ar.spec.routing {
+            let chain = chain(world, &target.policy, &target.route, ar);
+            let mut lane = Lane {
+                route: target.route.clone(),
+                policy: target.policy.clone(),
+                tier: 0,
+                tiers: chain.tiers.len() as u32,
+                tier_name: None,
+                tier_started_at: None,
+                tier_deadline: None,
+                phase: Phase::Pending,
+                eligible: Vec::new(),
+                eligible_groups: Vec::new(),
+            };
+            let team = target.team.as_deref();
+            if chain.any_tier {
+                // Anyone in the chain may approve at any time; they are notified as reached.
+                for tier in &chain.tiers {
+                    let reached = people::resolve(tier, team, &chain.admin_team, world.teams, now);
+                    for user in reached.users {
+                        if !lane.eligible.contains(&user) {
+                            lane.eligible.push(user);
+                        }
+                    }
+                    for group in reached.groups {
+                        if !lane.eligible_groups.contains(&group) {
+                            lane.eligible_groups.push(group);
+                        }
+                    }
+                }
+            }
+            if chain.mode == NotifyMode::Simultaneous {
+                // Every tier at once: everybody reachable now is notified and eligible.
+                let mut anybody = false;
+                for i in 0..chain.tiers.len() {
+                    anybody |= walker.reach(&mut lane, &chain, team, i, now, true);
+                }
+                if !anybody {
+                    lane.phase = Phase::Expired;
+                }
+            }
+            if lane.phase == Phase::Pending && !walker.enter(&mut lane, &chain, team, 0, now) {
+                lane.phase = Phase::Expired;
+            }
+            status.lanes.push(lane);
+        }
+    }
+
+    // An approval that arrived before a deadline stops the escalation.
+    apply_decisions(ar, &mut status, world);
+    // Timeouts: walk every pending lane forward to `now`, one tier at a time.
+    for lane in status.lanes.iter_mut().filter(|l| l.phase == Phase::Pending) {
+        let chain = chain(world, &lane.policy, &lane.route, ar);
+        let team = team_of(&lane.route);
+        while let Some(Time(deadline)) = lane.tier_deadline {
+            if now < deadline {
+                break;
+            }
+            let next = lane.tier as usize + 1;
+            if next >= chain.tiers.len() || !walker.enter(lane, &chain, team.as_deref(), next, deadline) {
+                lane.phase = Phase::Expired;
+                break;
+            }
+        }
+    }
+
+    // Someone reached by this step may already have decided (AnyTier policies).
+    apply_decisions(ar, &mut status, world);
+    status.skips.append(&mut walker.skips);
+    let lanes = &status.lanes;
+    let new_phase = if lanes.iter().any(|l| l.phase == Phase::Rejected) {
+        Phase::Rejected
+    } else if lanes.iter().any(|l| l.phase == Phase::Expired) {
+        Phase::Expired
+    } else if !lanes.is_empty() && lanes.iter().all(|l| l.phase == Phase::Approved) {
+        Phase::Approved
+    } else {
+        Phase::Pending
+    };
+    match new_phase {
+        Phase::Approved => {
+            let validity =
+                lanes.iter().map(|l| chain(world, &l.policy, &l.route, ar).valid_for).min().unwrap_or_default();
+            status.not_after = Some(Time(floor_second(now + validity)));
+            walker.effects.push(Effect::Event {
+                reason: "Approved",
+                note: format!("approved; the change is admitted until {}", floor_second(now + validity)),
+                warning: false,
+            });
+        }
+        Phase::Rejected => walker.effects.push(Effect::Event {
+            reason: "Rejected",
+            note: "rejected by an eligible approver; the change will not be admitted".into(),
+            warning: false,
+        }),
+        Phase::Expired => expire(ar, &mut status, &mut walker, now),
+        Phase::Pending => {}
+    }
+    status.phase = new_phase;
+
+    // Where things stand, and when the last tier of the slowest lane runs out.
     status.tier = Some(
         status.lanes.iter().map(|l| format!("{} {}/{}", l.route, l.tier + 1, l.tiers)).collect::<Vec<_>>().join(", "),
     );
+    let pending: Vec<&Lane> = status.lanes.iter().filter(|l| l.phase == Phase::Pending).collect();
+    status.deadline = pending
+        .iter()
+        .filter_map(|l| {
+            let chain = chain(world, &l.policy, &l.route, ar);
+            let current = l.tier_deadline.as_ref()?.0;
+            let rest: SignedDuration = (l.tier as usize + 1..chain.tiers.len()).map(|i| chain.tier_timeout(i)).sum();
+            Some(ceil_second(current + rest))
+        })
+        .max()
+        .map(Time)
+        .or(status.deadline);
     let wake_at = if status.phase == Phase::Pending {
-        status.lanes.iter().filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0)).min()
+        pending.iter().filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0)).min()
     } else {
         None
     };
-    Step { status, wake_at }
+    Step { status, effects: walker.effects, wake_at }
+}
+
+fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut Walker, now: Timestamp) {
+    let text = runbook::write(ar, status, now);
+    if text.len() > RUNBOOK_STATUS_LIMIT {
+        let name = format!("{}-runbook", ar.metadata.name.as_deref().unwrap_or("request"));
+        status.runbook = Some(format!(
+            "The runbook is too large for status; read it with: kubectl get configmap -n {} {name} -o jsonpath='{{.data.runbook}}'",
+            ar.metadata.namespace.as_deref().unwrap_or_default()
+        ));
+        status.runbook_config_map = Some(name.clone());
+        walker.effects.push(Effect::RunbookConfigMap { name, text });
+    } else {
+        status.runbook = Some(text);
+    }
+    let admin_team = status
+        .lanes
+        .first()
+        .map(|l| chain(walker.world, &l.policy, &l.route, ar).admin_team)
+        .unwrap_or_else(crate::crd::default_admin_team);
+    let admins = people::resolve(
+        &TierSpec { kind: crate::crd::TierKind::Admins, team: None, users: vec![], groups: vec![], timeout: None },
+        None,
+        &admin_team,
+        walker.world.teams,
+        now,
+    );
+    let expired: Vec<&str> =
+        status.lanes.iter().filter(|l| l.phase == Phase::Expired).map(|l| l.route.as_str()).collect();
+    walker.effects.push(Effect::Notify(Notify {
+        key: format!("{}/expired", walker.id),
+        kind: NotifyKind::Expired,
+        route: expired.join(","),
+        tier: 0,
+        tier_name: "Admins".into(),
+        users: admins.users,
+        team: admins.team,
+        deadline: None,
+    }));
+    walker.effects.push(Effect::Event {
+        reason: "Expired",
+        note: format!(
+            "nobody approved in time ({}); the change is never applied automatically; runbook written",
+            expired.join(", ")
+        ),
+        warning: true,
+    });
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tracing::{info, warn};
 
-use crate::crd::{ApprovalRequest, Team};
+use crate::crd::{ApprovalRequest, Approver, Team};
 use crate::policy::PolicySet;
 
 /// What the reconciler reads: caches shared with the webhook.
@@ -22,6 +22,7 @@ pub struct Context {
     pub client: kube::Client,
     pub policies: Arc<arc_swap::ArcSwap<PolicySet>>,
     pub teams: Store<Team>,
+    pub approvers: Store<Approver>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,9 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
     let now = jiff::Timestamp::now();
     let teams: Vec<Team> = ctx.teams.state().iter().map(|t| (**t).clone()).collect();
     let policies = ctx.policies.load();
-    let step = super::step(&ar, &policies, &teams, now);
+    let approvers: Vec<Approver> = ctx.approvers.state().iter().map(|a| (**a).clone()).collect();
+    let world = super::World { policies: &policies, teams: &teams, approvers: &approvers };
+    let step = super::step(&ar, world, now);
     let name = ar.metadata.name.clone().unwrap_or_default();
     let namespace = ar.metadata.namespace.clone().unwrap_or_default();
     if ar.status.as_ref() != Some(&step.status) {

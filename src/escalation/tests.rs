@@ -1,4 +1,5 @@
-//! State machine tests with a fake clock.
+//! The state machine with a fake clock: every scenario is a sequence of steps at
+//! chosen instants, feeding each step's status into the next.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -7,61 +8,97 @@ use super::*;
 use crate::crd::*;
 use crate::policy::PolicySet;
 
-fn now() -> Timestamp {
-    "2026-11-22T12:00:00Z".parse().unwrap()
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
 }
 
-fn team(name: &str, users: &[&str], groups: &[&str]) -> Team {
+/// Friday 2026-11-20 10:00 UTC (dave is on call for payments).
+fn t0() -> Timestamp {
+    t("2026-11-20T10:00:00Z")
+}
+
+fn mins(m: i64) -> SignedDuration {
+    SignedDuration::from_mins(m)
+}
+
+fn team(name: &str, users: &[&str], lead: Option<&str>, rotation: &[&str], secondary: Option<&str>) -> Team {
     Team::new(
         name,
         TeamSpec {
-            members: Members {
-                users: users.iter().map(|s| s.to_string()).collect(),
-                groups: groups.iter().map(|s| s.to_string()).collect(),
-            },
+            members: Members { users: users.iter().map(|s| s.to_string()).collect(), groups: vec![] },
+            lead: lead.map(str::to_string),
+            on_call: (!rotation.is_empty()).then(|| OnCall {
+                rotation: rotation.iter().map(|s| s.to_string()).collect(),
+                shift_length: "168h".into(),
+                handoff: "2026-11-16T09:00:00".into(), // a Monday
+                time_zone: "Europe/Berlin".into(),
+                overrides: vec![],
+            }),
+            secondary_team: secondary.map(str::to_string),
             ..Default::default()
         },
     )
 }
 
 fn teams() -> Vec<Team> {
-    vec![team("payments", &["alice", "bob", "carol"], &["team:payments"]), team("security", &["erin"], &[])]
+    vec![
+        team("payments", &["alice", "bob"], Some("carol"), &["dave", "bob"], Some("platform")),
+        team("platform", &["ivan"], Some("ivan"), &["ivan"], None),
+        team("platform-admins", &["root"], Some("root"), &[], None),
+        team("security", &["erin"], Some("erin"), &[], Some("platform")),
+    ]
 }
 
-fn policies(high_quorum: u32) -> PolicySet {
+fn policy_set(extra: &str) -> PolicySet {
     let yaml = format!(
         r#"
 apiVersion: signoff.dev/v1alpha1
 kind: EscalationPolicy
-metadata: {{name: production}}
+metadata: {{name: p}}
 spec:
-  match: {{rules: [{{operations: [DELETE], apiGroups: [""], apiVersions: [v1], resources: [persistentvolumeclaims]}}]}}
+  match: {{rules: [{{operations: ["*"], apiGroups: ["*"], apiVersions: ["*"], resources: ["*"]}}]}}
   rules: [{{name: r, expression: "true", risk: High, route: engineering}}]
-  approval: {{high: {high_quorum}, validFor: 30m}}
-  actionClasses: {{destructive: {{tierTimeout: 2m, notify: Simultaneous}}}}
-"#
+  actionClasses:
+    routine: {{tierTimeout: 10m, notify: Sequential}}
+    destructive: {{tierTimeout: 2m, notify: Simultaneous}}
+{extra}"#
     );
     let policy: EscalationPolicy = serde_yaml::from_str(&yaml).unwrap();
     PolicySet::new([&policy])
 }
 
-fn request(routes: &[(&str, &str)]) -> ApprovalRequest {
+fn request(class: ActionClass, routes: &[(&str, &str)]) -> ApprovalRequest {
     let spec = ApprovalRequestSpec {
-        requester: UserInfo { username: "alice".into(), uid: None, groups: vec!["team:payments".into()] },
-        action: Action::default(),
+        requester: UserInfo { username: "alice".into(), uid: None, groups: vec![] },
+        action: Action {
+            operation: "DELETE".into(),
+            version: "v1".into(),
+            kind: "PersistentVolumeClaim".into(),
+            resource: "persistentvolumeclaims".into(),
+            namespace: Some("prod".into()),
+            name: "ledger".into(),
+            ..Default::default()
+        },
         digest: "0".repeat(64),
         risk: Risk::High,
-        action_class: ActionClass::Destructive,
+        action_class: class,
         routes: routes.iter().map(|(r, _)| r.to_string()).collect(),
         routing: routes
             .iter()
             .map(|(route, team)| RouteTarget {
                 route: route.to_string(),
-                policy: "production".into(),
+                policy: "p".into(),
                 team: Some(team.to_string()),
             })
             .collect(),
-        reasons: vec![],
+        reasons: vec![HoldReason {
+            policy: "p".into(),
+            rule: "r".into(),
+            risk: Risk::High,
+            route: "engineering".into(),
+            action_class: class,
+            message: "deleting a PVC in production".into(),
+        }],
         owner_team: Some("payments".into()),
         cost: None,
         context: None,
@@ -69,73 +106,384 @@ fn request(routes: &[(&str, &str)]) -> ApprovalRequest {
         manifest: None,
         fallback: None,
     };
-    ApprovalRequest::new("ar-1", spec)
+    let mut ar = ApprovalRequest::new("ar-1", spec);
+    ar.metadata.namespace = Some("prod".into());
+    ar.metadata.uid = Some("uid-1".into());
+    ar
 }
 
-fn decide(ar: &mut ApprovalRequest, by: &str, groups: &[&str], verdict: Verdict) {
-    ar.status.get_or_insert_with(Default::default).decisions.push(Decision {
-        approver: by.into(),
-        uid: None,
-        groups: groups.iter().map(|s| s.to_string()).collect(),
-        decision: verdict,
-        routes: vec![],
-        comment: None,
-        at: Time(now()),
+/// Runs steps and keeps the request's status, like the reconciler.
+struct Sim {
+    ar: ApprovalRequest,
+    policies: PolicySet,
+    teams: Vec<Team>,
+    approvers: Vec<Approver>,
+    effects: Vec<(Timestamp, Effect)>,
+}
+
+impl Sim {
+    fn new(ar: ApprovalRequest, policies: PolicySet) -> Sim {
+        Sim { ar, policies, teams: teams(), approvers: vec![], effects: vec![] }
+    }
+    fn at(&mut self, now: Timestamp) -> Step {
+        let world = World { policies: &self.policies, teams: &self.teams, approvers: &self.approvers };
+        let step = step(&self.ar, world, now);
+        self.ar.status = Some(step.status.clone());
+        self.effects.extend(step.effects.iter().cloned().map(|e| (now, e)));
+        step
+    }
+    fn status(&self) -> &ApprovalRequestStatus {
+        self.ar.status.as_ref().unwrap()
+    }
+    fn decide(&mut self, by: &str, verdict: Verdict, at: Timestamp) {
+        self.ar.status.get_or_insert_with(Default::default).decisions.push(Decision {
+            approver: by.into(),
+            uid: None,
+            groups: vec![],
+            decision: verdict,
+            routes: vec![],
+            comment: None,
+            at: Time(at),
+        });
+    }
+    /// (route, tier, users) of every escalation notification so far, in order.
+    fn notified(&self) -> Vec<(String, u32, Vec<String>)> {
+        self.effects
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Effect::Notify(n) if n.kind == NotifyKind::Escalation => {
+                    Some((n.route.clone(), n.tier, n.users.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn users(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn sequential_chain_walks_tier_by_tier_on_exact_deadlines() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    let first = sim.at(t0());
+    assert_eq!(first.wake_at, Some(t0() + mins(10)));
+    assert_eq!(sim.notified(), vec![("engineering".into(), 0, users(&["alice", "bob"]))]);
+    // Nothing happens before the deadline, however often we look.
+    assert!(sim.at(t0() + mins(9)).effects.is_empty());
+    assert_eq!(sim.status().lanes[0].tier, 0);
+    // Tier 2 (on-call: dave, on shift since Monday 16th 09:00 Berlin) at exactly 10 minutes.
+    let second = sim.at(t0() + mins(10));
+    assert_eq!(sim.status().lanes[0].tier, 1);
+    assert_eq!(sim.status().lanes[0].tier_started_at, Some(Time(t0() + mins(10))));
+    assert_eq!(second.wake_at, Some(t0() + mins(20)));
+    sim.at(t0() + mins(20));
+    assert_eq!(
+        sim.notified(),
+        vec![
+            ("engineering".into(), 0, users(&["alice", "bob"])),
+            ("engineering".into(), 1, users(&["dave"])),
+            ("engineering".into(), 2, users(&["carol"])),
+        ]
+    );
+    // Everyone reached so far stays eligible.
+    assert_eq!(sim.status().lanes[0].eligible, users(&["alice", "bob", "dave", "carol"]));
+    assert_eq!(sim.status().deadline, Some(Time(t0() + mins(50))), "five tiers of 10 minutes");
+}
+
+#[test]
+fn a_late_controller_walks_every_tier_it_missed_without_skipping_one() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    sim.at(t0());
+    // Down for 25 minutes: tiers 2 and 3 were due at +10 and +20.
+    sim.at(t0() + mins(25));
+    let tiers: Vec<u32> = sim.notified().iter().map(|n| n.1).collect();
+    assert_eq!(tiers, vec![0, 1, 2]);
+    let lane = &sim.status().lanes[0];
+    assert_eq!(lane.tier_started_at, Some(Time(t0() + mins(20))), "the schedule does not drift with lateness");
+    assert_eq!(lane.tier_deadline, Some(Time(t0() + mins(30))));
+}
+
+#[test]
+fn the_same_step_twice_gives_the_same_keys() {
+    let ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+    let world_policies = policy_set("");
+    let teams = teams();
+    let world = World { policies: &world_policies, teams: &teams, approvers: &[] };
+    let a = step(&ar, world, t0());
+    let b = step(&ar, world, t0() + SignedDuration::from_secs(3));
+    let keys = |s: &Step| {
+        s.effects
+            .iter()
+            .filter_map(|e| if let Effect::Notify(n) = e { Some(n.key.clone()) } else { None })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&a), vec!["uid-1/engineering/0"]);
+    assert_eq!(keys(&a), keys(&b), "a crash before the status write repeats the same notifications, deduplicable");
+}
+
+#[test]
+fn simultaneous_mode_notifies_every_tier_at_once() {
+    let mut sim = Sim::new(request(ActionClass::Destructive, &[("engineering", "payments")]), policy_set(""));
+    let first = sim.at(t0());
+    let tiers: Vec<u32> = sim.notified().iter().map(|n| n.1).collect();
+    assert_eq!(tiers, vec![0, 1, 2, 3, 4], "owner, on-call, lead, secondary and admins at once");
+    assert_eq!(sim.status().lanes[0].eligible, users(&["alice", "bob", "dave", "carol", "ivan", "root"]));
+    assert_eq!(first.wake_at, Some(t0() + mins(2)));
+    // The first eligible responder wins: the platform admin answers first.
+    sim.decide("root", Verdict::Approve, t0() + mins(1));
+    sim.at(t0() + mins(1));
+    assert_eq!(sim.status().phase, Phase::Approved);
+    // Later tiers are not notified again as time passes.
+    let before = sim.notified().len();
+    sim.at(t0() + mins(9));
+    assert_eq!(sim.notified().len(), before);
+}
+
+fn approver(user: &str, tz: &str, quiet: Vec<QuietHours>, away: Vec<AwayPeriod>) -> Approver {
+    Approver::new(
+        user,
+        ApproverSpec { user: user.into(), time_zone: tz.into(), quiet_hours: quiet, away, contacts: vec![] },
+    )
+}
+
+#[test]
+fn quiet_hours_cross_midnight_in_the_approvers_time_zone() {
+    // bob sleeps 22:00-07:00 New York time, every weekday night starting Mon-Fri.
+    let quiet = vec![QuietHours {
+        days: vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri],
+        start: "22:00".into(),
+        end: "07:00".into(),
+    }];
+    let approvers = vec![approver("bob", "America/New_York", quiet, vec![])];
+    let at = |s: &str| people::unavailable("bob", &approvers, t(s));
+    // Monday 23:30 in New York = Tuesday 04:30 UTC: inside (evening part of Monday's window).
+    assert!(at("2026-11-24T04:30:00Z").is_some());
+    // Tuesday 06:59 New York = 11:59 UTC: inside (morning part of Monday's window).
+    assert!(at("2026-11-24T11:59:00Z").is_some());
+    // Tuesday 07:00 New York: outside.
+    assert!(at("2026-11-24T12:00:00Z").is_none());
+    // Saturday 23:00 New York (Sun 04:00 UTC): Saturday is not listed, so awake.
+    assert!(at("2026-11-29T04:00:00Z").is_none());
+    // Saturday 03:00 New York (08:00 UTC): the morning part of Friday's window.
+    assert!(at("2026-11-28T08:00:00Z").is_some());
+    let why = at("2026-11-24T04:30:00Z").unwrap();
+    assert_eq!(why.reason, "quiet hours 22:00-07:00 America/New_York");
+    assert_eq!(why.setting, "Approver/bob spec.quietHours[0]");
+}
+
+#[test]
+fn skipped_people_are_recorded_and_not_notified() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    let away = AwayPeriod {
+        from: "2026-11-19T00:00:00Z".into(),
+        until: "2026-11-30T00:00:00Z".into(),
+        reason: AwayReason::Vacation,
+        note: None,
+    };
+    sim.approvers = vec![approver("bob", "UTC", vec![], vec![away])];
+    sim.at(t0());
+    assert_eq!(sim.notified(), vec![("engineering".into(), 0, users(&["alice"]))]);
+    let skip = &sim.status().skips[0];
+    assert_eq!(skip.user.as_deref(), Some("bob"));
+    assert!(skip.reason.starts_with("away (Vacation) until 2026-11-30"), "{}", skip.reason);
+    assert_eq!(skip.setting.as_deref(), Some("Approver/bob spec.away[0]"));
+    assert!(!sim.status().lanes[0].eligible.contains(&"bob".to_string()));
+}
+
+#[test]
+fn an_empty_tier_is_promoted_at_once_and_recorded() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    // dave (on call) is away: tier 2 has nobody, so tier 3 (lead) starts at once.
+    let away = AwayPeriod {
+        from: "2026-11-01T00:00:00Z".into(),
+        until: "2026-12-31T00:00:00Z".into(),
+        reason: AwayReason::Leave,
+        note: None,
+    };
+    sim.approvers = vec![approver("dave", "UTC", vec![], vec![away])];
+    sim.at(t0());
+    sim.at(t0() + mins(10));
+    let lane = &sim.status().lanes[0];
+    assert_eq!(lane.tier, 2, "on-call skipped to the lead");
+    assert_eq!(lane.tier_started_at, Some(Time(t0() + mins(10))));
+    assert_eq!(sim.notified().last().unwrap(), &("engineering".into(), 2, users(&["carol"])));
+    let whole_tier = sim.status().skips.iter().find(|s| s.user.is_none()).unwrap();
+    assert_eq!(whole_tier.tier, 1);
+    assert!(whole_tier.reason.contains("tier 2 (OnCall) has nobody available"), "{}", whole_tier.reason);
+}
+
+#[test]
+fn rotation_hands_over_at_local_time_and_overrides_win() {
+    let mut payments = team("payments", &[], None, &["dave", "bob"], None);
+    // Shift 1 (dave) from Mon 2026-11-16 09:00 Berlin; shift 2 (bob) from Mon 11-23 09:00 Berlin (08:00 UTC).
+    assert_eq!(people::on_call(&payments, t("2026-11-23T07:59:59Z")).as_deref(), Some("dave"));
+    assert_eq!(people::on_call(&payments, t("2026-11-23T08:00:00Z")).as_deref(), Some("bob"));
+    assert_eq!(people::on_call(&payments, t("2026-11-30T08:00:00Z")).as_deref(), Some("dave"));
+    // Before the anchor, the rotation runs backwards consistently.
+    assert_eq!(people::on_call(&payments, t("2026-11-10T12:00:00Z")).as_deref(), Some("bob"));
+    // Across the DST change (Berlin leaves summer time on 2027-03-28... and enters it):
+    // handoffs stay at 09:00 local, i.e. 07:00 UTC in summer.
+    assert_eq!(
+        people::on_call(&payments, t("2027-04-05T06:59:00Z")).as_deref(),
+        people::on_call(&payments, t("2027-04-04T12:00:00Z")).as_deref()
+    );
+    assert_ne!(
+        people::on_call(&payments, t("2027-04-05T07:00:00Z")),
+        people::on_call(&payments, t("2027-04-05T06:59:00Z"))
+    );
+    payments.spec.on_call.as_mut().unwrap().overrides.push(OnCallOverride {
+        user: "erin".into(),
+        from: "2026-11-24T00:00:00Z".into(),
+        until: "2026-11-25T00:00:00Z".into(),
     });
-}
-
-#[test]
-fn opens_one_lane_per_route_at_the_owning_team() {
-    let ar = request(&[("engineering", "payments"), ("security", "security")]);
-    let step = step(&ar, &policies(1), &teams(), now());
-    let lanes = &step.status.lanes;
-    assert_eq!(lanes.len(), 2);
-    assert_eq!(lanes[0].eligible, ["alice", "bob", "carol"]);
-    assert_eq!(lanes[0].eligible_groups, ["team:payments"]);
-    assert_eq!((lanes[0].tier, lanes[0].tiers), (0, 5));
-    assert_eq!(lanes[0].tier_deadline, Some(Time(now() + SignedDuration::from_mins(2))), "destructive: 2m per tier");
-    assert_eq!(step.wake_at, Some(now() + SignedDuration::from_mins(2)));
-    assert_eq!(step.status.phase, Phase::Pending);
-    assert_eq!(step.status.tier.as_deref(), Some("engineering 1/5, security 1/5"));
-}
-
-#[test]
-fn every_lane_must_approve_and_approval_sets_not_after() {
-    let mut ar = request(&[("engineering", "payments"), ("security", "security")]);
-    ar.status = Some(step(&ar, &policies(1), &teams(), now()).status);
-    decide(&mut ar, "bob", &[], Verdict::Approve);
-    let s = step(&ar, &policies(1), &teams(), now()).status;
-    assert_eq!(s.phase, Phase::Pending, "security has not approved");
-    assert_eq!(s.lanes[0].phase, Phase::Approved);
-    decide(&mut ar, "erin", &[], Verdict::Approve);
-    let s = step(&ar, &policies(1), &teams(), now()).status;
-    assert_eq!(s.phase, Phase::Approved);
-    assert_eq!(s.not_after, Some(Time(now() + SignedDuration::from_mins(30))));
+    assert_eq!(people::on_call(&payments, t("2026-11-24T12:00:00Z")).as_deref(), Some("erin"));
+    assert_eq!(people::on_call(&payments, t("2026-11-25T00:00:00Z")).as_deref(), Some("bob"));
 }
 
 #[test]
 fn dual_control_needs_two_distinct_eligible_approvers() {
-    let mut ar = request(&[("engineering", "payments")]);
-    ar.status = Some(step(&ar, &policies(2), &teams(), now()).status);
-    decide(&mut ar, "bob", &[], Verdict::Approve);
-    decide(&mut ar, "alice", &["team:payments"], Verdict::Approve); // the requester never counts
-    decide(&mut ar, "mallory", &[], Verdict::Approve); // not reached
-    assert_eq!(step(&ar, &policies(2), &teams(), now()).status.phase, Phase::Pending);
-    decide(&mut ar, "dan", &["team:payments"], Verdict::Approve); // reached through the team's group
-    assert_eq!(step(&ar, &policies(2), &teams(), now()).status.phase, Phase::Approved);
+    let mut sim = Sim::new(
+        request(ActionClass::Routine, &[("engineering", "payments")]),
+        policy_set("  approval: {high: 2, validFor: 30m}\n"),
+    );
+    sim.at(t0());
+    sim.decide("bob", Verdict::Approve, t0());
+    sim.decide("bob", Verdict::Approve, t0());
+    sim.decide("alice", Verdict::Approve, t0()); // the requester never counts
+    sim.decide("carol", Verdict::Approve, t0()); // not reached yet (lead is tier 3)
+    sim.at(t0() + mins(1));
+    assert_eq!(sim.status().phase, Phase::Pending);
+    sim.at(t0() + mins(20)); // carol reached as lead: her earlier approval now counts
+    assert_eq!(sim.status().phase, Phase::Approved);
+    assert_eq!(sim.status().not_after, Some(Time(t0() + mins(50))));
 }
 
 #[test]
-fn an_eligible_rejection_wins_and_final_phases_stay() {
-    let mut ar = request(&[("engineering", "payments"), ("security", "security")]);
-    ar.status = Some(step(&ar, &policies(1), &teams(), now()).status);
-    decide(&mut ar, "bob", &[], Verdict::Approve);
-    decide(&mut ar, "erin", &[], Verdict::Reject);
-    let s = step(&ar, &policies(1), &teams(), now()).status;
-    assert_eq!(s.phase, Phase::Rejected);
-    ar.status = Some(s.clone());
-    decide(&mut ar, "carol", &[], Verdict::Approve);
-    let again = step(&ar, &policies(1), &teams(), now());
-    assert_eq!(again.status.phase, Phase::Rejected);
-    assert_eq!(again.wake_at, None);
+fn every_lane_must_approve_and_a_rejection_wins() {
+    let mut sim = Sim::new(
+        request(ActionClass::Routine, &[("engineering", "payments"), ("security", "security")]),
+        policy_set(""),
+    );
+    sim.at(t0());
+    sim.decide("bob", Verdict::Approve, t0());
+    sim.at(t0() + mins(1));
+    assert_eq!(sim.status().phase, Phase::Pending, "security has not approved");
+    assert_eq!(sim.status().lanes[0].phase, Phase::Approved);
+    sim.decide("erin", Verdict::Reject, t0() + mins(2));
+    sim.at(t0() + mins(2));
+    assert_eq!(sim.status().phase, Phase::Rejected);
+    sim.decide("ivan", Verdict::Approve, t0() + mins(3));
+    let later = sim.at(t0() + mins(3));
+    assert_eq!(sim.status().phase, Phase::Rejected, "final");
+    assert!(later.effects.is_empty());
+}
+
+#[test]
+fn a_full_timeout_expires_with_a_runbook_and_tells_the_admins() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    sim.at(t0());
+    sim.at(t0() + mins(49));
+    assert_eq!(sim.status().phase, Phase::Pending);
+    let last = sim.at(t0() + mins(50));
+    assert_eq!(sim.status().phase, Phase::Expired);
+    assert_eq!(last.wake_at, None);
+    let runbook = sim.status().runbook.clone().unwrap();
+    assert!(runbook.contains("It was NOT applied"), "{runbook}");
+    assert!(runbook.contains("kubectl delete persistentvolumeclaims -n prod ledger"), "{runbook}");
+    assert!(runbook.contains("kubectl signoff reopen -n prod ar-1"), "{runbook}");
+    let admins = last.effects.iter().find_map(|e| match e {
+        Effect::Notify(n) if n.kind == NotifyKind::Expired => Some(n.clone()),
+        _ => None,
+    });
+    let admins = admins.expect("admins notified");
+    assert_eq!(admins.users, users(&["root"]));
+    assert_eq!(admins.key, "uid-1/expired");
+    // An approval after expiry changes nothing.
+    sim.decide("bob", Verdict::Approve, t0() + mins(51));
+    sim.at(t0() + mins(51));
+    assert_eq!(sim.status().phase, Phase::Expired);
+}
+
+#[test]
+fn a_huge_runbook_goes_to_a_config_map() {
+    let mut ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+    ar.spec.action.operation = "CREATE".into();
+    ar.spec.manifest = Some("data:\n".to_string() + &"  k: v\n".repeat(3000));
+    let mut sim = Sim::new(ar, policy_set(""));
+    sim.at(t0());
+    let last = sim.at(t0() + mins(60));
+    assert_eq!(sim.status().runbook_config_map.as_deref(), Some("ar-1-runbook"));
+    assert!(last.effects.iter().any(|e| matches!(e, Effect::RunbookConfigMap { name, text } if name == "ar-1-runbook" && text.len() > RUNBOOK_STATUS_LIMIT)));
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Event {
+        Wait(i64),
+        Decide(usize, bool),
+    }
+
+    const PEOPLE: &[&str] =
+        &["alice", "bob", "carol", "dave", "erin", "ivan", "root", "mallory", "system:serviceaccount:x:y"];
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (1i64..900).prop_map(Event::Wait),
+            (0..PEOPLE.len(), any::<bool>()).prop_map(|(p, a)| Event::Decide(p, a))
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn invariants_hold(events in proptest::collection::vec(event(), 1..40), destructive in any::<bool>(), quorum in 1u32..3, two_lanes in any::<bool>()) {
+            let class = if destructive { ActionClass::Destructive } else { ActionClass::Routine };
+            let routes: &[(&str, &str)] = if two_lanes { &[("engineering", "payments"), ("security", "security")] } else { &[("engineering", "payments")] };
+            let mut sim = Sim::new(request(class, routes), policy_set(&format!("  approval: {{high: {quorum}}}\n")));
+            let mut now = t0();
+            sim.at(now);
+            for e in events {
+                let before = sim.status().clone();
+                match e {
+                    Event::Wait(secs) => now += SignedDuration::from_secs(secs),
+                    Event::Decide(p, approve) => sim.decide(PEOPLE[p], if approve { Verdict::Approve } else { Verdict::Reject }, now),
+                }
+                sim.at(now);
+                let after = sim.status().clone();
+                // Terminal phases are final.
+                if before.phase != Phase::Pending {
+                    prop_assert_eq!(before.phase, after.phase);
+                }
+                // Tiers only move forward.
+                for (a, b) in before.lanes.iter().zip(&after.lanes) {
+                    prop_assert!(b.tier >= a.tier, "tier went back: {} -> {}", a.tier, b.tier);
+                }
+                // Approved implies enough distinct, eligible, non-requester approvers in every lane.
+                if after.phase == Phase::Approved && before.phase == Phase::Pending {
+                    for lane in &after.lanes {
+                        let mut approvers: Vec<&str> = after.decisions.iter()
+                            .filter(|d| d.decision == Verdict::Approve && d.approver != "alice" && !d.approver.starts_with("system:serviceaccount:") && lane.eligible.contains(&d.approver))
+                            .map(|d| d.approver.as_str()).collect();
+                        approvers.sort();
+                        approvers.dedup();
+                        prop_assert!(approvers.len() as u32 >= quorum, "approved with {:?}", approvers);
+                    }
+                }
+            }
+            // A full timeout with no decisions left implies Expired.
+            let end = now + SignedDuration::from_hours(6);
+            sim.at(end);
+            let final_phase = sim.status().phase;
+            prop_assert!(final_phase != Phase::Pending, "still pending after every deadline passed");
+            if !sim.status().decisions.iter().any(|d| d.approver != "alice" && !d.approver.starts_with("system:") && ["bob","carol","dave","erin","ivan","root"].contains(&d.approver.as_str())) {
+                prop_assert_eq!(final_phase, Phase::Expired);
+            }
+        }
+    }
 }
