@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::crd::{Approver, EscalationPolicy, Team};
-use crate::escalation::reconciler;
+use crate::escalation::{leader, reconciler};
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 use crate::webhook::config::{Endpoint, WebhookSettings, gate_rules, webhook_configuration};
@@ -54,6 +54,10 @@ pub struct RunOptions {
     pub identities: Identities,
     pub break_glass_groups: Vec<String>,
     pub timeout_seconds: i32,
+    /// This replica's identity in the leader Lease.
+    pub identity: String,
+    /// How long a leader's Lease lasts without renewal (failover time).
+    pub lease_duration: Duration,
 }
 
 /// Start a reflector for `K`, return its store. The task runs until shutdown.
@@ -276,12 +280,46 @@ pub async fn run(
         ));
     }
 
-    let reconciler = tokio::spawn(reconciler::run(Arc::new(reconciler::Context {
+    // Only the leader escalates; every replica serves the webhook.
+    let (leading_tx, mut leading) = watch::channel(false);
+    let election = tokio::spawn(leader::run(
+        client.clone(),
+        options.namespace.clone(),
+        "signoff-leader".into(),
+        options.identity.clone(),
+        options.lease_duration,
+        leading_tx,
+    ));
+    let reconciler_ctx = Arc::new(reconciler::Context {
         client: client.clone(),
         policies,
         teams,
         approvers,
-    })));
+        recorder: Recorder::new(client.clone(), Reporter { controller: "signoff".into(), instance: Some(options.identity.clone()) }),
+        namespace: options.namespace.clone(),
+        retry: reconciler::escalation_retry(),
+    });
+    let reconciler = tokio::spawn(async move {
+        let mut running: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let lead = *leading.borrow_and_update();
+            match (lead, running.is_some()) {
+                (true, false) => running = Some(tokio::spawn(reconciler::run(reconciler_ctx.clone()))),
+                (false, true) => {
+                    if let Some(task) = running.take() {
+                        task.abort();
+                    }
+                }
+                _ => {}
+            }
+            if leading.changed().await.is_err() {
+                break;
+            }
+        }
+        if let Some(task) = running {
+            task.abort();
+        }
+    });
     ready.store(true, Ordering::Relaxed);
     info!(namespace = %options.namespace, policies = policy_store.state().len(), "signoff ready");
 
@@ -289,6 +327,7 @@ pub async fn run(
     info!("shutting down");
     let _ = stop_tx.send(true);
     reconciler.abort();
+    election.abort();
     let _ = server.await;
     let _ = health_task.await;
     Ok(())

@@ -106,6 +106,12 @@ struct RunArgs {
     /// Groups admitted without approval, with a loud recorded warning.
     #[arg(long, default_value = "signoff:break-glass")]
     break_glass_group: Vec<String>,
+    /// This replica's identity in the leader Lease (default: POD_NAME, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long the leader's Lease lasts without renewal: the failover time.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    lease_duration: std::time::Duration,
     /// The API server's timeout for each webhook call.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(2..=30))]
     timeout_seconds: i32,
@@ -185,6 +191,11 @@ async fn run(args: RunArgs) -> signoff::Result<()> {
         },
         break_glass_groups: args.break_glass_group,
         timeout_seconds: args.timeout_seconds,
+        identity: args.identity.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        }),
+        lease_duration: args.lease_duration,
     };
     signoff::operator::run(client, options, shutdown_signal()).await
 }

@@ -9,6 +9,7 @@
 //! late or restarted controller recomputes the very same schedule and never
 //! skips a tier. All progress lives in the status.
 
+pub mod leader;
 pub mod people;
 pub mod reconciler;
 mod runbook;

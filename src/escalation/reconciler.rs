@@ -1,28 +1,53 @@
-//! The reconciler: runs `step` for each ApprovalRequest and writes the status it
-//! returns, as signoff's own identity. The webhook checks that write like any
-//! other (the controller never adds a decision); optimistic concurrency
-//! (resourceVersion) makes a write based on a stale read fail and retry instead of
-//! dropping a decision that arrived meanwhile.
+//! The reconciler: runs `step` for each ApprovalRequest, executes its effects
+//! (notifications, Events, a runbook ConfigMap), then writes the status, as
+//! signoff's own identity. Effects come first: a crash before the status write
+//! repeats the step with the same idempotency keys (at most one duplicate per
+//! failover); a crash after it loses nothing. The webhook checks the status write
+//! like any other (the controller never adds a decision), and optimistic
+//! concurrency makes a write based on a stale read retry instead of dropping a
+//! decision that arrived meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::crd::{ApprovalRequest, Approver, Team};
+use super::{Effect, NotifyKind};
+use crate::crd::{ApprovalRequest, Approver, Notification, Team};
+use crate::notify::{Message, MessageKind, Notifier, Recipient, RetryPolicy};
 use crate::policy::PolicySet;
 
-/// What the reconciler reads: caches shared with the webhook.
+/// What the reconciler reads and uses: caches shared with the webhook.
 pub struct Context {
     pub client: kube::Client,
     pub policies: Arc<arc_swap::ArcSwap<PolicySet>>,
     pub teams: Store<Team>,
     pub approvers: Store<Approver>,
+    pub recorder: Recorder,
+    /// signoff's namespace: where contact Secrets live.
+    pub namespace: String,
+    /// Bounded so that a dead sink delays a status write by seconds, not minutes.
+    pub retry: RetryPolicy,
+}
+
+/// Delivery tries for escalation: 3 attempts within about 7 s.
+pub fn escalation_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        initial_delay: Duration::from_millis(250),
+        factor: 2,
+        max_delay: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(2),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,19 +56,135 @@ pub enum ReconcileError {
     Write(String, kube::Error),
 }
 
+/// Status keeps the most recent notifications (the CRD caps the list).
+const MAX_NOTIFICATIONS: usize = 500;
+
+fn reference(ar: &ApprovalRequest) -> ObjectReference {
+    ar.object_ref(&())
+}
+
+async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, teams: &[Team], approvers: &[Approver]) -> Vec<Notification> {
+    let kind = match n.kind {
+        NotifyKind::Escalation => MessageKind::Escalation,
+        NotifyKind::Expired => MessageKind::Expired,
+    };
+    let deadline = n.deadline.unwrap_or_else(jiff::Timestamp::now);
+    let mut jobs = Vec::new();
+    let mut recipients: Vec<(Recipient, Vec<crate::crd::Contact>)> = n
+        .users
+        .iter()
+        .map(|u| {
+            let contacts = approvers.iter().find(|a| a.spec.user == *u).map(|a| a.spec.contacts.clone()).unwrap_or_default();
+            (Recipient::User(u.clone()), contacts)
+        })
+        .collect();
+    if let Some(team) = &n.team {
+        let contacts = teams.iter().find(|t| t.name_any() == *team).map(|t| t.spec.contacts.clone()).unwrap_or_default();
+        recipients.push((Recipient::Team(team.clone()), contacts));
+    }
+    for (recipient, contacts) in recipients {
+        let key = format!("{}/{recipient}", n.key);
+        let msg = Message::from_request(ar, kind, &n.route, n.tier, &n.tier_name, recipient, &key, deadline);
+        for contact in contacts {
+            jobs.push((contact, msg.clone()));
+        }
+    }
+    let notifier = Notifier::shared();
+    let deliveries = futures::stream::iter(jobs)
+        .map(|(contact, msg)| async move {
+            let record = notifier.deliver_contact(&ctx.client, &ctx.namespace, &contact, &msg, &ctx.retry).await;
+            record.to_notification(&msg)
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    // Kubernetes Events, always: one per tier reached.
+    let note = match n.kind {
+        NotifyKind::Escalation => format!(
+            "{} tier {} ({}): notified {}{}",
+            n.route,
+            n.tier + 1,
+            n.tier_name,
+            if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") },
+            n.team.as_ref().map(|t| format!(" and team {t}")).unwrap_or_default()
+        ),
+        NotifyKind::Expired => format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", ")),
+    };
+    let event = Event { type_: EventType::Normal, reason: "Notified".into(), note: Some(note), action: "Notify".into(), secondary: None };
+    let event_result = ctx.recorder.publish(&event, &reference(ar)).await;
+    let mut records = vec![Notification {
+        key: format!("{}/event", n.key),
+        route: n.route.clone(),
+        tier: n.tier,
+        recipient: n.users.join(","),
+        sink: "Event".into(),
+        attempts: 1,
+        result: if event_result.is_ok() { "Delivered".into() } else { "Failed".into() },
+        message: event_result.err().map(|e| e.to_string()),
+        at: Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now())),
+    }];
+    records.extend(deliveries);
+    records
+}
+
+async fn write_runbook(ctx: &Context, ar: &ApprovalRequest, name: &str, text: &str) {
+    let namespace = ar.namespace().unwrap_or_default();
+    let owner = OwnerReference {
+        api_version: ApprovalRequest::api_version(&()).into_owned(),
+        kind: ApprovalRequest::kind(&()).into_owned(),
+        name: ar.name_any(),
+        uid: ar.uid().unwrap_or_default(),
+        ..Default::default()
+    };
+    let cm = ConfigMap {
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.clone()), owner_references: Some(vec![owner]), ..Default::default() },
+        data: Some([("runbook".to_string(), text.to_string())].into()),
+        ..Default::default()
+    };
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Err(e) = api.patch(name, &PatchParams::apply("signoff").force(), &Patch::Apply(&cm)).await {
+        warn!(error = %e, configmap = name, "could not write the runbook ConfigMap");
+    }
+}
+
 async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let now = jiff::Timestamp::now();
     let teams: Vec<Team> = ctx.teams.state().iter().map(|t| (**t).clone()).collect();
-    let policies = ctx.policies.load();
     let approvers: Vec<Approver> = ctx.approvers.state().iter().map(|a| (**a).clone()).collect();
+    let policies = ctx.policies.load();
     let world = super::World { policies: &policies, teams: &teams, approvers: &approvers };
-    let step = super::step(&ar, world, now);
-    let name = ar.metadata.name.clone().unwrap_or_default();
-    let namespace = ar.metadata.namespace.clone().unwrap_or_default();
+    let mut step = super::step(&ar, world, now);
+    let name = ar.name_any();
+    let namespace = ar.namespace().unwrap_or_default();
+
+    for effect in &step.effects {
+        match effect {
+            Effect::Notify(n) => {
+                let records = notify(&ctx, &ar, n, &teams, &approvers).await;
+                step.status.notifications.extend(records);
+            }
+            Effect::Event { reason, note, warning } => {
+                let event = Event {
+                    type_: if *warning { EventType::Warning } else { EventType::Normal },
+                    reason: (*reason).into(),
+                    note: Some(note.clone()),
+                    action: "Escalate".into(),
+                    secondary: None,
+                };
+                if let Err(e) = ctx.recorder.publish(&event, &reference(&ar)).await {
+                    warn!(error = %e, reason, "could not publish event");
+                }
+            }
+            Effect::RunbookConfigMap { name, text } => write_runbook(&ctx, &ar, name, text).await,
+        }
+    }
+    let excess = step.status.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
+    step.status.notifications.drain(..excess);
+
     if ar.status.as_ref() != Some(&step.status) {
         let api: Api<ApprovalRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-        // Never send decisions or admissions: they are written by approvers and the
-        // gate, and echoing them back (Time keeps whole seconds) would read as an edit.
+        // Never send decisions or admissions: approvers and the gate write those,
+        // and echoing them back (Time keeps whole seconds) would read as an edit.
         let mut status = serde_json::to_value(&step.status).unwrap_or_default();
         if let Some(fields) = status.as_object_mut() {
             fields.remove("decisions");
@@ -56,11 +197,13 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| ReconcileError::Write(format!("{namespace}/{name}"), e))?;
-        info!(target: "audit", request = %format!("{namespace}/{name}"), phase = ?step.status.phase, tier = ?step.status.tier, "approval request progressed");
+        info!(target: "audit", request = %format!("{namespace}/{name}"), phase = ?step.status.phase,
+            tier = ?step.status.tier, effects = step.effects.len(), "approval request progressed");
     }
     Ok(match step.wake_at {
         Some(at) => {
-            Action::requeue(Duration::from_millis(at.duration_since(now).as_millis().clamp(0, 3_600_000) as u64))
+            let wait = at.duration_since(jiff::Timestamp::now()).as_millis().clamp(0, 3_600_000) as u64;
+            Action::requeue(Duration::from_millis(wait))
         }
         None => Action::await_change(),
     })
@@ -69,11 +212,15 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
 fn error_policy(_ar: Arc<ApprovalRequest>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     // Conflicts are normal (a decision arrived between read and write): retry soon.
     warn!(%error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_millis(500))
+    Action::requeue(Duration::from_millis(300))
 }
 
-/// Run the reconciler until the stream ends.
+/// Run the reconciler until the stream ends (or the task is aborted on losing
+/// leadership).
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default()).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
 }
