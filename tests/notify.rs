@@ -62,14 +62,22 @@ impl Receiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let script =
             Script { statuses: Arc::new(Mutex::new(statuses.to_vec())), then, delay, received: received.clone() };
-        async fn handle(State(s): State<Script>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+        async fn handle(
+            State(s): State<Script>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> (StatusCode, HeaderMap, &'static str) {
             s.received.lock().unwrap().push(Received { headers, body, at: Instant::now() });
             let status = {
                 let mut statuses = s.statuses.lock().unwrap();
                 if statuses.is_empty() { s.then } else { statuses.remove(0) }
             };
             tokio::time::sleep(s.delay).await;
-            (StatusCode::from_u16(status).unwrap(), if status < 300 { "ok" } else { "try again" })
+            let mut headers = HeaderMap::new();
+            if status == 429 {
+                headers.insert("retry-after", "1".parse().unwrap());
+            }
+            (StatusCode::from_u16(status).unwrap(), headers, if status < 300 { "ok" } else { "try again" })
         }
         let app = Router::new().route("/{*path}", post(handle)).with_state(script);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -238,8 +246,16 @@ async fn pagerduty_receiver_gets_a_trigger_with_the_dedup_key() {
 async fn two_503s_then_success_is_delivered_on_the_third_attempt() {
     let rx = Receiver::start(&[503, 503], 200, Duration::ZERO).await;
     let target = Target::Webhook { url: rx.url("hook"), signing_key: None };
-    let record = Notifier::new().deliver(&target, &message("k-retry"), &fast_policy(5)).await;
+    let mut seen = Vec::new();
+    let record = Notifier::new()
+        .deliver_with(&target, &message("k-retry"), &fast_policy(5), |r| seen.push((r.attempts, r.result)))
+        .await;
     assert_eq!((record.result, record.attempts, record.message.as_deref()), (DeliveryResult::Delivered, 3, None));
+    assert_eq!(
+        seen,
+        [(1, DeliveryResult::Retrying), (2, DeliveryResult::Retrying), (3, DeliveryResult::Delivered)],
+        "every attempt is observed"
+    );
 
     let got = rx.received();
     assert_eq!(got.len(), 3);
@@ -255,6 +271,18 @@ async fn two_503s_then_success_is_delivered_on_the_third_attempt() {
         (n.attempts, n.result.as_str(), n.recipient.as_str(), n.sink.as_str()),
         (3, "Delivered", "team/finance", "Webhook")
     );
+}
+
+#[tokio::test]
+async fn a_429_honours_retry_after_up_to_the_cap() {
+    let rx = Receiver::start(&[429], 200, Duration::ZERO).await;
+    let target = Target::PagerDuty { url: rx.url("v2/enqueue"), routing_key: "R".into() };
+    let record = Notifier::new().deliver(&target, &message("k-429"), &fast_policy(3)).await;
+    assert_eq!((record.result, record.attempts), (DeliveryResult::Delivered, 2));
+    let got = rx.received();
+    // Retry-After: 1 s, capped by max_delay (400 ms), longer than the 50 ms backoff.
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(400) && gap < Duration::from_millis(1000), "{gap:?}");
 }
 
 #[tokio::test]

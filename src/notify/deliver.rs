@@ -70,6 +70,9 @@ impl RetryPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeliveryResult {
     Delivered,
+    /// An attempt failed and another will follow (only seen by an observer of
+    /// [`Notifier::deliver_with`]).
+    Retrying,
     Failed,
 }
 
@@ -77,6 +80,7 @@ impl DeliveryResult {
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryResult::Delivered => "Delivered",
+            DeliveryResult::Retrying => "Retrying",
             DeliveryResult::Failed => "Failed",
         }
     }
@@ -261,6 +265,19 @@ impl Notifier {
     /// Renders `msg` for `target` and sends it, retrying 408/429/5xx and
     /// connection errors with exponential backoff; other 4xx fail at once.
     pub async fn deliver(&self, target: &Target, msg: &Message, policy: &RetryPolicy) -> DeliveryRecord {
+        self.deliver_with(target, msg, policy, |_| {}).await
+    }
+
+    /// [`Notifier::deliver`], calling `on_attempt` after every attempt with the
+    /// record so far (result Retrying while another attempt will follow), so a
+    /// caller can record each attempt as it happens.
+    pub async fn deliver_with(
+        &self,
+        target: &Target,
+        msg: &Message,
+        policy: &RetryPolicy,
+        mut on_attempt: impl FnMut(&DeliveryRecord) + Send,
+    ) -> DeliveryRecord {
         let req = render(target, msg);
         let max = policy.max_attempts.max(1);
         let mut attempts = 0;
@@ -270,24 +287,28 @@ impl Notifier {
             let at = Timestamp::now();
             let record =
                 |result, message| DeliveryRecord { sink: target.sink().to_string(), attempts, result, message, at };
-            match outcome.verdict {
-                Verdict::Delivered => return record(DeliveryResult::Delivered, None),
+            let done = match outcome.verdict {
+                Verdict::Delivered => record(DeliveryResult::Delivered, None),
                 Verdict::Fail => {
                     tracing::warn!(key = %msg.key, sink = target.sink(), attempts, error = %outcome.detail, "notification rejected");
-                    return record(DeliveryResult::Failed, Some(outcome.detail));
+                    record(DeliveryResult::Failed, Some(outcome.detail))
                 }
                 Verdict::Retry if attempts >= max => {
                     tracing::warn!(key = %msg.key, sink = target.sink(), attempts, error = %outcome.detail, "notification failed; giving up");
                     let why = format!("gave up after {attempts} attempts: {}", outcome.detail);
-                    return record(DeliveryResult::Failed, Some(why));
+                    record(DeliveryResult::Failed, Some(why))
                 }
                 Verdict::Retry => {
+                    on_attempt(&record(DeliveryResult::Retrying, Some(outcome.detail.clone())));
                     let backoff = policy.delay_after(attempts);
                     let wait = outcome.retry_after.map_or(backoff, |ra| ra.max(backoff)).min(policy.max_delay);
                     tracing::debug!(key = %msg.key, sink = target.sink(), attempts, ?wait, error = %outcome.detail, "notification failed; retrying");
                     tokio::time::sleep(wait).await;
+                    continue;
                 }
-            }
+            };
+            on_attempt(&done);
+            return done;
         }
     }
 
