@@ -424,3 +424,74 @@ async fn contacts_resolve_secrets_from_the_control_plane() {
     );
     assert_eq!(rx.received().len(), 1, "nothing was sent for unresolved contacts");
 }
+
+#[tokio::test]
+async fn https_sinks_verify_the_receiver_certificate() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = || Arc::new(rustls::crypto::ring::default_provider());
+    let ca = signoff::certs::Ca::new("notify-test-ca", 1).unwrap();
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let server = ca.issue_server("receiver", &["localhost"], &[ip], 1).unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+
+    let received = Arc::new(Mutex::new(Vec::<Bytes>::new()));
+    let sink = received.clone();
+    let app = Router::new().route(
+        "/{*path}",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let url = format!("https://{addr}/services/T/B/X");
+
+    // Trusting the test CA: delivered.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let trusted = Notifier::with_tls_config(client_config);
+    let record = trusted.deliver(&Target::Slack { url: url.clone() }, &message("k-tls"), &fast_policy(2)).await;
+    assert_eq!((record.result, record.attempts, record.message.as_deref()), (DeliveryResult::Delivered, 1, None));
+    assert_eq!(received.lock().unwrap().len(), 1);
+
+    // The system roots do not know the test CA: refused before anything is sent.
+    let record = Notifier::new().deliver(&Target::Slack { url }, &message("k-untrusted"), &fast_policy(2)).await;
+    assert_eq!(record.result, DeliveryResult::Failed);
+    let why = record.message.unwrap();
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    assert!(!why.contains("/services/T/B/X"), "the secret URL path leaked into status: {why}");
+    assert_eq!(received.lock().unwrap().len(), 1);
+}
