@@ -295,7 +295,10 @@ pub async fn run(
         policies,
         teams,
         approvers,
-        recorder: Recorder::new(client.clone(), Reporter { controller: "signoff".into(), instance: Some(options.identity.clone()) }),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter { controller: "signoff".into(), instance: Some(options.identity.clone()) },
+        ),
         namespace: options.namespace.clone(),
         retry: reconciler::escalation_retry(),
     });

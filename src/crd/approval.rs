@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -261,12 +261,12 @@ pub struct Lane {
     /// Name of the current tier, e.g. OnCall.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier_name: Option<String>,
-    /// When the current tier started.
+    /// When the current tier started (microseconds: tiers can be seconds long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier_started_at: Option<Time>,
-    /// When the current tier times out.
+    pub tier_started_at: Option<MicroTime>,
+    /// When the current tier times out; never earlier than its start plus its timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier_deadline: Option<Time>,
+    pub tier_deadline: Option<MicroTime>,
     /// Pending, Approved, Rejected or Expired.
     #[serde(default)]
     pub phase: Phase,

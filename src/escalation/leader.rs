@@ -27,7 +27,14 @@ pub fn may_take(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> bool {
 }
 
 /// Keeps trying to hold the lease; publishes whether this replica leads.
-pub async fn run(client: kube::Client, namespace: String, name: String, me: String, duration: Duration, leading: watch::Sender<bool>) {
+pub async fn run(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    me: String,
+    duration: Duration,
+    leading: watch::Sender<bool>,
+) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let period = duration / 3;
     loop {
@@ -55,7 +62,11 @@ pub async fn run(client: kube::Client, namespace: String, name: String, me: Stri
             }
             Ok(None) => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(namespace.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(me.clone()),
                         lease_duration_seconds: Some(duration.as_secs() as i32),

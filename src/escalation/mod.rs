@@ -15,7 +15,7 @@ pub mod reconciler;
 mod runbook;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 pub use people::Reached;
 
@@ -91,11 +91,22 @@ fn floor_second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-/// Round up to a whole second: status keeps whole seconds, and a deadline must
-/// never be stored earlier than it is.
+/// Round up to a whole second (for `Time` fields, which keep whole seconds): a
+/// deadline is never shown earlier than it is.
 fn ceil_second(t: Timestamp) -> Timestamp {
     let floor = floor_second(t);
     if floor == t { t } else { floor + SignedDuration::from_secs(1) }
+}
+
+/// Round up to a microsecond (for `MicroTime` fields): never earlier than it is.
+fn ceil_micro(t: Timestamp) -> Timestamp {
+    let nanos = t.as_nanosecond();
+    let rounded = nanos.div_euclid(1_000) * 1_000 + if nanos.rem_euclid(1_000) == 0 { 0 } else { 1_000 };
+    Timestamp::from_nanosecond(rounded).unwrap_or(t)
+}
+
+fn floor_micro(t: Timestamp) -> Timestamp {
+    Timestamp::from_nanosecond(t.as_nanosecond().div_euclid(1_000) * 1_000).unwrap_or(t)
 }
 
 /// The request's identity in keys: uid when the API server assigned one.
@@ -239,7 +250,7 @@ impl Walker<'_> {
             }
         }
         if notify {
-            let deadline = ceil_second(start + chain.tier_timeout(i));
+            let deadline = ceil_micro(start + chain.tier_timeout(i));
             self.effects.push(Effect::Notify(Notify {
                 key: format!("{}/{}/{}", self.id, lane.route, i),
                 kind: NotifyKind::Escalation,
@@ -269,8 +280,8 @@ impl Walker<'_> {
             if reachable {
                 lane.tier = i as u32;
                 lane.tier_name = Some(tier_name(&chain.tiers[i]));
-                lane.tier_started_at = Some(Time(floor_second(start)));
-                lane.tier_deadline = Some(Time(ceil_second(start + chain.tier_timeout(i))));
+                lane.tier_started_at = Some(MicroTime(floor_micro(start)));
+                lane.tier_deadline = Some(MicroTime(ceil_micro(start + chain.tier_timeout(i))));
                 return true;
             }
             i += 1;
@@ -375,7 +386,7 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
     for lane in status.lanes.iter_mut().filter(|l| l.phase == Phase::Pending) {
         let chain = chain(world, &lane.policy, &lane.route, ar);
         let team = team_of(&lane.route);
-        while let Some(Time(deadline)) = lane.tier_deadline {
+        while let Some(MicroTime(deadline)) = lane.tier_deadline {
             if now < deadline {
                 break;
             }

@@ -63,7 +63,13 @@ fn reference(ar: &ApprovalRequest) -> ObjectReference {
     ar.object_ref(&())
 }
 
-async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, teams: &[Team], approvers: &[Approver]) -> Vec<Notification> {
+async fn notify(
+    ctx: &Context,
+    ar: &ApprovalRequest,
+    n: &super::Notify,
+    teams: &[Team],
+    approvers: &[Approver],
+) -> Vec<Notification> {
     let kind = match n.kind {
         NotifyKind::Escalation => MessageKind::Escalation,
         NotifyKind::Expired => MessageKind::Expired,
@@ -74,12 +80,14 @@ async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, teams: &
         .users
         .iter()
         .map(|u| {
-            let contacts = approvers.iter().find(|a| a.spec.user == *u).map(|a| a.spec.contacts.clone()).unwrap_or_default();
+            let contacts =
+                approvers.iter().find(|a| a.spec.user == *u).map(|a| a.spec.contacts.clone()).unwrap_or_default();
             (Recipient::User(u.clone()), contacts)
         })
         .collect();
     if let Some(team) = &n.team {
-        let contacts = teams.iter().find(|t| t.name_any() == *team).map(|t| t.spec.contacts.clone()).unwrap_or_default();
+        let contacts =
+            teams.iter().find(|t| t.name_any() == *team).map(|t| t.spec.contacts.clone()).unwrap_or_default();
         recipients.push((Recipient::Team(team.clone()), contacts));
     }
     for (recipient, contacts) in recipients {
@@ -108,9 +116,17 @@ async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, teams: &
             if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") },
             n.team.as_ref().map(|t| format!(" and team {t}")).unwrap_or_default()
         ),
-        NotifyKind::Expired => format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", ")),
+        NotifyKind::Expired => {
+            format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", "))
+        }
     };
-    let event = Event { type_: EventType::Normal, reason: "Notified".into(), note: Some(note), action: "Notify".into(), secondary: None };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Notified".into(),
+        note: Some(note),
+        action: "Notify".into(),
+        secondary: None,
+    };
     let event_result = ctx.recorder.publish(&event, &reference(ar)).await;
     let mut records = vec![Notification {
         key: format!("{}/event", n.key),
@@ -121,7 +137,9 @@ async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, teams: &
         attempts: 1,
         result: if event_result.is_ok() { "Delivered".into() } else { "Failed".into() },
         message: event_result.err().map(|e| e.to_string()),
-        at: Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now())),
+        at: Time(
+            jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now()),
+        ),
     }];
     records.extend(deliveries);
     records
@@ -137,7 +155,12 @@ async fn write_runbook(ctx: &Context, ar: &ApprovalRequest, name: &str, text: &s
         ..Default::default()
     };
     let cm = ConfigMap {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.clone()), owner_references: Some(vec![owner]), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
         data: Some([("runbook".to_string(), text.to_string())].into()),
         ..Default::default()
     };
@@ -219,8 +242,5 @@ fn error_policy(_ar: Arc<ApprovalRequest>, error: &ReconcileError, _ctx: Arc<Con
 /// leadership).
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    Controller::new(api, watcher::Config::default()).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
 }

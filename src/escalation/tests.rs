@@ -2,7 +2,7 @@
 //! chosen instants, feeding each step's status into the next.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use super::*;
 use crate::crd::*;
@@ -176,7 +176,7 @@ fn sequential_chain_walks_tier_by_tier_on_exact_deadlines() {
     // Tier 2 (on-call: dave, on shift since Monday 16th 09:00 Berlin) at exactly 10 minutes.
     let second = sim.at(t0() + mins(10));
     assert_eq!(sim.status().lanes[0].tier, 1);
-    assert_eq!(sim.status().lanes[0].tier_started_at, Some(Time(t0() + mins(10))));
+    assert_eq!(sim.status().lanes[0].tier_started_at, Some(MicroTime(t0() + mins(10))));
     assert_eq!(second.wake_at, Some(t0() + mins(20)));
     sim.at(t0() + mins(20));
     assert_eq!(
@@ -201,8 +201,8 @@ fn a_late_controller_walks_every_tier_it_missed_without_skipping_one() {
     let tiers: Vec<u32> = sim.notified().iter().map(|n| n.1).collect();
     assert_eq!(tiers, vec![0, 1, 2]);
     let lane = &sim.status().lanes[0];
-    assert_eq!(lane.tier_started_at, Some(Time(t0() + mins(20))), "the schedule does not drift with lateness");
-    assert_eq!(lane.tier_deadline, Some(Time(t0() + mins(30))));
+    assert_eq!(lane.tier_started_at, Some(MicroTime(t0() + mins(20))), "the schedule does not drift with lateness");
+    assert_eq!(lane.tier_deadline, Some(MicroTime(t0() + mins(30))));
 }
 
 #[test]
@@ -307,7 +307,7 @@ fn an_empty_tier_is_promoted_at_once_and_recorded() {
     sim.at(t0() + mins(10));
     let lane = &sim.status().lanes[0];
     assert_eq!(lane.tier, 2, "on-call skipped to the lead");
-    assert_eq!(lane.tier_started_at, Some(Time(t0() + mins(10))));
+    assert_eq!(lane.tier_started_at, Some(MicroTime(t0() + mins(10))));
     assert_eq!(sim.notified().last().unwrap(), &("engineering".into(), 2, users(&["carol"])));
     let whole_tier = sim.status().skips.iter().find(|s| s.user.is_none()).unwrap();
     assert_eq!(whole_tier.tier, 1);

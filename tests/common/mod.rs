@@ -2,6 +2,8 @@
 //! binary, one namespace per test.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod esc;
+
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -103,8 +105,13 @@ pub fn start_signoff(extra_args: &[&str]) -> Signoff {
     {
         let cp = cp();
         install_demo(cp);
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate-policies.yaml");
-        kubectl_ok(cp, ADMIN, &["apply", "-f", &fixtures.display().to_string()], None);
+        // Once: a later signoff (after a kill) finds them in place; writing them again
+        // would need the webhook of the signoff that is gone (fail closed).
+        static FIXTURES: Once = Once::new();
+        FIXTURES.call_once(|| {
+            let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate-policies.yaml");
+            kubectl_ok(cp, ADMIN, &["apply", "-f", &fixtures.display().to_string()], None);
+        });
         let (port, health) = (free_port(), free_port());
         let log = cp.dir.join("signoff.log");
         let webhook_addr = format!("127.0.0.1:{port}");
@@ -165,4 +172,58 @@ pub fn gated_namespace(cp: &ControlPlane, prefix: &str) -> String {
             ("signoff.dev/environment", "production"),
         ],
     )
+}
+
+/// One notification a loopback receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: jiff::Timestamp,
+    /// Path the sender posted to (the test gives each person their own).
+    pub path: String,
+    pub key: String,
+    pub body: serde_json::Value,
+}
+
+/// A real HTTP receiver on loopback, as a notification sink would be.
+pub struct Receiver {
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().fallback(
+                    move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                        let sink = sink.clone();
+                        async move {
+                            let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                            sink.lock().unwrap().push(Received {
+                                at: jiff::Timestamp::now(),
+                                path: uri.path().to_string(),
+                                key: key.to_string(),
+                                body: serde_json::from_slice(&body).unwrap_or_default(),
+                            });
+                            "ok"
+                        }
+                    },
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Receiver { url, got }
+    }
+
+    /// Everything received so far whose path starts with `prefix`.
+    pub fn received(&self, prefix: &str) -> Vec<Received> {
+        self.got.lock().unwrap().iter().filter(|r| r.path.starts_with(prefix)).cloned().collect()
+    }
 }

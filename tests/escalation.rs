@@ -1,0 +1,104 @@
+//! Escalation on the real control plane, with 3-second tiers and real HTTP
+//! receivers on loopback: timing and order of notifications, simultaneous
+//! notification, quiet hours, expiry with a runbook, and a controller killed
+//! mid-escalation.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::esc::*;
+use common::*;
+
+/// Start signoff (once) after the setup, with a short Lease for the restart test.
+fn running() -> &'static Signoff {
+    static SIGNOFF: OnceLock<Signoff> = OnceLock::new();
+    setup();
+    SIGNOFF.get_or_init(|| start_signoff(&["--lease-duration=3s"]))
+}
+
+#[test]
+fn a_held_change_walks_tier_1_2_3_with_notifications_in_order_and_on_time() {
+    running();
+    let ns = esc_namespace("esc-owners");
+    let name = hold(&ns, "routine");
+    let got = eventually(30, "three tiers notified", || {
+        let got = notifications(&name);
+        (got.len() >= 3).then_some(got)
+    });
+    let who: Vec<&str> = got.iter().take(3).map(|r| r.path.as_str()).collect();
+    assert_eq!(who, ["/user/bob", "/user/dave", "/user/carol"], "owner, then on-call, then lead");
+    let tiers: Vec<u64> = got.iter().take(3).map(|r| r.body["tier"].as_u64().unwrap()).collect();
+    assert_eq!(tiers, [0, 1, 2]);
+    for pair in got[..3].windows(2) {
+        let gap = secs(pair[0].at, pair[1].at);
+        eprintln!("{} -> {}: {gap:.2}s", pair[0].path, pair[1].path);
+        assert!((gap - TTL).abs() <= 1.0, "tiers {TTL}s apart (±1 s), got {gap:.2}s");
+    }
+    // Each delivery carries a distinct idempotency key naming request, route, tier and recipient.
+    assert!(got[1].key.ends_with("/engineering/1/user/dave"), "{}", got[1].key);
+    // And every delivery is recorded in status.
+    let ar = request(&ns, &name);
+    let records = ar["status"]["notifications"].as_array().unwrap();
+    assert!(
+        records.iter().any(|n| n["sink"] == "Webhook" && n["result"] == "Delivered" && n["recipient"] == "user/dave"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn the_destructive_class_notifies_every_tier_at_once() {
+    running();
+    let ns = esc_namespace("esc-owners");
+    let name = hold(&ns, "destructive");
+    let got = eventually(20, "all five tiers notified", || {
+        let got = notifications(&name);
+        (got.len() >= 5).then_some(got)
+    });
+    let mut who: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    who.sort();
+    assert_eq!(who, ["/user/bob", "/user/carol", "/user/dave", "/user/heidi", "/user/ivan"]);
+    let spread = secs(got[0].at, got[got.len() - 1].at);
+    assert!(spread < 1.0, "all at once, not {TTL}s apart: spread {spread:.2}s");
+}
+
+#[test]
+fn an_approver_in_quiet_hours_is_skipped_and_the_skip_is_in_the_status() {
+    running();
+    let ns = esc_namespace("esc-quiet");
+    let name = hold(&ns, "routine");
+    let got = eventually(20, "tier 1 notified", || {
+        let got = notifications(&name);
+        (!got.is_empty()).then_some(got)
+    });
+    assert!(got.iter().all(|r| r.path != "/user/grace"), "grace is in quiet hours");
+    assert_eq!(got[0].path, "/user/frank");
+    let yaml = kubectl_ok(cp(), ADMIN, &["get", "ar", "-n", &ns, &name, "-o", "yaml"], None);
+    assert!(yaml.contains("user: grace"), "{yaml}");
+    assert!(yaml.contains("reason: quiet hours"), "{yaml}");
+    assert!(yaml.contains("setting: Approver/grace spec.quietHours[0]"), "{yaml}");
+}
+
+#[test]
+fn an_exhausted_chain_expires_with_a_runbook_and_the_admins_are_told() {
+    running();
+    let ns = esc_namespace("esc-owners");
+    let name = hold(&ns, "routine");
+    // Five tiers of 3 s.
+    let ar = eventually(40, "the request to expire", || {
+        let ar = request(&ns, &name);
+        (ar["status"]["phase"] == "Expired").then_some(ar)
+    });
+    let runbook = ar["status"]["runbook"].as_str().unwrap();
+    assert!(runbook.contains("It was NOT applied") && runbook.contains("kubectl apply -f -"), "{runbook}");
+    let expired = eventually(10, "the admins' expiry notification", || {
+        notifications(&name).into_iter().find(|r| r.body["kind"] == "Expired")
+    });
+    assert_eq!(expired.path, "/user/heidi");
+    // Never admitted: the same change is still denied, naming the outcome.
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: change\n  namespace: {ns}\n  labels: {{class: routine}}\n"
+    );
+    let err = kubectl_err(cp(), "alice", &["apply", "-f", "-"], Some(&manifest));
+    assert!(err.contains("expired") && err.contains("kubectl signoff reopen"), "{err}");
+}
