@@ -37,6 +37,15 @@ fn a_held_change_walks_tier_1_2_3_with_notifications_in_order_and_on_time() {
     }
     // Each delivery carries a distinct idempotency key naming request, route, tier and recipient.
     assert!(got[1].key.ends_with("/engineering/1/user/dave"), "{}", got[1].key);
+    // The route's own sink (configured in the policy) hears about every tier too.
+    let route: Vec<u64> = setup()
+        .receiver
+        .received("/route/engineering")
+        .iter()
+        .filter(|r| r.body["request"]["name"] == name)
+        .map(|r| r.body["tier"].as_u64().unwrap())
+        .collect();
+    assert!(route.starts_with(&[0, 1, 2]), "route sink got tiers {route:?}");
     // And every delivery is recorded in status.
     let ar = request(&ns, &name);
     let records = ar["status"]["notifications"].as_array().unwrap();

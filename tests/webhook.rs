@@ -344,3 +344,40 @@ fn malformed_reviews_get_a_clear_error_and_are_never_admitted() {
     let (code, body) = post(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#);
     assert!(!body.contains("\"allowed\":true"), "a review without a request is never admitted: {code} {body}");
 }
+
+#[test]
+fn an_approver_is_written_only_by_that_person_or_an_admin() {
+    let cp = cp();
+    signoff();
+    let approver = |note: &str| {
+        format!(
+            "apiVersion: signoff.dev/v1alpha1\nkind: Approver\nmetadata: {{name: carol}}\nspec:\n  user: carol\n  timeZone: Europe/Berlin\n  quietHours: [{{start: \"22:00\", end: \"07:00\"}}]\n  away: [{{from: \"2027-01-01T00:00:00Z\", until: \"2027-01-08T00:00:00Z\", reason: Vacation, note: \"{note}\"}}]\n"
+        )
+    };
+    kubectl_ok(cp, "carol", &["apply", "-f", "-"], Some(&approver("skiing")));
+    let err = kubectl_err(cp, "mallory", &["apply", "-f", "-"], Some(&approver("mallory was here")));
+    assert!(err.contains("only carol or an admin may write the Approver for carol"), "{err}");
+    kubectl_ok(cp, "ivan", &["apply", "-f", "-"], Some(&approver("covered by ivan")));
+}
+
+#[test]
+fn health_readiness_and_metrics_are_served_on_the_plain_port() {
+    let cp = cp();
+    let signoff = signoff();
+    // At least one review has been answered (the readiness canary).
+    let get = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", &format!("{}{path}", signoff.health)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(get("/healthz").ends_with("ok\n200"));
+    assert!(get("/readyz").ends_with("ok\n200"));
+    let ns = gated_namespace(cp, "metrics");
+    kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "m", "high", "1")));
+    let metrics = get("/metrics");
+    assert!(metrics.contains("signoff_admission_reviews_total{result=\"denied\"}"), "{metrics}");
+    assert!(metrics.contains("signoff_gate_decisions_total{decision=\"held\"}"), "{metrics}");
+    assert!(metrics.contains("signoff_admission_review_seconds_bucket"), "{metrics}");
+}

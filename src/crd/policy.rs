@@ -220,6 +220,10 @@ pub struct RouteSpec {
     /// Lead, Secondary, Admins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<TierSpec>,
+    /// Sinks notified at every tier of this route, besides each person's and each
+    /// team's own contacts (e.g. the security channel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<super::Contact>,
 }
 
 /// One rung of an escalation chain.

@@ -49,6 +49,8 @@ pub struct Notify {
     /// recipient and the sink.
     pub key: String,
     pub kind: NotifyKind,
+    /// The policy whose route this is (its route contacts are notified too).
+    pub policy: String,
     pub route: String,
     pub tier: u32,
     pub tier_name: String,
@@ -254,6 +256,7 @@ impl Walker<'_> {
             self.effects.push(Effect::Notify(Notify {
                 key: format!("{}/{}/{}", self.id, lane.route, i),
                 kind: NotifyKind::Escalation,
+                policy: lane.policy.clone(),
                 route: lane.route.clone(),
                 tier: i as u32,
                 tier_name: tier_name(tier),
@@ -486,6 +489,7 @@ fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut
     walker.effects.push(Effect::Notify(Notify {
         key: format!("{}/expired", walker.id),
         kind: NotifyKind::Expired,
+        policy: status.lanes.first().map(|l| l.policy.clone()).unwrap_or_default(),
         route: expired.join(","),
         tier: 0,
         tier_name: "Admins".into(),

@@ -63,13 +63,8 @@ fn reference(ar: &ApprovalRequest) -> ObjectReference {
     ar.object_ref(&())
 }
 
-async fn notify(
-    ctx: &Context,
-    ar: &ApprovalRequest,
-    n: &super::Notify,
-    teams: &[Team],
-    approvers: &[Approver],
-) -> Vec<Notification> {
+async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, world: &super::World<'_>) -> Vec<Notification> {
+    let (teams, approvers) = (world.teams, world.approvers);
     let kind = match n.kind {
         NotifyKind::Escalation => MessageKind::Escalation,
         NotifyKind::Expired => MessageKind::Expired,
@@ -89,6 +84,14 @@ async fn notify(
         let contacts =
             teams.iter().find(|t| t.name_any() == *team).map(|t| t.spec.contacts.clone()).unwrap_or_default();
         recipients.push((Recipient::Team(team.clone()), contacts));
+    }
+    let route_contacts = world
+        .policies
+        .get(&n.policy)
+        .and_then(|p| p.spec().routes.iter().find(|r| r.name == n.route).map(|r| r.contacts.clone()))
+        .unwrap_or_default();
+    if !route_contacts.is_empty() {
+        recipients.push((Recipient::Route(format!("{}/{}", n.policy, n.route)), route_contacts));
     }
     for (recipient, contacts) in recipients {
         let key = format!("{}/{recipient}", n.key);
@@ -183,7 +186,7 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
     for effect in &step.effects {
         match effect {
             Effect::Notify(n) => {
-                let records = notify(&ctx, &ar, n, &teams, &approvers).await;
+                let records = notify(&ctx, &ar, n, &world).await;
                 step.status.notifications.extend(records);
             }
             Effect::Event { reason, note, warning } => {

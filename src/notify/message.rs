@@ -41,12 +41,14 @@ pub enum Recipient {
     User(String),
     /// A Team (its channel, its pager).
     Team(String),
+    /// A route's own sinks, configured in the EscalationPolicy (`policy/route`).
+    Route(String),
 }
 
 impl Recipient {
     pub fn name(&self) -> &str {
         match self {
-            Recipient::User(n) | Recipient::Team(n) => n,
+            Recipient::User(n) | Recipient::Team(n) | Recipient::Route(n) => n,
         }
     }
 }
@@ -57,6 +59,7 @@ impl std::fmt::Display for Recipient {
         match self {
             Recipient::User(n) => write!(f, "user/{n}"),
             Recipient::Team(n) => write!(f, "team/{n}"),
+            Recipient::Route(n) => write!(f, "route/{n}"),
         }
     }
 }

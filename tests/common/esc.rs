@@ -79,6 +79,9 @@ spec:
     rules: [{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}]
     namespaceSelector: {matchLabels: {signoff.dev/test-esc: "true"}}
   adminTeam: esc-admins
+  routes:
+  - name: engineering
+    contacts: [{kind: Webhook, url: "RECEIVER/route/engineering"}]
   actionClasses:
     routine: {tierTimeout: 3s, notify: Sequential}
     destructive: {tierTimeout: 3s, notify: Simultaneous}
@@ -96,6 +99,7 @@ spec:
     message: a destructive change in an escalation test
 "#,
         );
+        let manifests = manifests.replace("RECEIVER", &receiver.url);
         kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&manifests));
         Setup { receiver }
     })
