@@ -370,17 +370,8 @@ impl PolicySet {
     }
 }
 
-/// A rule that fired.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FiredRule {
-    pub policy: String,
-    pub rule: String,
-    pub risk: Risk,
-    pub route: String,
-    pub action_class: ActionClass,
-    pub message: String,
-}
+/// A rule that fired: the same record the ApprovalRequest keeps as a reason.
+pub use crate::crd::HoldReason as FiredRule;
 
 /// A rule that could not be evaluated (or a matching policy that is invalid).
 /// In an enforcing policy it holds the change with risk High.

@@ -12,7 +12,8 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 
 use super::review::EXEMPT_RESOURCES;
-use crate::crd::{EscalationPolicy, GROUP, Operation, RuleScope, VERSION};
+use crate::crd::{EscalationPolicy, GROUP, RuleScope, VERSION};
+use crate::policy::operation_str;
 
 /// How the API server reaches the webhook.
 #[derive(Clone, Debug)]
@@ -32,23 +33,13 @@ pub struct WebhookSettings {
     pub timeout_seconds: i32,
 }
 
-fn op_name(op: Operation) -> &'static str {
-    match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-        Operation::All => "*",
-    }
-}
-
 /// The gate's rules: every policy's match rules, deduplicated, in a stable order.
 pub fn gate_rules<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) -> Vec<RuleWithOperations> {
     let mut rules: Vec<RuleWithOperations> = Vec::new();
     for policy in policies {
         for rule in &policy.spec.match_.rules {
             let converted = RuleWithOperations {
-                operations: Some(rule.operations.iter().map(|o| op_name(*o).to_string()).collect()),
+                operations: Some(rule.operations.iter().map(|o| operation_str(*o).to_string()).collect()),
                 api_groups: Some(rule.api_groups.clone()),
                 api_versions: Some(rule.api_versions.clone()),
                 resources: Some(rule.resources.clone()),

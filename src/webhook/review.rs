@@ -152,19 +152,7 @@ pub fn packet(
         .and_then(|ns| ns.pointer("/metadata/labels/signoff.dev~1owner"))
         .and_then(|v| v.as_str())
         .map(str::to_string);
-    let mut reasons: Vec<HoldReason> = assessment
-        .fired
-        .iter()
-        .filter(|f| f.risk >= Risk::Medium)
-        .map(|f| HoldReason {
-            policy: f.policy.clone(),
-            rule: f.rule.clone(),
-            risk: f.risk,
-            route: f.route.clone(),
-            action_class: f.action_class,
-            message: f.message.clone(),
-        })
-        .collect();
+    let mut reasons: Vec<HoldReason> = assessment.fired.iter().filter(|f| f.risk >= Risk::Medium).cloned().collect();
     reasons.extend(assessment.errors.iter().map(|e| HoldReason {
         policy: e.policy.clone(),
         rule: e.location.clone(),
