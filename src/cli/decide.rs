@@ -72,6 +72,7 @@ pub async fn decide(
             comment: comment.clone(),
             // Whole seconds: the precision the API server keeps for timestamps.
             at: Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is a valid time")),
+            attempt: status.attempt,
         });
         let patch = serde_json::json!({
             "metadata": { "resourceVersion": ar.metadata.resource_version },

@@ -193,12 +193,18 @@ impl Phase {
 }
 
 /// What has happened to a request.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRequestStatus {
     /// Pending, Approved, Rejected or Expired.
     #[serde(default)]
     pub phase: Phase,
+    /// Attempt number: 1 for the first, one more after each reopen (the
+    /// `signoff.dev/reopen-attempt` annotation). Only decisions made in the current
+    /// attempt count.
+    #[serde(default = "first_attempt")]
+    #[schemars(range(min = 1))]
+    pub attempt: u32,
     /// Summary of where each lane is, e.g. `engineering 2/5, security 1/5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
@@ -210,8 +216,8 @@ pub struct ApprovalRequestStatus {
     /// refuses any edit or removal of an earlier decision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(
-        merge_strategy = kube::core::ListMerge::Map(vec!["approver".into()]),
-        validation = kube::core::Rule::new("oldSelf.all(o, self.exists(n, n.approver == o.approver))").message("decisions are append-only: an earlier decision cannot be removed")
+        merge_strategy = kube::core::ListMerge::Map(vec!["approver".into(), "attempt".into()]),
+        validation = kube::core::Rule::new("oldSelf.all(o, self.exists(n, n.approver == o.approver && n.attempt == o.attempt))").message("decisions are append-only: an earlier decision cannot be removed")
     )]
     #[schemars(length(max = 64))]
     pub decisions: Vec<Decision>,
@@ -243,6 +249,26 @@ pub struct ApprovalRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+impl Default for ApprovalRequestStatus {
+    fn default() -> Self {
+        ApprovalRequestStatus {
+            phase: Phase::Pending,
+            attempt: first_attempt(),
+            tier: None,
+            lanes: Vec::new(),
+            decisions: Vec::new(),
+            skips: Vec::new(),
+            notifications: Vec::new(),
+            deadline: None,
+            not_after: None,
+            admissions: Vec::new(),
+            runbook: None,
+            runbook_config_map: None,
+            conditions: Vec::new(),
+        }
+    }
 }
 
 /// One route's progress through its chain.
@@ -308,7 +334,20 @@ pub struct Decision {
     pub comment: Option<String>,
     /// When the decision was made.
     pub at: Time,
+    /// The attempt it was made in; it counts only while that attempt is current.
+    #[serde(default = "first_attempt")]
+    #[schemars(range(min = 1))]
+    pub attempt: u32,
 }
+
+/// Attempts count from 1; an absent attempt is the first.
+pub fn first_attempt() -> u32 {
+    1
+}
+
+/// Annotation by which the requester (or an admin) reopens a Rejected or Expired
+/// request: its value is the new attempt, the current one plus one.
+pub const REOPEN_ANNOTATION: &str = "signoff.dev/reopen-attempt";
 
 /// An approver's answer.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

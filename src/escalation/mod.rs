@@ -293,6 +293,11 @@ impl Walker<'_> {
     }
 }
 
+/// The attempt the requester asked for with the reopen annotation, if any.
+pub fn reopen_attempt(ar: &ApprovalRequest) -> Option<u32> {
+    ar.metadata.annotations.as_ref()?.get(crate::crd::REOPEN_ANNOTATION)?.parse().ok()
+}
+
 /// Every lane must approve with its quorum; an eligible rejection wins.
 fn apply_decisions(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, world: World) {
     let requester = &ar.spec.requester.username;
@@ -301,7 +306,10 @@ fn apply_decisions(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, wor
         let mut approvers: Vec<&str> = Vec::new();
         let mut rejected = false;
         let counted = status.decisions.iter().filter(|d| {
-            d.approver != *requester && !d.approver.starts_with("system:serviceaccount:") && counts_for(lane, d)
+            d.attempt == status.attempt
+                && d.approver != *requester
+                && !d.approver.starts_with("system:serviceaccount:")
+                && counts_for(lane, d)
         });
         for d in counted {
             match d.decision {
@@ -327,10 +335,38 @@ fn counts_for(lane: &Lane, decision: &Decision) -> bool {
 /// One step of the state machine.
 pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
     let mut status = ar.status.clone().unwrap_or_default();
-    if status.phase != Phase::Pending {
-        return Step { status, effects: Vec::new(), wake_at: None };
+    let mut effects = Vec::new();
+    if let Some(next) = reopen_attempt(ar)
+        && matches!(status.phase, Phase::Rejected | Phase::Expired)
+        && next > status.attempt
+    {
+        // A new attempt, re-opened from now; decisions, skips and notifications stay as history.
+        effects.push(Effect::Event {
+            reason: "Reopened",
+            note: format!("attempt {next} started after {:?}; escalation starts again at tier 1", status.phase),
+            warning: false,
+        });
+        status = ApprovalRequestStatus {
+            phase: Phase::Pending,
+            attempt: next,
+            tier: None,
+            lanes: Vec::new(),
+            deadline: None,
+            not_after: None,
+            runbook: None,
+            runbook_config_map: None,
+            ..status
+        };
     }
-    let mut walker = Walker { world, id: request_id(ar), effects: Vec::new(), skips: Vec::new() };
+    if status.phase != Phase::Pending {
+        return Step { status, effects, wake_at: None };
+    }
+    // Keys name the attempt after a reopen, so receivers do not drop the new notifications.
+    let id = match status.attempt {
+        0 | 1 => request_id(ar),
+        n => format!("{}/attempt-{n}", request_id(ar)),
+    };
+    let mut walker = Walker { world, id, effects, skips: Vec::new() };
     let team_of = |route: &str| ar.spec.routing.iter().find(|r| r.route == route).and_then(|r| r.team.clone());
 
     // Open lanes: one per route, at the first reachable tier.

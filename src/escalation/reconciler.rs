@@ -215,6 +215,10 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
         if let Some(fields) = status.as_object_mut() {
             fields.remove("decisions");
             fields.remove("admissions");
+            // A reopen clears these; a merge patch removes a field only when told to.
+            for cleared in ["notAfter", "runbook", "runbookConfigMap"] {
+                fields.entry(cleared).or_insert(serde_json::Value::Null);
+            }
         }
         let patch = serde_json::json!({
             "metadata": { "resourceVersion": ar.metadata.resource_version },

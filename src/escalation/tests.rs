@@ -136,6 +136,7 @@ impl Sim {
         self.ar.status.as_ref().unwrap()
     }
     fn decide(&mut self, by: &str, verdict: Verdict, at: Timestamp) {
+        let attempt = self.ar.status.as_ref().map_or(1, |s| s.attempt);
         self.ar.status.get_or_insert_with(Default::default).decisions.push(Decision {
             approver: by.into(),
             uid: None,
@@ -144,6 +145,7 @@ impl Sim {
             routes: vec![],
             comment: None,
             at: Time(at),
+            attempt,
         });
     }
     /// (route, tier, users) of every escalation notification so far, in order.
@@ -486,4 +488,75 @@ mod props {
             }
         }
     }
+}
+
+fn reopen(sim: &mut Sim, attempt: u32) {
+    sim.ar
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(REOPEN_ANNOTATION.into(), attempt.to_string());
+}
+
+#[test]
+fn a_reopen_starts_a_new_attempt_and_old_decisions_no_longer_count() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    sim.at(t0());
+    sim.decide("bob", Verdict::Reject, t0() + mins(1));
+    sim.at(t0() + mins(1));
+    assert_eq!(sim.status().phase, Phase::Rejected);
+    assert_eq!(sim.status().attempt, 1);
+    // An annotation that is not ahead of the attempt changes nothing.
+    reopen(&mut sim, 1);
+    assert!(sim.at(t0() + mins(2)).effects.is_empty());
+    assert_eq!(sim.status().phase, Phase::Rejected);
+
+    reopen(&mut sim, 2);
+    let step = sim.at(t0() + mins(5));
+    let status = sim.status().clone();
+    assert_eq!((status.phase, status.attempt), (Phase::Pending, 2));
+    assert_eq!(status.lanes.len(), 1);
+    assert_eq!(status.lanes[0].tier, 0, "escalation starts again at tier 1");
+    assert_eq!(status.lanes[0].tier_started_at, Some(MicroTime(t0() + mins(5))));
+    assert_eq!(status.decisions.len(), 1, "history is kept");
+    assert!(status.not_after.is_none() && status.runbook.is_none());
+    assert!(step.effects.iter().any(|e| matches!(e, Effect::Event { reason: "Reopened", .. })));
+    let keys: Vec<String> = step
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) => Some(n.key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, ["uid-1/attempt-2/engineering/0"], "new keys, not dropped as duplicates");
+    // bob's rejection was in attempt 1: it does not count now; his approval in attempt 2 does.
+    sim.at(t0() + mins(6));
+    assert_eq!(sim.status().phase, Phase::Pending);
+    sim.decide("bob", Verdict::Approve, t0() + mins(7));
+    assert_eq!(sim.status().decisions[1].attempt, 2);
+    sim.at(t0() + mins(7));
+    assert_eq!(sim.status().phase, Phase::Approved);
+    // Approved is not reopened, whatever the annotation says.
+    reopen(&mut sim, 3);
+    sim.at(t0() + mins(8));
+    assert_eq!((sim.status().phase, sim.status().attempt), (Phase::Approved, 2));
+}
+
+#[test]
+fn an_expired_request_reopens_without_its_runbook() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    sim.at(t0());
+    sim.at(t0() + mins(50));
+    assert_eq!(sim.status().phase, Phase::Expired);
+    assert!(sim.status().runbook.is_some());
+    reopen(&mut sim, 2);
+    let step = sim.at(t0() + mins(60));
+    assert_eq!((sim.status().phase, sim.status().attempt), (Phase::Pending, 2));
+    assert!(sim.status().runbook.is_none() && sim.status().runbook_config_map.is_none());
+    assert_eq!(step.wake_at, sim.status().lanes[0].tier_deadline.as_ref().map(|t| t.0));
+    // Expiring again tells the admins under a new key.
+    let last = sim.at(t0() + mins(110));
+    assert_eq!(sim.status().phase, Phase::Expired);
+    assert!(last.effects.iter().any(|e| matches!(e, Effect::Notify(n) if n.key == "uid-1/attempt-2/expired")));
 }

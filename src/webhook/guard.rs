@@ -5,7 +5,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Approver, Decision, EscalationPolicy, Phase};
+use crate::crd::{
+    ApprovalRequest, ApprovalRequestStatus, Approver, Decision, EscalationPolicy, Phase, REOPEN_ANNOTATION,
+};
 use crate::policy::{CompiledPolicy, UserInfo};
 
 /// Who is who, for the guards.
@@ -70,13 +72,43 @@ pub fn approval_write(
             }
             if sub_resource != "status" {
                 // Metadata only: status writes through the main resource are dropped by
-                // the API server, and the spec cannot change.
-                return Ok(());
+                // the API server, and the spec cannot change. A reopen is the one
+                // metadata change with a meaning.
+                return reopen_write(old, new, user, ids);
             }
             status_write(old, new, user, ids, now)
         }
         _ => Err(format!("unexpected {operation} of an ApprovalRequest without its objects; refusing")),
     }
+}
+
+fn reopen_annotation(ar: &ApprovalRequest) -> Option<&str> {
+    ar.metadata.annotations.as_ref()?.get(REOPEN_ANNOTATION).map(String::as_str)
+}
+
+/// Adding or changing the reopen annotation starts a new attempt: only the
+/// requester or an admin, only after Rejected or Expired, only the next attempt.
+fn reopen_write(old: &ApprovalRequest, new: &ApprovalRequest, user: &UserInfo, ids: &Identities) -> Result<(), String> {
+    let Some(value) = reopen_annotation(new) else { return Ok(()) };
+    if reopen_annotation(old) == Some(value) {
+        return Ok(());
+    }
+    let requester = &old.spec.requester.username;
+    if user.username != *requester && !ids.is_admin(user) {
+        return Err(format!("only the requester ({requester}) or an admin may reopen this request"));
+    }
+    let status = old.status.clone().unwrap_or_default();
+    if !matches!(status.phase, Phase::Rejected | Phase::Expired) {
+        return Err(format!("only a Rejected or Expired request can be reopened; this one is {:?}", status.phase));
+    }
+    let next = status.attempt + 1;
+    if value.parse::<u32>().ok() != Some(next) {
+        return Err(format!(
+            "{REOPEN_ANNOTATION} must be {next} (the current attempt {} plus one), got {value:?}",
+            status.attempt
+        ));
+    }
+    Ok(())
 }
 
 fn status_write(
@@ -102,7 +134,7 @@ fn status_write(
         if !added.is_empty() {
             return Err("signoff's controller may move phase and tiers but never add a decision".into());
         }
-        return controller_progress(old_status, new_status);
+        return controller_progress(old_status, new_status, reopen_annotation(new));
     }
 
     if status_without_decisions(old_status) != status_without_decisions(new_status) {
@@ -155,6 +187,12 @@ fn decision_allowed(
     if status.phase != Phase::Pending {
         return Err(format!("this request is already {:?}; nothing left to decide", status.phase));
     }
+    if decision.attempt != status.attempt {
+        return Err(format!(
+            "the decision is for attempt {}, but the request is in attempt {}",
+            decision.attempt, status.attempt
+        ));
+    }
     if decision.at.0.duration_since(now).abs() > DECISION_CLOCK_SKEW {
         return Err(format!("the decision's time {} is more than 2 minutes from now ({now})", decision.at.0));
     }
@@ -175,7 +213,26 @@ fn decision_allowed(
 }
 
 /// The controller may only move forward: tiers never go back, a final phase stays.
-fn controller_progress(old: &ApprovalRequestStatus, new: &ApprovalRequestStatus) -> Result<(), String> {
+/// A final phase becomes Pending again only for a reopen: the next attempt, as annotated.
+fn controller_progress(
+    old: &ApprovalRequestStatus,
+    new: &ApprovalRequestStatus,
+    reopen: Option<&str>,
+) -> Result<(), String> {
+    let reopened = matches!(old.phase, Phase::Rejected | Phase::Expired)
+        && new.phase == Phase::Pending
+        && new.attempt == old.attempt + 1
+        && reopen.and_then(|v| v.parse::<u32>().ok()) == Some(new.attempt);
+    if reopened {
+        return Ok(());
+    }
+    if new.attempt != old.attempt {
+        return Err(format!(
+            "attempt {} may only become {} by a reopen of a Rejected or Expired request (annotation {REOPEN_ANNOTATION})",
+            old.attempt,
+            old.attempt + 1
+        ));
+    }
     if matches!(old.phase, Phase::Rejected | Phase::Expired | Phase::Approved) && new.phase != old.phase {
         return Err(format!("phase {:?} is final; it cannot become {:?}", old.phase, new.phase));
     }

@@ -113,6 +113,16 @@ fn cluster_scoped_changes_are_held_in_the_controller_namespace() {
 }
 
 #[test]
+fn a_namespace_change_is_held_in_the_controller_namespace_not_in_itself() {
+    let mut input = pvc_delete(&user("alice", &[]));
+    input.resource = Gvr { group: "".into(), version: "v1".into(), resource: "namespaces".into() };
+    input.kind = Gvk { group: "".into(), version: "v1".into(), kind: "Namespace".into() };
+    input.namespace = "prod".into(); // what the API server sends for a Namespace object
+    let Preliminary::Held { namespace, .. } = preliminary(&input, &held_assessment(), &settings()) else { panic!() };
+    assert_eq!(namespace, "signoff-system");
+}
+
+#[test]
 fn packet_and_held_message() {
     let ar = held_request();
     assert_eq!(ar.spec.requester.username, "alice");
@@ -190,6 +200,7 @@ fn decision(by: &str, verdict: Verdict) -> Decision {
         routes: vec![],
         comment: None,
         at: Time(now()),
+        attempt: 1,
     }
 }
 
@@ -348,4 +359,76 @@ fn approvers_are_written_by_themselves_or_an_admin() {
     assert_eq!(approver_write(&approver, &user("bob", &[]), &ids()), Ok(()));
     assert!(approver_write(&approver, &user("mallory", &[]), &ids()).is_err());
     assert_eq!(approver_write(&approver, &user("ivan", &["signoff:platform-admins"]), &ids()), Ok(()));
+}
+
+fn with_phase(ar: &ApprovalRequest, phase: Phase) -> ApprovalRequest {
+    let mut next = ar.clone();
+    next.status.as_mut().unwrap().phase = phase;
+    next
+}
+
+fn annotated(ar: &ApprovalRequest, value: &str) -> ApprovalRequest {
+    let mut next = ar.clone();
+    next.metadata.annotations.get_or_insert_with(Default::default).insert(REOPEN_ANNOTATION.into(), value.into());
+    next
+}
+
+fn reopen_by(old: &ApprovalRequest, new: &ApprovalRequest, by: &User) -> Result<(), String> {
+    approval_write("UPDATE", "", Some(old), Some(new), by, &ids(), now())
+}
+
+#[test]
+fn only_the_requester_or_an_admin_reopens_a_rejected_or_expired_request_for_the_next_attempt() {
+    let requester = held_request().spec.requester.username.clone();
+    let rejected = with_phase(&pending(&["bob"], &[]), Phase::Rejected);
+    let next = annotated(&rejected, "2");
+    assert_eq!(reopen_by(&rejected, &next, &user(&requester, &[])), Ok(()));
+    assert_eq!(reopen_by(&rejected, &next, &user("ivan", &["signoff:platform-admins"])), Ok(()));
+    assert_eq!(reopen_by(&rejected, &next, &user("root", &["system:masters"])), Ok(()));
+    let err = reopen_by(&rejected, &next, &user("bob", &[])).unwrap_err();
+    assert_eq!(err, format!("only the requester ({requester}) or an admin may reopen this request"));
+    let err = reopen_by(&rejected, &annotated(&rejected, "3"), &user(&requester, &[])).unwrap_err();
+    assert!(err.contains("must be 2"), "{err}");
+    let err = reopen_by(&rejected, &annotated(&rejected, "two"), &user(&requester, &[])).unwrap_err();
+    assert!(err.contains("must be 2"), "{err}");
+    let expired = with_phase(&rejected, Phase::Expired);
+    assert_eq!(reopen_by(&expired, &annotated(&expired, "2"), &user(&requester, &[])), Ok(()));
+    for phase in [Phase::Pending, Phase::Approved] {
+        let ar = with_phase(&rejected, phase);
+        let err = reopen_by(&ar, &annotated(&ar, "2"), &user(&requester, &[])).unwrap_err();
+        assert!(err.contains("only a Rejected or Expired request can be reopened"), "{err}");
+    }
+    // Other metadata edits, and keeping the annotation as it is, stay allowed.
+    let mut labelled = next.clone();
+    labelled.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+    assert_eq!(reopen_by(&next, &labelled, &user("bob", &[])), Ok(()));
+}
+
+#[test]
+fn the_controller_reopens_only_the_annotated_next_attempt_and_decisions_name_the_current_one() {
+    let controller = user(CONTROLLER, &[]);
+    let rejected = annotated(&with_phase(&pending(&["bob"], &[]), Phase::Rejected), "2");
+    let mut reopened = with_phase(&rejected, Phase::Pending);
+    reopened.status.as_mut().unwrap().attempt = 2;
+    assert_eq!(status_write(&rejected, &reopened, &controller), Ok(()));
+    // Without the annotation, or skipping an attempt, a final phase stays final.
+    let mut bare = rejected.clone();
+    bare.metadata.annotations = None;
+    let mut bare_reopened = reopened.clone();
+    bare_reopened.metadata.annotations = None;
+    assert!(status_write(&bare, &bare_reopened, &controller).is_err());
+    let mut skipped = annotated(&reopened, "3");
+    skipped.status.as_mut().unwrap().attempt = 3;
+    assert!(status_write(&annotated(&rejected, "3"), &skipped, &controller).is_err());
+    // The attempt never moves on its own.
+    let pending_one = pending(&["bob"], &[]);
+    let mut bumped = pending_one.clone();
+    bumped.status.as_mut().unwrap().attempt = 2;
+    assert!(status_write(&pending_one, &bumped, &controller).unwrap_err().contains("by a reopen"));
+    // A decision names the current attempt.
+    let stale = with_decision(&reopened, decision("bob", Verdict::Approve));
+    let err = status_write(&reopened, &stale, &user("bob", &[])).unwrap_err();
+    assert!(err.contains("attempt 1, but the request is in attempt 2"), "{err}");
+    let fresh = with_decision(&reopened, Decision { attempt: 2, ..decision("bob", Verdict::Approve) });
+    assert_eq!(status_write(&reopened, &fresh, &user("bob", &[])), Ok(()));
 }
