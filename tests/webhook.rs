@@ -381,3 +381,18 @@ fn health_readiness_and_metrics_are_served_on_the_plain_port() {
     assert!(metrics.contains("signoff_gate_decisions_total{decision=\"held\"}"), "{metrics}");
     assert!(metrics.contains("signoff_admission_review_seconds_bucket"), "{metrics}");
 }
+
+#[test]
+fn deleting_a_namespace_is_held_and_the_request_lives_in_signoffs_namespace() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "doomed");
+    let err = kubectl_err(cp, ADMIN, &["delete", "namespace", &ns, "--wait=false"], None);
+    assert!(err.contains(&format!("held for approval: ApprovalRequest signoff-system/")), "{err}");
+    assert!(err.contains(&format!("deleting namespace {ns}")), "{err}");
+    let name = held_name(&err);
+    let ar = request(cp, "signoff-system", &name);
+    assert_eq!(ar["spec"]["action"]["kind"], "Namespace");
+    let phase = kubectl_ok(cp, ADMIN, &["get", "namespace", &ns, "-o", "jsonpath={.status.phase}"], None);
+    assert_eq!(phase, "Active", "the namespace was not deleted");
+}

@@ -117,8 +117,15 @@ pub fn preliminary(input: &ReviewInput, assessment: &Assessment, settings: &Gate
         return Preliminary::NoOp;
     }
     let digest = digest_of(input);
-    let namespace =
-        if input.namespace.is_empty() { settings.controller_namespace.clone() } else { input.namespace.clone() };
+    // Cluster-scoped targets (a Namespace object carries its own name as
+    // request.namespace) are held in signoff's namespace: a request must not live
+    // in a namespace that does not exist yet or that the change deletes.
+    let is_namespace = input.resource.group.is_empty() && input.resource.resource == "namespaces";
+    let namespace = if input.namespace.is_empty() || is_namespace {
+        settings.controller_namespace.clone()
+    } else {
+        input.namespace.clone()
+    };
     Preliminary::Held { name: request_name(&digest), digest, namespace }
 }
 
