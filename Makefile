@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/signoff/target
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane fmt-check lint unit-and-integration help
+.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -12,7 +12,7 @@ help:
 	@echo "make crds   regenerate crds/ and charts/signoff/crds/ from the Rust types"
 
 ## The whole suite: what CI runs (.ci/run).
-test: fmt-check lint controlplane unit-and-integration
+test: fmt-check lint controlplane chart unit-and-integration
 
 fmt-check:
 	$(CARGO) fmt --check
@@ -24,6 +24,20 @@ lint:
 # first use (progress is shown), then reuses them. Honours KUBEBUILDER_ASSETS.
 controlplane:
 	@hack/controlplane/build.sh >/dev/null
+
+# Builds helm from Go modules on first use (hack/helm), then lints the chart and renders
+# it in both webhook ownership modes. tests/chart.rs applies the rendering to the real
+# control plane (server-side dry run) and pins its RBAC rules.
+chart:
+	@helm=$$(hack/helm/build.sh) && \
+	"$$helm" lint --strict charts/signoff && \
+	"$$helm" lint --strict charts/signoff --set webhook.managedBy=chart && \
+	"$$helm" template signoff charts/signoff --namespace signoff-system >/dev/null && \
+	"$$helm" template signoff charts/signoff --namespace signoff-system --set webhook.managedBy=chart \
+	  --set serviceMonitor.enabled=true >/dev/null && \
+	"$$helm" template signoff charts/signoff --namespace signoff-system --set webhook.managedBy=chart \
+	  --set tls.source=secret --set tls.secretName=signoff-tls --set tls.caBundle=Cg== >/dev/null && \
+	echo "chart: helm lint and helm template (managedBy signoff and chart) pass"
 
 # --show-output prints what each integration test saw from the real apiserver.
 unit-and-integration:
