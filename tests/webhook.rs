@@ -75,6 +75,12 @@ fn low_risk_changes_are_admitted() {
     kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "settings", "low", "a")));
     kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "settings", "low", "b")));
     assert!(requests(cp, &ns).is_empty(), "no ApprovalRequest for a low-risk change");
+    // Every decision is an audit line, admits included.
+    let log = signoff().log_text();
+    assert!(
+        log.lines().any(|l| l.contains("\"decision\":\"admitted-low-risk\"") && l.contains(&ns)),
+        "no audit line for the admit"
+    );
 }
 
 #[test]

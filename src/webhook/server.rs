@@ -192,13 +192,22 @@ async fn gate(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Ad
     let assessment = classify(&input, &policies);
     match review::preliminary(&input, &assessment, &state.settings) {
         Preliminary::Admit { warnings } => {
-            if !warnings.is_empty() {
+            if warnings.is_empty() {
+                let rules = assessment.fired.iter().map(|f| format!("{}/{}", f.policy, f.rule)).collect::<Vec<_>>();
+                audit(&input, "admitted-low-risk", &format!("low risk; rules fired: {rules:?}"));
+            } else {
                 audit(&input, "audit-only", &warnings.join("; "));
             }
             allow(req, warnings)
         }
-        Preliminary::NoOp => allow(req, vec![]),
-        Preliminary::DryRun { warning } => allow(req, vec![warning]),
+        Preliminary::NoOp => {
+            audit(&input, "admitted-no-op", "the update changes nothing that matters");
+            allow(req, vec![])
+        }
+        Preliminary::DryRun { warning } => {
+            audit(&input, "dry-run", &warning);
+            allow(req, vec![warning])
+        }
         Preliminary::BreakGlass { warning } => {
             audit(&input, "break-glass", &warning);
             state.metrics.decision("break-glass");
