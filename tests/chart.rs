@@ -1,0 +1,254 @@
+//! The Helm chart (charts/signoff): rendered with helm built from Go modules
+//! (hack/helm/build.sh), applied to the real control plane with a server-side dry
+//! run in both webhook ownership modes, and its RBAC rules pinned by a snapshot.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{ADMIN, cp, kubectl_ok};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The helm binary (built once, cached outside the clone).
+fn helm() -> &'static str {
+    static HELM: OnceLock<String> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = Command::new(root().join("hack/helm/build.sh")).output().expect("hack/helm/build.sh runs");
+        assert!(out.status.success(), "building helm failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// `helm template` of the chart into `namespace` with `--set` values.
+fn render(namespace: &str, sets: &[&str]) -> String {
+    let mut cmd = Command::new(helm());
+    cmd.current_dir(root()).args(["template", "signoff", "charts/signoff", "--namespace", namespace]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("helm runs");
+    assert!(out.status.success(), "helm template {sets:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("helm renders valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kind(v: &Value) -> &str {
+    v["kind"].as_str().unwrap_or_default()
+}
+
+fn of_kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| kind(d) == k).collect()
+}
+
+const CHART_MODE_SECRET: &[&str] =
+    &["webhook.managedBy=chart", "tls.source=secret", "tls.secretName=signoff-tls", "tls.caBundle=Cg=="];
+
+fn container_args(docs: &[Value]) -> Vec<String> {
+    let deployment = of_kind(docs, "Deployment");
+    assert_eq!(deployment.len(), 1);
+    deployment[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn rendered_chart_applies_server_side_in_both_modes() {
+    let cp = cp();
+    // The chart's namespace must exist; the CRDs are installed by cp().
+    let ns = common::namespace(cp, "signoff-chart", &[]);
+    let crds = std::fs::read_dir(root().join("charts/signoff/crds")).unwrap().count();
+    assert_eq!(crds, 4, "charts/signoff/crds holds the four CRDs");
+    for (mode, sets) in [("managedBy=signoff", &[][..]), ("managedBy=chart (Secret)", CHART_MODE_SECRET)] {
+        let yaml = render(&ns, sets);
+        let out = kubectl_ok(cp, ADMIN, &["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
+        eprintln!("{mode}: kubectl apply --dry-run=server:\n{out}");
+        for expected in ["deployment.apps/signoff", "serviceaccount/signoff", "service/signoff-webhook"] {
+            assert!(out.contains(expected), "{mode}: {expected} in\n{out}");
+        }
+        let has_vwc = out.contains("validatingwebhookconfiguration.admissionregistration.k8s.io/signoff");
+        assert_eq!(
+            has_vwc,
+            !sets.is_empty(),
+            "{mode}: the chart renders the webhook configuration only when it owns it"
+        );
+    }
+}
+
+#[test]
+fn webhook_configuration_has_exactly_one_owner() {
+    let signoff_mode = documents(&render("signoff-system", &[]));
+    assert!(of_kind(&signoff_mode, "ValidatingWebhookConfiguration").is_empty());
+    let args = container_args(&signoff_mode);
+    assert!(!args.contains(&"--no-manage-webhook-config".to_string()), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--tls-cert-file")), "{args:?}");
+
+    for sets in [&["webhook.managedBy=chart"][..], CHART_MODE_SECRET] {
+        let docs = documents(&render("signoff-system", sets));
+        let vwc = of_kind(&docs, "ValidatingWebhookConfiguration");
+        assert_eq!(vwc.len(), 1, "{sets:?}");
+        let args = container_args(&docs);
+        for flag in ["--no-manage-webhook-config", "--tls-cert-file=/tls/tls.crt", "--tls-key-file=/tls/tls.key"] {
+            assert!(args.contains(&flag.to_string()), "{sets:?}: {flag} in {args:?}");
+        }
+        // signoff may not touch webhook configurations or Secrets when the chart owns them.
+        let rbac = serde_yaml::to_string(&of_kind(&docs, "ClusterRole")).unwrap()
+            + &serde_yaml::to_string(&of_kind(&docs, "Role")).unwrap();
+        assert!(!rbac.contains("validatingwebhookconfigurations"), "{sets:?}");
+        assert!(!rbac.contains("secrets"), "{sets:?}");
+        let gate = &vwc[0]["webhooks"][0];
+        assert_eq!(gate["failurePolicy"], "Fail");
+        assert_eq!(gate["sideEffects"], "NoneOnDryRun");
+        let excluded = serde_yaml::to_string(&gate["namespaceSelector"]).unwrap();
+        for ns in ["kube-system", "kube-node-lease", "signoff-system"] {
+            assert!(excluded.contains(ns), "{ns} excluded: {excluded}");
+        }
+    }
+    let cert_manager = documents(&render("signoff-system", &["webhook.managedBy=chart"]));
+    assert_eq!(of_kind(&cert_manager, "Certificate").len(), 2, "CA and serving certificate");
+    let vwc = of_kind(&cert_manager, "ValidatingWebhookConfiguration");
+    assert_eq!(vwc[0]["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], "signoff-system/signoff-webhook");
+}
+
+#[test]
+fn chart_webhook_matches_what_signoff_writes() {
+    // The chart-owned configuration carries the same exemptions as src/webhook/config.rs.
+    let docs = documents(&render("signoff-system", CHART_MODE_SECRET));
+    let vwc = of_kind(&docs, "ValidatingWebhookConfiguration");
+    let condition = vwc[0]["webhooks"][0]["matchConditions"][0]["expression"].as_str().unwrap();
+    for (group, resource) in signoff::webhook::review::EXEMPT_RESOURCES {
+        let pair = format!("(request.resource.group == '{group}' && request.resource.resource == '{resource}')");
+        assert!(condition.contains(&pair), "chart matchCondition lacks {pair}");
+    }
+    let generated = signoff::webhook::config::webhook_configuration(
+        &signoff::webhook::config::WebhookSettings {
+            name: "signoff".into(),
+            endpoint: signoff::webhook::config::Endpoint::Service {
+                namespace: "signoff-system".into(),
+                name: "signoff-webhook".into(),
+                port: 443,
+            },
+            controller_namespace: "signoff-system".into(),
+            timeout_seconds: 10,
+        },
+        Vec::new(),
+        b"",
+    );
+    let generated = serde_yaml::to_value(&generated).unwrap();
+    for (i, webhook) in generated["webhooks"].as_sequence().unwrap().iter().enumerate() {
+        let chart = &vwc[0]["webhooks"][i];
+        for field in ["name", "failurePolicy", "matchPolicy", "sideEffects", "timeoutSeconds", "namespaceSelector"] {
+            assert_eq!(chart[field], webhook[field], "webhooks[{i}].{field}: chart vs src/webhook/config.rs");
+        }
+        if i == 1 {
+            assert_eq!(chart["rules"], webhook["rules"], "approvals webhook rules");
+        }
+    }
+}
+
+#[test]
+fn deployment_is_hardened_and_highly_available() {
+    let docs = documents(&render("signoff-system", &[]));
+    let deployment = of_kind(&docs, "Deployment")[0];
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert!(spec["affinity"]["podAntiAffinity"].is_mapping());
+    assert_eq!(spec["priorityClassName"], "system-cluster-critical");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &spec["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert!(c["resources"]["requests"].is_mapping() && c["resources"]["limits"].is_mapping());
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env = serde_yaml::to_string(&c["env"]).unwrap();
+    assert!(env.contains("POD_NAME") && env.contains("POD_NAMESPACE"), "{env}");
+    let args = container_args(&docs);
+    assert!(args.contains(&"--controller-user=system:serviceaccount:signoff-system:signoff".to_string()), "{args:?}");
+    assert_eq!(of_kind(&docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"], 1);
+    assert_eq!(of_kind(&docs, "NetworkPolicy").len(), 1);
+    assert!(of_kind(&docs, "ServiceMonitor").is_empty(), "ServiceMonitor is opt-in");
+    let with_monitor = documents(&render("signoff-system", &["serviceMonitor.enabled=true"]));
+    assert_eq!(of_kind(&with_monitor, "ServiceMonitor").len(), 1);
+}
+
+/// One line per rule: `mode Kind/name: groups resources [names] verbs`.
+fn rbac_lines(mode: &str, docs: &[Value]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for doc in docs.iter().filter(|d| matches!(kind(d), "ClusterRole" | "Role")) {
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        for rule in doc["rules"].as_sequence().into_iter().flatten() {
+            let list = |field: &str| -> String {
+                let items: Vec<&str> =
+                    rule[field].as_sequence().into_iter().flatten().map(|v| v.as_str().unwrap()).collect();
+                items.join(",")
+            };
+            let groups: Vec<String> = rule["apiGroups"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|g| if g.as_str() == Some("") { "core".to_string() } else { g.as_str().unwrap().to_string() })
+                .collect();
+            let names = list("resourceNames");
+            let names = if names.is_empty() { String::new() } else { format!(" names={names}") };
+            lines.push(format!(
+                "{mode} {}/{name}: groups={} resources={}{names} verbs={}",
+                kind(doc),
+                groups.join(","),
+                list("resources"),
+                list("verbs")
+            ));
+        }
+    }
+    lines
+}
+
+#[test]
+fn rbac_rules_match_the_snapshot() {
+    let mut lines = rbac_lines("signoff", &documents(&render("signoff-system", &[])));
+    lines.extend(rbac_lines("chart", &documents(&render("signoff-system", CHART_MODE_SECRET))));
+    for line in &lines {
+        assert!(!line.contains('*'), "no wildcards in RBAC: {line}");
+    }
+    let actual = lines.join("\n") + "\n";
+    let path = root().join("tests/snapshots/rbac.txt");
+    if std::env::var_os("SIGNOFF_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        let diff =
+            similar::TextDiff::from_lines(&expected, &actual).unified_diff().header("snapshot", "rendered").to_string();
+        panic!(
+            "RBAC changed: review and update tests/snapshots/rbac.txt \
+             (SIGNOFF_UPDATE_SNAPSHOTS=1 cargo test --test chart rbac)\n{diff}"
+        );
+    }
+}
+
+#[test]
+fn controller_rbac_mirrors_the_demo() {
+    // The chart grants its ServiceAccount exactly what examples/demo/03-signoff-rbac.yaml grants.
+    let demo = std::fs::read_to_string(root().join("examples/demo/03-signoff-rbac.yaml")).unwrap();
+    let demo = rbac_lines("x", &documents(&demo));
+    let chart = rbac_lines("x", &documents(&render("signoff-system", &[])));
+    let chart: Vec<String> = chart.into_iter().filter(|l| l.contains("/signoff-controller:")).collect();
+    assert_eq!(chart, demo);
+}
