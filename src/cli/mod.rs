@@ -4,3 +4,5 @@
 pub mod check;
 pub mod decide;
 pub mod kube;
+pub mod me;
+pub mod requests;

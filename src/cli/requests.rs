@@ -1,0 +1,546 @@
+//! `kubectl signoff list|show|wait|reopen`: follow ApprovalRequests as a requester,
+//! an approver or a CI pipeline. Every function returns its output (or one line of
+//! error); the binary prints it.
+
+use std::fmt::Write as _;
+
+use jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::Scope;
+
+use super::decide::{one_line, whoami};
+use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Phase, REOPEN_ANNOTATION, Verdict};
+use crate::policy::UserInfo;
+use crate::webhook::guard::eligible_routes;
+
+/// Which phases `list` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PhaseFilter {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+    All,
+}
+
+impl PhaseFilter {
+    fn matches(self, phase: Phase) -> bool {
+        match self {
+            PhaseFilter::Pending => phase == Phase::Pending,
+            PhaseFilter::Approved => phase == Phase::Approved,
+            PhaseFilter::Rejected => phase == Phase::Rejected,
+            PhaseFilter::Expired => phase == Phase::Expired,
+            PhaseFilter::All => true,
+        }
+    }
+}
+
+fn status_of(ar: &ApprovalRequest) -> ApprovalRequestStatus {
+    ar.status.clone().unwrap_or_default()
+}
+
+fn qualified(ar: &ApprovalRequest) -> String {
+    format!(
+        "{}/{}",
+        ar.metadata.namespace.as_deref().unwrap_or_default(),
+        ar.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// True when `me` may decide this request now and has not yet decided in this attempt.
+pub fn waiting_for(ar: &ApprovalRequest, me: &UserInfo) -> bool {
+    let status = status_of(ar);
+    status.phase == Phase::Pending
+        && ar.spec.requester.username != me.username
+        && !eligible_routes(&status, me).is_empty()
+        && !status.decisions.iter().any(|d| d.approver == me.username && d.attempt == status.attempt)
+}
+
+/// The earliest tier deadline among pending lanes.
+fn next_deadline(status: &ApprovalRequestStatus) -> Option<Timestamp> {
+    status
+        .lanes
+        .iter()
+        .filter(|l| l.phase == Phase::Pending)
+        .filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0))
+        .min()
+}
+
+/// A short human duration: 45s, 3m, 2h5m, 4d.
+pub fn short(d: SignedDuration) -> String {
+    let s = d.as_secs();
+    let sign = if s < 0 { "-" } else { "" };
+    let s = s.abs();
+    let text = match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 if s % 3600 >= 60 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    };
+    format!("{sign}{text}")
+}
+
+/// The rows of `list`, ordered: waiting for me first, then by tier deadline.
+pub fn list_table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool, now: Timestamp) -> String {
+    let mut rows: Vec<(bool, Option<Timestamp>, String, Vec<String>)> = items
+        .iter()
+        .map(|ar| {
+            let status = status_of(ar);
+            let mine = waiting_for(ar, me);
+            let deadline = next_deadline(&status);
+            let age =
+                ar.metadata.creation_timestamp.as_ref().map(|t| short(now.duration_since(t.0))).unwrap_or_default();
+            let left = match (status.phase, deadline) {
+                (Phase::Pending, Some(d)) => short(d.duration_since(now)),
+                (Phase::Approved, _) => status
+                    .not_after
+                    .as_ref()
+                    .map(|t| format!("valid {}", short(t.0.duration_since(now))))
+                    .unwrap_or_else(|| "-".into()),
+                _ => "-".into(),
+            };
+            let mut row = Vec::new();
+            if all_namespaces {
+                row.push(ar.metadata.namespace.clone().unwrap_or_default());
+            }
+            row.extend([
+                format!("{}{}", ar.metadata.name.clone().unwrap_or_default(), if mine { " *" } else { "" }),
+                format!("{:?}", status.phase),
+                format!("{:?}", ar.spec.risk),
+                ar.spec.routes.join(","),
+                status.tier.clone().unwrap_or_else(|| "-".into()),
+                ar.spec.requester.username.clone(),
+                age,
+                left,
+            ]);
+            (mine, deadline, qualified(ar), row)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| match (a.1, b.1) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+            .then_with(|| a.2.cmp(&b.2))
+    });
+    let mut header: Vec<String> = Vec::new();
+    if all_namespaces {
+        header.push("NAMESPACE".into());
+    }
+    header.extend(["NAME", "PHASE", "RISK", "ROUTE", "TIER", "REQUESTER", "AGE", "LEFT"].map(String::from));
+    let table: Vec<Vec<String>> = std::iter::once(header).chain(rows.into_iter().map(|r| r.3)).collect();
+    let widths: Vec<usize> =
+        (0..table[0].len()).map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("   ").trim_end());
+    }
+    out
+}
+
+/// `list`: requests in one namespace (or all), filtered.
+pub async fn list(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    mine: bool,
+    phase: PhaseFilter,
+) -> Result<String, String> {
+    let me = whoami(client).await?;
+    let api: Api<ApprovalRequest> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let items = api.list(&ListParams::default()).await.map_err(|e| one_line(&e))?.items;
+    let items: Vec<ApprovalRequest> = items
+        .into_iter()
+        .filter(|ar| phase.matches(status_of(ar).phase))
+        .filter(|ar| !mine || ar.spec.requester.username == me.username)
+        .collect();
+    if items.is_empty() {
+        let where_ = namespace.map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+        return Ok(format!("No {phase:?} ApprovalRequests{where_}.\n").replace("All ", ""));
+    }
+    Ok(list_table(&items, &me, namespace.is_none(), Timestamp::now()))
+}
+
+/// Read one request, with a clear message when it does not exist.
+pub async fn get(client: &kube::Client, namespace: &str, name: &str) -> Result<ApprovalRequest, String> {
+    let api: Api<ApprovalRequest> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(name)
+        .await
+        .map_err(|e| one_line(&e))?
+        .ok_or_else(|| format!("ApprovalRequest {namespace}/{name} not found (kubectl signoff list -n {namespace})"))
+}
+
+fn colored_diff(diff: &str, color: bool) -> String {
+    let mut out = String::new();
+    for line in diff.lines() {
+        let code = match line.chars().next() {
+            _ if !color => None,
+            _ if line.starts_with("+++") || line.starts_with("---") => Some("1"),
+            Some('+') => Some("32"),
+            Some('-') => Some("31"),
+            Some('@') => Some("36"),
+            _ => None,
+        };
+        match code {
+            Some(code) => {
+                let _ = writeln!(out, "    \x1b[{code}m{line}\x1b[0m");
+            }
+            None => {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
+    out
+}
+
+fn when(t: Timestamp, now: Timestamp) -> String {
+    let d = t.duration_since(now);
+    let rel = if d.is_negative() { format!("{} ago", short(-d)) } else { format!("in {}", short(d)) };
+    format!("{} ({rel})", floor(t))
+}
+
+fn floor(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// The packet, as a reviewer reads it. `color` for the diff (a TTY).
+pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
+    let spec = &ar.spec;
+    let status = status_of(ar);
+    let ns = ar.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ar.metadata.name.as_deref().unwrap_or_default();
+    let mut o = String::new();
+    let _ = writeln!(o, "ApprovalRequest {ns}/{name}   attempt {}", status.attempt);
+    let _ = writeln!(
+        o,
+        "Phase:      {:?}{}",
+        status.phase,
+        status.tier.as_ref().map(|t| format!(" ({t})")).unwrap_or_default()
+    );
+    let requested =
+        ar.metadata.creation_timestamp.as_ref().map(|t| format!(", {}", when(t.0, now))).unwrap_or_default();
+    let _ = writeln!(o, "Requester:  {}{requested}", spec.requester.username);
+    let a = &spec.action;
+    let target = match &a.namespace {
+        Some(n) if !n.is_empty() => format!("{n}/{}", a.name),
+        _ => a.name.clone(),
+    };
+    let gv = if a.group.is_empty() { a.version.clone() } else { format!("{}/{}", a.group, a.version) };
+    let sub = a.sub_resource.as_ref().map(|s| format!("/{s}")).unwrap_or_default();
+    let _ = writeln!(o, "Action:     {} {} {target} ({gv}, {}{sub})", a.operation, a.kind, a.resource);
+    let _ = writeln!(o, "Risk:       {:?}, {}", spec.risk, spec.action_class.as_str());
+    let _ = writeln!(o, "Digest:     {}", spec.digest);
+    let _ = writeln!(o, "Held because:");
+    for r in &spec.reasons {
+        let _ = writeln!(o, "  - {} ({:?}, route {}; policy {}): {}", r.rule, r.risk, r.route, r.policy, r.message);
+    }
+    if let Some(ctx) = &spec.context {
+        if let Some(reason) = &ctx.reason {
+            let _ = writeln!(o, "Reason:     {reason}");
+        }
+        if let Some(ticket) = &ctx.ticket {
+            let _ = writeln!(o, "Ticket:     {ticket}");
+        }
+    }
+    match &spec.cost {
+        Some(c) => {
+            let _ = writeln!(
+                o,
+                "Cost:       {} {} → {} per month ({}{})",
+                c.currency,
+                c.monthly_before,
+                c.monthly_after,
+                if c.monthly_delta.starts_with('-') { "" } else { "+" },
+                c.monthly_delta
+            );
+        }
+        None => {
+            let _ = writeln!(o, "Cost:       no estimate");
+        }
+    }
+    match &spec.diff {
+        Some(diff) if !diff.trim().is_empty() => {
+            let _ = writeln!(o, "Diff:");
+            o.push_str(&colored_diff(diff, color));
+        }
+        _ => {
+            let _ = writeln!(o, "Diff:       none recorded");
+        }
+    }
+    let _ = writeln!(o, "Escalation:");
+    if status.lanes.is_empty() {
+        let _ = writeln!(o, "  not started yet (signoff's controller opens the lanes)");
+    }
+    for lane in &status.lanes {
+        let tier = lane.tier_name.clone().unwrap_or_default();
+        let deadline = match (&lane.phase, &lane.tier_deadline) {
+            (Phase::Pending, Some(d)) => format!(", tier deadline {}", when(d.0, now)),
+            _ => String::new(),
+        };
+        let _ =
+            writeln!(o, "  {}: {:?}, tier {}/{} {tier}{deadline}", lane.route, lane.phase, lane.tier + 1, lane.tiers);
+        let mut eligible = lane.eligible.clone();
+        eligible.extend(lane.eligible_groups.iter().map(|g| format!("group {g}")));
+        if !eligible.is_empty() {
+            let _ = writeln!(o, "    may decide: {}", eligible.join(", "));
+        }
+    }
+    for n in &status.notifications {
+        let msg = n.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  notified {} via {} ({} tier {}) at {}: {}{msg}",
+            n.recipient,
+            n.sink,
+            n.route,
+            n.tier + 1,
+            floor(n.at.0),
+            n.result
+        );
+    }
+    for s in &status.skips {
+        let who = s.user.clone().unwrap_or_else(|| "the whole tier".into());
+        let setting = s.setting.as_ref().map(|x| format!(" [{x}]")).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  skipped {who} ({} tier {}) at {}: {}{setting}",
+            s.route,
+            s.tier + 1,
+            floor(s.at.0),
+            s.reason
+        );
+    }
+    if !status.decisions.is_empty() {
+        let _ = writeln!(o, "Decisions:");
+        for d in &status.decisions {
+            let verb = if d.decision == Verdict::Approve { "approved" } else { "rejected" };
+            let old = if d.attempt != status.attempt { " (earlier attempt; no longer counts)" } else { "" };
+            let comment = d.comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default();
+            let _ = writeln!(o, "  {} {verb} at {} (attempt {}){old}{comment}", d.approver, floor(d.at.0), d.attempt);
+        }
+    }
+    match status.phase {
+        Phase::Pending => {
+            if let Some(d) = &status.deadline {
+                let _ = writeln!(o, "Deadline:   {} if nobody answers", when(d.0, now));
+            }
+            let fallback = spec.fallback.clone().unwrap_or_else(|| {
+                "the request expires and the change is never applied automatically; platform admins get a runbook"
+                    .into()
+            });
+            let _ = writeln!(o, "Otherwise:  {fallback}");
+            let _ = writeln!(o, "Decide:     kubectl signoff approve|reject -n {ns} {name} --comment \"…\"");
+        }
+        Phase::Approved => {
+            if let Some(t) = &status.not_after {
+                let _ = writeln!(o, "Approved:   re-apply the same change before {}", when(t.0, now));
+            }
+        }
+        Phase::Rejected | Phase::Expired => {
+            if let Some(runbook) = &status.runbook {
+                let _ = writeln!(o, "Runbook:");
+                for line in runbook.lines() {
+                    let _ = writeln!(o, "    {line}");
+                }
+            }
+            let _ = writeln!(o, "Ask again:  kubectl signoff reopen -n {ns} {name}");
+        }
+    }
+    o
+}
+
+/// `show -o yaml|json`.
+pub fn serialize(ar: &ApprovalRequest, yaml: bool) -> Result<String, String> {
+    if yaml {
+        serde_yaml::to_string(ar).map_err(|e| e.to_string())
+    } else {
+        serde_json::to_string_pretty(ar).map(|s| s + "\n").map_err(|e| e.to_string())
+    }
+}
+
+/// Exit codes of `wait`.
+pub const EXIT_APPROVED: i32 = 0;
+pub const EXIT_REJECTED: i32 = 3;
+pub const EXIT_EXPIRED: i32 = 4;
+pub const EXIT_TIMEOUT: i32 = 5;
+
+/// The request name (and full digest) a manifest's change would be held under.
+/// The operation is CREATE when the object does not exist yet, else UPDATE; the
+/// object is the one the API server would admit, from a server-side dry run.
+pub async fn request_for_manifest(
+    client: &kube::Client,
+    manifest: &str,
+    default_namespace: &str,
+    controller_namespace: &str,
+) -> Result<(String, String, String), String> {
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(manifest)
+        .map(serde_json::Value::deserialize)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the manifest is not valid YAML: {}", e.to_string().lines().next().unwrap_or_default()))?
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    let [object] = docs.as_slice() else {
+        return Err(format!("wait -f needs exactly one object in the manifest, found {}", docs.len()));
+    };
+    let api_version = object["apiVersion"].as_str().ok_or("the manifest has no apiVersion")?;
+    let kind = object["kind"].as_str().ok_or("the manifest has no kind")?;
+    let name = object.pointer("/metadata/name").and_then(|v| v.as_str()).ok_or("the manifest has no metadata.name")?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|e| format!("the API server does not serve {kind} in {api_version}: {}", one_line(&e)))?;
+    let namespaced = caps.scope == Scope::Namespaced;
+    let namespace = if namespaced {
+        object.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or(default_namespace).to_string()
+    } else {
+        String::new()
+    };
+    let api: Api<DynamicObject> = if namespaced {
+        Api::namespaced_with(client.clone(), &namespace, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    let mut object = object.clone();
+    if namespaced {
+        object["metadata"]["namespace"] = serde_json::Value::String(namespace.clone());
+    }
+    let dynamic: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| format!("the manifest: {e}"))?;
+    let exists = api.get_opt(name).await.map_err(|e| one_line(&e))?.is_some();
+    let (operation, admitted) = if exists {
+        let params = PatchParams::apply("kubectl-signoff-wait").force().dry_run();
+        ("UPDATE", api.patch(name, &params, &Patch::Apply(&dynamic)).await)
+    } else {
+        ("CREATE", api.create(&PostParams { dry_run: true, ..Default::default() }, &dynamic).await)
+    };
+    let admitted = admitted.map_err(|e| format!("a dry run of the manifest failed: {}", one_line(&e)))?;
+    let admitted = serde_json::to_value(&admitted).map_err(|e| e.to_string())?;
+    let target = crate::digest::ChangeTarget {
+        operation,
+        group,
+        version,
+        kind,
+        resource: &resource.plural,
+        sub_resource: "",
+        namespace: &namespace,
+        name,
+    };
+    let digest = crate::digest::change_digest(&target, Some(&admitted));
+    let ar_namespace = if namespaced { namespace.clone() } else { controller_namespace.to_string() };
+    Ok((ar_namespace, crate::digest::request_name(&digest), digest))
+}
+
+use serde::Deserialize as _;
+
+/// The attempt a reopen asked for that signoff has not started yet.
+fn reopening(ar: &ApprovalRequest) -> Option<u32> {
+    let status = status_of(ar);
+    crate::escalation::reopen_attempt(ar)
+        .filter(|next| *next > status.attempt && matches!(status.phase, Phase::Rejected | Phase::Expired))
+}
+
+/// One observation of a request, for `wait`: what changed is printed.
+fn describe(ar: Option<&ApprovalRequest>, now: Timestamp) -> String {
+    let Some(ar) = ar else { return "not found yet (apply the change to create it)".into() };
+    let status = status_of(ar);
+    if let Some(next) = reopening(ar) {
+        return format!("reopening (attempt {next} requested after {:?})", status.phase);
+    }
+    let mut text = format!("{:?} (attempt {}", status.phase, status.attempt);
+    if let Some(tier) = &status.tier {
+        let _ = write!(text, ", {tier}");
+    }
+    text.push(')');
+    if status.phase == Phase::Approved
+        && let Some(t) = &status.not_after
+    {
+        let _ = write!(text, ", valid until {}", floor(t.0));
+        if t.0 <= now {
+            text.push_str(" (the approval has lapsed)");
+        }
+    }
+    text
+}
+
+/// `wait`: poll until a final phase or the timeout. Prints every state change to
+/// `out`; returns the exit code.
+pub async fn wait(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    digest: Option<&str>,
+    must_exist: bool,
+    timeout: Option<SignedDuration>,
+    out: &mut dyn std::io::Write,
+) -> Result<i32, String> {
+    let api: Api<ApprovalRequest> = Api::namespaced(client.clone(), namespace);
+    let started = Timestamp::now();
+    let mut last = String::new();
+    loop {
+        let now = Timestamp::now();
+        let ar = api.get_opt(name).await.map_err(|e| one_line(&e))?;
+        if ar.is_none() && must_exist {
+            return Err(format!("ApprovalRequest {namespace}/{name} not found (kubectl signoff list -n {namespace})"));
+        }
+        if let (Some(ar), Some(digest)) = (&ar, digest)
+            && ar.spec.digest != digest
+        {
+            return Err(format!("ApprovalRequest {namespace}/{name} belongs to a different change (digest mismatch)"));
+        }
+        let state = describe(ar.as_ref(), now);
+        if state != last {
+            let _ = writeln!(out, "{} {namespace}/{name}: {state}", floor(now));
+            let _ = out.flush();
+            last = state;
+        }
+        if let Some(ar) = ar.as_ref().filter(|ar| reopening(ar).is_none()) {
+            let status = status_of(ar);
+            match status.phase {
+                Phase::Approved if status.not_after.as_ref().is_none_or(|t| t.0 > now) => return Ok(EXIT_APPROVED),
+                Phase::Approved => return Ok(EXIT_EXPIRED),
+                Phase::Rejected => return Ok(EXIT_REJECTED),
+                Phase::Expired => return Ok(EXIT_EXPIRED),
+                Phase::Pending => {}
+            }
+        }
+        if let Some(timeout) = timeout
+            && now.duration_since(started) >= timeout
+        {
+            let _ = writeln!(out, "{} {namespace}/{name}: timed out after {}", floor(now), short(timeout));
+            return Ok(EXIT_TIMEOUT);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `reopen`: ask for a new attempt after Rejected or Expired.
+pub async fn reopen(client: &kube::Client, namespace: &str, name: &str) -> Result<String, String> {
+    let ar = get(client, namespace, name).await?;
+    let status = status_of(&ar);
+    if !matches!(status.phase, Phase::Rejected | Phase::Expired) {
+        return Err(format!(
+            "ApprovalRequest {namespace}/{name} is {:?}; only a Rejected or Expired request can be reopened",
+            status.phase
+        ));
+    }
+    let next = status.attempt + 1;
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": ar.metadata.resource_version,
+            "annotations": { REOPEN_ANNOTATION: next.to_string() },
+        }
+    });
+    let api: Api<ApprovalRequest> = Api::namespaced(client.clone(), namespace);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| one_line(&e))?;
+    Ok(format!(
+        "reopened ApprovalRequest {namespace}/{name}: attempt {next} starts at tier 1 (follow it: kubectl signoff wait -n {namespace} {name})"
+    ))
+}

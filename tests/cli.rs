@@ -1,0 +1,344 @@
+//! The `kubectl signoff` plugin, built and run as a process by different users
+//! against the real control plane and a running signoff: the full loop, reject,
+//! `wait` with each exit code, reopen, `away`, and every error path.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+/// Run the built plugin as `user` (their kubeconfig context). Returns (exit code, stdout, stderr).
+fn plugin(user: &str, args: &[&str]) -> (i32, String, String) {
+    let cp = cp();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
+        .args(args)
+        .args(["--kubeconfig", &cp.kubeconfig.display().to_string(), "--context", user])
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("the plugin runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+fn plugin_ok(user: &str, args: &[&str]) -> String {
+    let (code, out, err) = plugin(user, args);
+    assert_eq!(code, 0, "kubectl signoff {} as {user}: exit {code}\nstdout:\n{out}\nstderr:\n{err}", args.join(" "));
+    out
+}
+
+/// Expect a failure: one clear line on stderr, nothing on stdout. Returns the line.
+fn plugin_err(user: &str, args: &[&str], code: i32, message: &str) -> String {
+    let (got, out, err) = plugin(user, args);
+    assert_eq!(got, code, "kubectl signoff {} as {user}: exit {got}\nstdout:\n{out}\nstderr:\n{err}", args.join(" "));
+    assert_eq!(err.lines().count(), 1, "exactly one line on stderr:\n{err}");
+    assert!(out.is_empty(), "nothing on stdout:\n{out}");
+    assert!(err.contains(message), "stderr {err:?} should contain {message:?}");
+    err.trim().to_string()
+}
+
+fn setup() {
+    let cp = cp();
+    signoff();
+    static FAST: std::sync::Once = std::sync::Once::new();
+    FAST.call_once(|| {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cli-policies.yaml");
+        kubectl_ok(cp, ADMIN, &["apply", "-f", &fixture.display().to_string()], None);
+    });
+}
+
+fn fast_namespace() -> String {
+    namespace(cp(), "clifast", &[("signoff.dev/test-cli-fast", "true"), ("signoff.dev/owner", "payments")])
+}
+
+fn configmap(ns: &str, name: &str, risk: &str, data: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{risk: {risk}}}\ndata:\n  value: \"{data}\"\n"
+    )
+}
+
+/// Apply as alice, expect a hold; returns the request's name.
+fn hold(manifest: &str) -> String {
+    let err = kubectl_err(cp(), "alice", &["apply", "-f", "-"], Some(manifest));
+    assert!(err.contains("held for approval"), "{err}");
+    let start = err.find("ApprovalRequest ").unwrap() + "ApprovalRequest ".len();
+    err[start..].split_whitespace().next().unwrap().split('/').nth(1).unwrap().to_string()
+}
+
+fn request(ns: &str, name: &str) -> Value {
+    serde_json::from_str(&kubectl_ok(cp(), ADMIN, &["get", "ar", "-n", ns, name, "-o", "json"], None)).unwrap()
+}
+
+fn wait_for_lanes(ns: &str, name: &str) -> Value {
+    eventually(30, "the reconciler to open the lanes", || {
+        let ar = request(ns, name);
+        ar["status"]["lanes"].as_array().is_some_and(|l| !l.is_empty()).then_some(ar)
+    })
+}
+
+fn write_manifest(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+fn full_loop_held_show_approve_reapply_admitted() {
+    setup();
+    let ns = gated_namespace(cp(), "cliloop");
+    let manifest = configmap(&ns, "limits", "high", "100");
+    let name = hold(&manifest);
+    wait_for_lanes(&ns, &name);
+
+    // bob sees it waiting for him, first.
+    let list = plugin_ok("bob", &["list", "-n", &ns]);
+    assert!(list.starts_with("NAME"), "{list}");
+    assert!(list.contains(&format!("{name} *")), "marked as waiting for bob:\n{list}");
+    for column in ["Pending", "High", "engineering", "engineering 1/5", "alice"] {
+        assert!(list.contains(column), "{column} in\n{list}");
+    }
+    let everywhere = plugin_ok("bob", &["list", "-A"]);
+    assert!(everywhere.starts_with("NAMESPACE") && everywhere.contains(&ns), "{everywhere}");
+    let mine = plugin_ok("alice", &["list", "-n", &ns, "--mine"]);
+    assert!(mine.contains(&name) && !mine.contains(&format!("{name} *")), "not waiting for alice herself:\n{mine}");
+    assert!(plugin_ok("bob", &["list", "-n", &ns, "--mine"]).contains("No Pending ApprovalRequests"));
+
+    // The packet: action, rule and message, diff (no color: not a TTY), escalation, deadline, fallback.
+    let show = plugin_ok("bob", &["show", "-n", &ns, &name]);
+    for part in [
+        &format!("ApprovalRequest {ns}/{name}"),
+        "Action:     CREATE ConfigMap",
+        "high-risk-configmap",
+        "a ConfigMap labelled risk=high",
+        "+  value: '100'",
+        "engineering: Pending, tier 1/5",
+        "may decide: alice, bob, carol, dave",
+        "Deadline:",
+        "never applied automatically",
+        "Cost:",
+    ] {
+        assert!(show.contains(part), "{part:?} in\n{show}");
+    }
+    assert!(!show.contains('\x1b'), "no color when stdout is not a TTY");
+    let json: Value = serde_json::from_str(&plugin_ok("bob", &["show", "-n", &ns, &name, "-o", "json"])).unwrap();
+    assert_eq!(json["spec"]["requester"]["username"], "alice");
+    let yaml = plugin_ok("bob", &["show", "-n", &ns, &name, "-o", "yaml"]);
+    assert!(yaml.contains("kind: ApprovalRequest"), "{yaml}");
+
+    // A CI pipeline waits on the manifest; bob approves; the wait ends with 0 after printing the changes.
+    let file = write_manifest(&manifest);
+    let waiter = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
+        .args(["wait", "-f", &file.path().display().to_string(), "--timeout", "60s"])
+        .args(["--kubeconfig", &cp().kubeconfig.display().to_string(), "--context", "alice"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let approved = plugin_ok("bob", &["approve", "-n", &ns, &name, "--comment", "reviewed the diff"]);
+    assert!(approved.contains(&format!("approved ApprovalRequest {ns}/{name} as bob")), "{approved}");
+    let out = waiter.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "wait -f: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("{ns}/{name}: Pending")), "{stdout}");
+    assert!(stdout.contains(&format!("{ns}/{name}: Approved")), "{stdout}");
+
+    // The same change is admitted now; the request shows the decision.
+    kubectl_ok(cp(), "alice", &["apply", "-f", "-"], Some(&manifest));
+    assert_eq!(plugin(ADMIN, &["wait", "-n", &ns, &name]).0, 0);
+    let show = plugin_ok("alice", &["show", "-n", &ns, &name]);
+    assert!(show.contains("bob approved") && show.contains("reviewed the diff"), "{show}");
+    assert!(show.contains("Approved:   re-apply the same change before"), "{show}");
+}
+
+#[test]
+fn reject_then_wait_exits_3_and_only_the_requester_reopens() {
+    setup();
+    let ns = gated_namespace(cp(), "clireject");
+    let name = hold(&configmap(&ns, "limits", "high", "200"));
+    wait_for_lanes(&ns, &name);
+    let (code, out, _) = plugin("alice", &["wait", "-n", &ns, &name, "--timeout", "2s"]);
+    assert_eq!(code, 5, "timeout:\n{out}");
+    assert!(out.contains("Pending") && out.contains("timed out after 2s"), "{out}");
+
+    plugin_ok("carol", &["reject", "-n", &ns, &name, "--comment", "not during the freeze"]);
+    let (code, out, _) = plugin("alice", &["wait", "-n", &ns, &name]);
+    assert_eq!(code, 3, "rejected:\n{out}");
+    assert!(out.contains("Rejected"), "{out}");
+    assert!(plugin_ok("alice", &["list", "-n", &ns, "--phase", "rejected"]).contains(&name));
+
+    plugin_err(
+        "bob",
+        &["reopen", "-n", &ns, &name],
+        1,
+        "only the requester (alice) or an admin may reopen this request",
+    );
+    let reopened = plugin_ok("alice", &["reopen", "-n", &ns, &name]);
+    assert!(reopened.contains("attempt 2"), "{reopened}");
+    let ar = eventually(30, "attempt 2 to start", || {
+        let ar = request(&ns, &name);
+        (ar["status"]["attempt"] == 2 && ar["status"]["phase"] == "Pending").then_some(ar)
+    });
+    assert_eq!(ar["status"]["decisions"][0]["attempt"], 1, "carol's rejection stays as history");
+    // carol's old rejection no longer counts; bob approves attempt 2.
+    wait_for_lanes(&ns, &name);
+    plugin_ok("bob", &["approve", "-n", &ns, &name]);
+    assert_eq!(plugin("alice", &["wait", "-n", &ns, &name, "--timeout", "30s"]).0, 0);
+    let show = plugin_ok("alice", &["show", "-n", &ns, &name]);
+    assert!(show.contains("earlier attempt; no longer counts"), "{show}");
+}
+
+#[test]
+fn a_chain_that_times_out_makes_wait_exit_4_and_reopen_starts_again() {
+    setup();
+    let ns = fast_namespace();
+    let manifest = configmap(&ns, "fast", "fast", "1");
+    let name = hold(&manifest);
+    let file = write_manifest(&manifest);
+    let (code, out, err) = plugin("alice", &["wait", "-f", &file.path().display().to_string(), "--timeout", "60s"]);
+    assert_eq!(code, 4, "expired:\n{out}\n{err}");
+    assert!(out.contains(&format!("{ns}/{name}: Expired")), "{out}");
+    let show = plugin_ok("alice", &["show", "-n", &ns, &name]);
+    assert!(show.contains("Runbook:") && show.contains("kubectl signoff reopen"), "{show}");
+
+    plugin_ok("alice", &["reopen", "-n", &ns, &name]);
+    let (code, out, _) = plugin("alice", &["wait", "-n", &ns, &name, "--timeout", "60s"]);
+    assert_eq!(code, 4, "attempt 2 expires too:\n{out}");
+    assert!(out.contains("attempt 2"), "{out}");
+}
+
+#[test]
+fn away_makes_the_escalation_skip_you() {
+    setup();
+    let set = plugin_ok("frank", &["away", "--until", "2h", "--reason", "vacation", "--note", "dave covers"]);
+    assert!(set.contains("Approver frank"), "{set}");
+    let approver: Value =
+        serde_json::from_str(&kubectl_ok(cp(), ADMIN, &["get", "approver", "frank", "-o", "json"], None)).unwrap();
+    assert_eq!(approver["spec"]["user"], "frank");
+    assert_eq!(approver["spec"]["away"][0]["reason"], "Vacation");
+
+    let ns = fast_namespace();
+    let name = hold(&configmap(&ns, "away", "fast", "1"));
+    let ar = eventually(30, "frank to be skipped", || {
+        let ar = request(&ns, &name);
+        ar["status"]["skips"].as_array().is_some_and(|s| s.iter().any(|s| s["user"] == "frank")).then_some(ar)
+    });
+    let skip = ar["status"]["skips"].as_array().unwrap().iter().find(|s| s["user"] == "frank").unwrap().clone();
+    assert!(skip["reason"].as_str().unwrap().contains("away"), "{skip}");
+    assert_eq!(ar["status"]["lanes"][0]["eligible"][0], "dave", "dave was reached instead: {ar}");
+    let show = plugin_ok("dave", &["show", "-n", &ns, &name]);
+    assert!(show.contains("skipped frank (engineering tier 1)"), "{show}");
+
+    // Quiet hours edit the same Approver; another person's is out of reach.
+    let quiet = plugin_ok(
+        "frank",
+        &["quiet-hours", "set", "--start", "22:00", "--end", "07:00", "--time-zone", "Europe/Berlin"],
+    );
+    assert!(quiet.contains("quiet hours 22:00-07:00 Europe/Berlin"), "{quiet}");
+    plugin_ok("frank", &["away", "--clear"]);
+    let approver: Value =
+        serde_json::from_str(&kubectl_ok(cp(), ADMIN, &["get", "approver", "frank", "-o", "json"], None)).unwrap();
+    assert!(approver["spec"]["away"].is_null(), "{approver}");
+    assert_eq!(approver["spec"]["quietHours"][0]["start"], "22:00");
+}
+
+#[test]
+fn every_error_is_one_clear_line_and_a_non_zero_exit() {
+    setup();
+    let ns = gated_namespace(cp(), "clierr");
+    let name = hold(&configmap(&ns, "limits", "high", "300"));
+    wait_for_lanes(&ns, &name);
+    let missing = write_manifest("");
+    let two = write_manifest(&format!("{}---\n{}", configmap(&ns, "a", "high", "1"), configmap(&ns, "b", "high", "1")));
+    let (missing, two) = (missing.path().display().to_string(), two.path().display().to_string());
+    let cases: Vec<(&str, Vec<&str>, i32, String)> = vec![
+        (
+            "alice",
+            vec!["approve", "-n", &ns, &name],
+            1,
+            "you requested this change; someone else must approve it".into(),
+        ),
+        ("mallory", vec!["approve", "-n", &ns, &name], 1, "mallory is not an eligible approver".into()),
+        (
+            "bob",
+            vec!["show", "-n", &ns, "ar-000000000000"],
+            1,
+            format!("ApprovalRequest {ns}/ar-000000000000 not found"),
+        ),
+        ("bob", vec!["approve", "-n", &ns, "ar-000000000000"], 1, "not found".into()),
+        ("alice", vec!["wait", "-n", &ns, "ar-000000000000"], 1, "not found".into()),
+        ("alice", vec!["reopen", "-n", &ns, &name], 1, "only a Rejected or Expired request can be reopened".into()),
+        ("alice", vec!["wait", "-n", &ns, &name, "--timeout", "soon"], 1, "--timeout".into()),
+        ("alice", vec!["wait", "-f", "/nonexistent/manifest.yaml"], 1, "/nonexistent/manifest.yaml".into()),
+        ("alice", vec!["wait", "-f", &missing], 1, "exactly one object".into()),
+        ("alice", vec!["wait", "-f", &two], 1, "exactly one object in the manifest, found 2".into()),
+        ("frank", vec!["away", "--until", "someday"], 1, "\"someday\" is not a time".into()),
+        ("frank", vec!["away", "--from", "2h", "--until", "1h"], 1, "must be after --from".into()),
+        ("frank", vec!["quiet-hours", "set", "--start", "25:00", "--end", "07:00"], 1, "not a time of day".into()),
+        (
+            "frank",
+            vec!["quiet-hours", "set", "--start", "22:00", "--end", "07:00", "--days", "Funday"],
+            1,
+            "not a day".into(),
+        ),
+        (
+            "frank",
+            vec!["quiet-hours", "set", "--start", "22:00", "--end", "07:00", "--time-zone", "Mars/Base"],
+            1,
+            "unknown time zone".into(),
+        ),
+        ("nobody-such-context", vec!["list"], 1, "nobody-such-context".into()),
+        ("alice", vec!["list", "--phase", "done"], 2, "invalid value 'done'".into()),
+        ("alice", vec!["wait"], 2, "required arguments were not provided".into()),
+        ("alice", vec!["frobnicate"], 2, "unrecognized subcommand".into()),
+    ];
+    for (user, args, code, message) in &cases {
+        let line = plugin_err(user, args, *code, message);
+        eprintln!("{user}: kubectl signoff {} → {line}", args.join(" "));
+    }
+    // After a decision: deciding again is refused with the phase.
+    plugin_ok("bob", &["approve", "-n", &ns, &name]);
+    eventually(30, "Approved", || (request(&ns, &name)["status"]["phase"] == "Approved").then_some(()));
+    plugin_err("carol", &["reject", "-n", &ns, &name], 1, "is already Approved");
+}
+
+#[test]
+fn help_has_examples_and_completion_scripts_generate() {
+    let bin = env!("CARGO_BIN_EXE_kubectl-signoff");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for command in [
+        vec!["list"],
+        vec!["show"],
+        vec!["approve"],
+        vec!["reject"],
+        vec!["wait"],
+        vec!["reopen"],
+        vec!["away"],
+        vec!["quiet-hours", "set"],
+        vec!["quiet-hours", "clear"],
+        vec!["completion"],
+        vec!["check"],
+    ] {
+        let mut args = command.clone();
+        args.push("--help");
+        let help = run(&args);
+        assert!(
+            help.contains("Examples:") && help.contains("kubectl signoff")
+                || help.contains("kubectl-signoff completion"),
+            "{command:?}:\n{help}"
+        );
+        assert!(
+            command[0] == "completion" || command[0] == "check" || help.contains("--context"),
+            "{command:?} takes the kubectl flags:\n{help}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completion", shell]);
+        assert!(script.contains("kubectl-signoff") && script.contains("quiet-hours"), "{shell}:\n{script}");
+    }
+}
