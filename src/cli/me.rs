@@ -175,3 +175,35 @@ pub async fn quiet_hours_clear(client: &kube::Client) -> Result<String, String> 
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approver_names_are_dns_names() {
+        assert_eq!(approver_name("bob"), "bob");
+        assert_eq!(approver_name("Alice.Smith@Example.com"), "alice.smith-example.com");
+        assert_eq!(approver_name("system:serviceaccount:ci:deployer"), "system-serviceaccount-ci-deployer");
+        assert_eq!(approver_name("-:x:-"), "x");
+        assert_eq!(approver_name(":::"), "user");
+        assert!(approver_name(&"a".repeat(300)).len() <= 253);
+    }
+
+    #[test]
+    fn times_days_and_clock_times_parse_or_say_why_not() {
+        let now: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+        assert_eq!(parse_time("now", now), Ok(now));
+        assert_eq!(parse_time("2h", now), Ok("2026-11-22T14:00:00Z".parse().unwrap()));
+        assert_eq!(parse_time("2026-12-24", now), Ok("2026-12-24T00:00:00Z".parse().unwrap()));
+        assert_eq!(parse_time("2026-12-24T08:00:00+01:00", now), Ok("2026-12-24T07:00:00Z".parse().unwrap()));
+        assert!(parse_time("someday", now).unwrap_err().contains("is not a time"));
+        assert_eq!(parse_day("mon"), Ok(Weekday::Mon));
+        assert_eq!(parse_day("Friday"), Ok(Weekday::Fri));
+        assert!(parse_day("Funday").is_err());
+        assert_eq!(hhmm("07:30"), Ok("07:30".into()));
+        for bad in ["24:00", "7:30", "07:60", "0730"] {
+            assert!(hhmm(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -544,3 +544,86 @@ pub async fn reopen(client: &kube::Client, namespace: &str, name: &str) -> Resul
         "reopened ApprovalRequest {namespace}/{name}: attempt {next} starts at tier 1 (follow it: kubectl signoff wait -n {namespace} {name})"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ApprovalRequestSpec, Lane};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+
+    fn now() -> Timestamp {
+        "2026-11-22T12:00:00Z".parse().unwrap()
+    }
+
+    fn ar(name: &str, eligible: &[&str], deadline_mins: i64) -> ApprovalRequest {
+        let spec: ApprovalRequestSpec = serde_json::from_value(serde_json::json!({
+            "requester": {"username": "alice"},
+            "action": {"operation": "CREATE", "version": "v1", "kind": "ConfigMap", "resource": "configmaps",
+                       "namespace": "prod", "name": "limits"},
+            "digest": "0".repeat(64), "risk": "High", "actionClass": "routine", "routes": ["engineering"],
+            "reasons": [{"policy": "p", "rule": "r", "risk": "High", "route": "engineering",
+                         "actionClass": "routine", "message": "a risky ConfigMap"}],
+            "routing": [{"route": "engineering", "policy": "p"}],
+            "diff": "--- a\n+++ b\n@@ -1 +1 @@\n-  value: '1'\n+  value: '2'\n",
+        }))
+        .unwrap();
+        let mut ar = ApprovalRequest::new(name, spec);
+        ar.metadata.namespace = Some("prod".into());
+        ar.metadata.creation_timestamp = Some(Time(now() - SignedDuration::from_mins(5)));
+        ar.status = Some(ApprovalRequestStatus {
+            tier: Some("engineering 1/5".into()),
+            lanes: vec![Lane {
+                route: "engineering".into(),
+                policy: "p".into(),
+                tier: 0,
+                tiers: 5,
+                tier_name: Some("Team".into()),
+                tier_started_at: None,
+                tier_deadline: Some(MicroTime(now() + SignedDuration::from_mins(deadline_mins))),
+                phase: Phase::Pending,
+                eligible: eligible.iter().map(|s| s.to_string()).collect(),
+                eligible_groups: vec![],
+            }],
+            ..Default::default()
+        });
+        ar
+    }
+
+    fn me(name: &str) -> UserInfo {
+        UserInfo { username: name.into(), uid: String::new(), groups: vec![] }
+    }
+
+    #[test]
+    fn list_puts_what_waits_for_me_first_then_the_nearest_deadline() {
+        let items = [ar("ar-late", &["bob"], 50), ar("ar-other", &["carol"], 5), ar("ar-soon", &["bob"], 10)];
+        let table = list_table(&items, &me("bob"), false, now());
+        let names: Vec<&str> = table.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+        assert_eq!(names, ["ar-soon", "ar-late", "ar-other"], "{table}");
+        assert!(table.lines().nth(1).unwrap().contains("ar-soon *"), "{table}");
+        assert!(table.contains("5m") && table.contains("10m"), "age and time left:\n{table}");
+        // The requester is never asked to decide their own request.
+        assert!(!list_table(&items[..1], &me("alice"), false, now()).contains('*'));
+        assert!(list_table(&items, &me("bob"), true, now()).starts_with("NAMESPACE"));
+    }
+
+    #[test]
+    fn show_colors_the_diff_only_when_asked_and_explains_the_fallback() {
+        let plain = render(&ar("ar-1", &["bob"], 10), now(), false);
+        assert!(!plain.contains('\x1b'));
+        assert!(
+            plain.contains("+  value: '2'")
+                && plain.contains("r (High, route engineering; policy p): a risky ConfigMap")
+        );
+        assert!(plain.contains("never applied automatically") && plain.contains("Decide:"), "{plain}");
+        let colored = render(&ar("ar-1", &["bob"], 10), now(), true);
+        assert!(colored.contains("\x1b[32m+  value: '2'\x1b[0m") && colored.contains("\x1b[31m-  value: '1'"));
+    }
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short(SignedDuration::from_secs(45)), "45s");
+        assert_eq!(short(SignedDuration::from_secs(-180)), "-3m");
+        assert_eq!(short(SignedDuration::from_secs(2 * 3600 + 300)), "2h5m");
+        assert_eq!(short(SignedDuration::from_secs(5 * 86400)), "5d");
+    }
+}
