@@ -342,3 +342,18 @@ fn help_has_examples_and_completion_scripts_generate() {
         assert!(script.contains("kubectl-signoff") && script.contains("quiet-hours"), "{shell}:\n{script}");
     }
 }
+
+#[test]
+fn wait_f_finds_the_request_of_an_update_by_its_digest() {
+    setup();
+    let ns = gated_namespace(cp(), "cliupdate");
+    kubectl_ok(cp(), "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "limits", "low", "1")));
+    let manifest = configmap(&ns, "limits", "high", "2");
+    let name = hold(&manifest);
+    let ar = request(&ns, &name);
+    assert_eq!(ar["spec"]["action"]["operation"], "UPDATE");
+    let file = write_manifest(&manifest);
+    let (code, out, err) = plugin("alice", &["wait", "-f", &file.path().display().to_string(), "--timeout", "1s"]);
+    assert_eq!(code, 5, "{out}\n{err}");
+    assert!(out.contains(&format!("{ns}/{name}: Pending")), "the UPDATE's request, not another:\n{out}");
+}
