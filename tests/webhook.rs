@@ -394,7 +394,7 @@ fn deleting_a_namespace_is_held_and_the_request_lives_in_signoffs_namespace() {
     signoff();
     let ns = gated_namespace(cp, "doomed");
     let err = kubectl_err(cp, ADMIN, &["delete", "namespace", &ns, "--wait=false"], None);
-    assert!(err.contains(&format!("held for approval: ApprovalRequest signoff-system/")), "{err}");
+    assert!(err.contains("held for approval: ApprovalRequest signoff-system/"), "{err}");
     assert!(err.contains(&format!("deleting namespace {ns}")), "{err}");
     let name = held_name(&err);
     let ar = request(cp, "signoff-system", &name);
