@@ -76,6 +76,35 @@ fn f_quantity<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     ret(quantity_value(q))
 }
 
+/// Compiled regular expressions, by pattern. Rules use a handful of literal
+/// patterns, so each is compiled once per process instead of once per call (what
+/// cel's own `matches` does). Bounded: a flood of distinct patterns clears it.
+fn cached_regex(pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
+    static CACHE: std::sync::OnceLock<std::sync::RwLock<HashMap<String, Arc<regex::Regex>>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.read().unwrap_or_else(|e| e.into_inner()).get(pattern) {
+        return Ok(found.clone());
+    }
+    let compiled = regex::Regex::new(pattern)
+        .map_err(|e| ExecutionError::function_error("matches", format!("'{pattern}' not a valid regex:\n{e}")))?;
+    let compiled = Arc::new(compiled);
+    let mut cache = cache.write().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 4096 {
+        cache.clear();
+    }
+    cache.insert(pattern.to_string(), compiled.clone());
+    Ok(compiled)
+}
+
+/// `s.matches(re)` and `matches(s, re)`: RE2 syntax, as in Kubernetes.
+fn f_matches<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity(&args, 2)?;
+    let text = string_arg("matches", args[0].as_ref())?;
+    let pattern = string_arg("matches", args[1].as_ref())?;
+    ret(Value::Bool(cached_regex(&pattern)?.is_match(&text)))
+}
+
 fn f_is_quantity<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity(&args, 1)?;
     let s = string_arg("isQuantity", args[0].as_ref())?;
@@ -141,6 +170,10 @@ fn f_sign<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 pub fn build_env() -> Result<Env, cel::DeclarationError> {
     let mut env = Env::stdlib();
     env.add_extension(cel::extensions::strings)?;
+
+    // cel's `regex` feature is off: its `matches` compiles the pattern on every call.
+    env.add_overload("matches", "matches_string_string", vec![STRING_TYPE, STRING_TYPE], f_matches)?;
+    env.add_member_overload("matches", "string_matches_string", STRING_TYPE, vec![STRING_TYPE], f_matches)?;
 
     env.add_type(quantity_type())?;
     env.add_overload("quantity", "quantity_string", vec![STRING_TYPE], f_quantity)?;

@@ -357,6 +357,7 @@ fn helpers() {
         "'PROD'.lowerAscii() == 'prod'",
         "'prod'.upperAscii() == 'PROD'",
         "'reg.example.com/a'.matches('^reg\\\\.example\\\\.com/')",
+        "matches('payments-prod', '^payments-') && 'payments-prod'.matches('-prod$')",
         "'abc'.startsWith('ab') && 'abc'.endsWith('bc') && 'abc'.contains('b')",
         "'a,b,c'.split(',') == ['a', 'b', 'c']",
         "['a', 'b'].join('-') == 'a-b'",
@@ -381,6 +382,7 @@ fn helpers() {
         "object.spec.replicas == 'five' || object.metadata.name + 1 == 2",
         "1 / 0 == 1",
         "object.spec.replicas",
+        "'x'.matches('(unclosed')",
     ];
     for e in errors {
         assert!(eval(e).is_err(), "{e} should be a runtime error");
