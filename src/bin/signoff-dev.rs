@@ -85,13 +85,8 @@ fn apply(cp: &ControlPlane, what: &str, args: &[&str], stdin: Option<&str>) -> R
 }
 
 fn setup(root: &Path, cp: &ControlPlane, kubeconfig: &Path) -> Result<(), String> {
-    let crds = signoff::crd::crds_yaml();
-    apply(cp, "signoff CRDs", &["apply", "--server-side", "-f", "-"], Some(&crds))?;
-    let names: Vec<String> =
-        signoff::crd::all_crds().into_iter().filter_map(|c| c.metadata.name).map(|n| format!("crd/{n}")).collect();
-    let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-    wait.extend(names.iter().map(String::as_str));
-    apply(cp, "(CRDs established)", &wait, None)?;
+    cp.install_crds().map_err(|e| e.to_string())?;
+    eprintln!("make dev: installed signoff's CRDs (Established)");
     for dir in ["examples/demo", "examples/teams", "examples/policies"] {
         let path = root.join(dir);
         if path.is_dir() {
@@ -99,11 +94,6 @@ fn setup(root: &Path, cp: &ControlPlane, kubeconfig: &Path) -> Result<(), String
         }
     }
     cp.write_kubeconfig(kubeconfig, "alice").map_err(|e| e.to_string())
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 /// Run signoff as its own ServiceAccount, its webhook registered over TLS, and
@@ -114,40 +104,14 @@ fn start_signoff(cp: &ControlPlane, dev: &Path) -> Result<Supervised, String> {
     if !program.exists() {
         return Err(format!("{} not found: run `make dev` (it builds signoff first)", program.display()));
     }
-    let (port, health) = (free_port()?, free_port()?);
-    let (addr, url, health) =
-        (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}/validate"), format!("127.0.0.1:{health}"));
-    let kubeconfig = cp.kubeconfig.display().to_string();
     let log = dev.join("signoff.log");
-    let args = ["run", "--context", "sa:signoff-system:signoff", "--webhook-addr", &addr, "--webhook-url", &url];
-    let args = [&args[..], &["--health-addr", &health, "--tls-ip", "127.0.0.1"]].concat();
-    let mut process = Supervised::spawn("signoff", &program, &args, &[("KUBECONFIG", &kubeconfig)], &log, None)
-        .map_err(|e| e.to_string())?;
-    eprintln!("make dev: started signoff (log {}), waiting for its webhook...", log.display());
+    eprintln!("make dev: starting signoff (log {}), waiting for its webhook...", log.display());
     let probe = "apiVersion: v1\nkind: Secret\nmetadata: {name: probe, namespace: payments-prod}\nstringData: {a: b}\n";
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(status) = process.exited() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("signoff exited ({status}); last lines of {}:\n{}", log.display(), tail(&text, 15)));
-        }
-        let (ok, _, err) = cp
-            .kubectl_run("alice", &["apply", "--dry-run=server", "-f", "-"], Some(probe))
-            .map_err(|e| e.to_string())?;
-        if ok && err.contains("would be held") {
-            eprintln!("make dev: signoff's webhook is registered and answering");
-            return Ok(process);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("signoff's webhook did not answer within 60s; see {}", log.display()));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let (process, _health) = cp
+        .start_signoff(&program, &[], &[], &log, probe, std::time::Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    eprintln!("make dev: signoff's webhook is registered and answering");
+    Ok(process)
 }
 
 fn print_walkthrough(cp: &ControlPlane, kubeconfig: &Path, started: Instant) {

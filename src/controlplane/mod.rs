@@ -38,6 +38,12 @@ pub struct Options {
     pub dir: Option<PathBuf>,
 }
 
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// A process started under the supervisor: it stops when this handle is dropped,
 /// and also when the owning process exits for any reason (the lifeline closes).
 pub struct Supervised {
@@ -148,7 +154,8 @@ pub fn binaries() -> Result<PathBuf> {
     .map_err(Error::ControlPlane)
 }
 
-fn free_port() -> Result<u16> {
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io("binding a free loopback port"))?;
     Ok(listener.local_addr().map_err(io("reading a bound port"))?.port())
 }
@@ -405,9 +412,74 @@ impl ControlPlane {
 
     /// The last `lines` lines of a component's log.
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
-        let text = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        tail(&fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default(), lines)
+    }
+
+    /// Install signoff's CRDs (server-side apply) and wait until they are Established.
+    pub fn install_crds(&self) -> Result<()> {
+        let crds = crate::crd::crds_yaml();
+        let (ok, _, err) = self.kubectl_run(ADMIN, &["apply", "--server-side", "-f", "-"], Some(&crds))?;
+        if !ok {
+            return Err(Error::ControlPlane(format!("installing the CRDs failed:\n{err}")));
+        }
+        let names: Vec<String> =
+            crate::crd::all_crds().into_iter().filter_map(|c| c.metadata.name).map(|n| format!("crd/{n}")).collect();
+        let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        wait.extend(names.iter().map(String::as_str));
+        let (ok, _, err) = self.kubectl_run(ADMIN, &wait, None)?;
+        if !ok {
+            return Err(Error::ControlPlane(format!("the CRDs did not become Established:\n{err}")));
+        }
+        Ok(())
+    }
+
+    /// Run `signoff run` (the binary at `program`) out of cluster as its
+    /// ServiceAccount, its webhook registered at https://127.0.0.1:PORT over TLS,
+    /// and wait until the API server calls it: a server dry run of `probe` (a
+    /// change the installed policies hold) by alice comes back with signoff's
+    /// "would be held" warning. Returns the process and the health base URL.
+    pub fn start_signoff(
+        &self,
+        program: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+        probe: &str,
+        timeout: Duration,
+    ) -> Result<(Supervised, String)> {
+        let (port, health) = (free_port()?, free_port()?);
+        let (addr, url) = (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}/validate"));
+        let health = format!("127.0.0.1:{health}");
+        let context = context_of(CONTROLLER);
+        let mut args = vec!["run", "--context", context, "--webhook-addr", &addr, "--webhook-url", &url];
+        args.extend(["--health-addr", &health, "--tls-ip", "127.0.0.1"]);
+        args.extend_from_slice(extra_args);
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let env = [&[("KUBECONFIG", kubeconfig.as_str())][..], env].concat();
+        let mut process = Supervised::spawn("signoff", program, &args, &env, log, None)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = process.exited() {
+                let text = fs::read_to_string(log).unwrap_or_default();
+                return Err(Error::ControlPlane(format!(
+                    "signoff exited ({status}); last lines of {}:\n{}",
+                    log.display(),
+                    tail(&text, 15)
+                )));
+            }
+            let (ok, _, err) = self.kubectl_run("alice", &["apply", "--dry-run=server", "-f", "-"], Some(probe))?;
+            if ok && err.contains("would be held") {
+                return Ok((process, format!("http://{health}")));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::ControlPlane(format!(
+                    "signoff's webhook did not answer within {}s; see {}",
+                    timeout.as_secs(),
+                    log.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// The static token of a user (not the admin, who uses a client certificate).

@@ -13,15 +13,7 @@ pub use signoff::controlplane::{ADMIN, ControlPlane};
 pub fn cp() -> &'static ControlPlane {
     static CRDS: Once = Once::new();
     let cp = ControlPlane::shared();
-    CRDS.call_once(|| {
-        let crds = signoff::crd::crds_yaml();
-        kubectl_ok(cp, ADMIN, &["apply", "--server-side", "-f", "-"], Some(&crds));
-        let names: Vec<String> =
-            signoff::crd::all_crds().into_iter().map(|c| format!("crd/{}", c.metadata.name.unwrap())).collect();
-        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-        args.extend(names.iter().map(String::as_str));
-        kubectl_ok(cp, ADMIN, &args, None);
-    });
+    CRDS.call_once(|| cp.install_crds().unwrap_or_else(|e| panic!("{e}")));
     cp
 }
 
@@ -89,10 +81,6 @@ impl Signoff {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// signoff running against this binary's control plane, with the test policies,
 /// started once per test binary; returns when the API server calls its webhook.
 pub fn signoff() -> &'static Signoff {
@@ -112,50 +100,24 @@ pub fn start_signoff(extra_args: &[&str]) -> Signoff {
             let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate-policies.yaml");
             kubectl_ok(cp, ADMIN, &["apply", "-f", &fixtures.display().to_string()], None);
         });
-        let (port, health) = (free_port(), free_port());
         let log = cp.dir.join("signoff.log");
-        let webhook_addr = format!("127.0.0.1:{port}");
-        let url = format!("https://127.0.0.1:{port}/validate");
-        let health_addr = format!("127.0.0.1:{health}");
-        let kubeconfig = cp.kubeconfig.display().to_string();
-        let mut args = vec![
-            "run",
-            "--context",
-            "sa:signoff-system:signoff",
-            "--webhook-addr",
-            &webhook_addr,
-            "--webhook-url",
-            &url,
-            "--health-addr",
-            &health_addr,
-            "--tls-ip",
-            "127.0.0.1",
-        ];
-        args.extend_from_slice(extra_args);
-        let process = signoff::controlplane::Supervised::spawn(
-            "signoff",
-            std::path::Path::new(env!("CARGO_BIN_EXE_signoff")),
-            &args,
-            &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info")],
-            &log,
-            None,
-        )
-        .expect("signoff starts");
-        let signoff = Signoff { process: std::sync::Mutex::new(process), log, health: format!("http://{health_addr}") };
         // Ready when a dry run of a held change comes back with signoff's warning:
         // the API server has loaded the webhook configuration and reaches the server.
         let ns = namespace(cp, "canary", &[("signoff.dev/test-gate", "true"), ("signoff.dev/owner", "payments")]);
         let canary = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: canary\n  namespace: {ns}\n  labels: {{risk: high}}\n"
         );
-        eventually(90, "signoff's webhook to answer the API server", || {
-            if let Some(status) = signoff.process.lock().unwrap().exited() {
-                panic!("signoff exited ({status}):\n{}", signoff.log_text());
-            }
-            let (ok, _, err) =
-                cp.kubectl_run("alice", &["apply", "--dry-run=server", "-f", "-"], Some(&canary)).ok()?;
-            (ok && err.contains("would be held")).then_some(())
-        });
+        let (process, health) = cp
+            .start_signoff(
+                std::path::Path::new(env!("CARGO_BIN_EXE_signoff")),
+                extra_args,
+                &[("RUST_LOG", "info")],
+                &log,
+                &canary,
+                std::time::Duration::from_secs(90),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let signoff = Signoff { process: std::sync::Mutex::new(process), log, health };
         eprintln!("signoff: webhook registered with {} and answering (log {})", cp.server, signoff.log.display());
         signoff
     }
