@@ -17,8 +17,6 @@ mod runbook;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
-pub use people::Reached;
-
 use crate::crd::{
     ApprovalRequest, ApprovalRequestStatus, Approver, Decision, Lane, NotifyMode, Phase, Risk, Skip, Team, TierSpec,
     Verdict, default_chain,
@@ -134,7 +132,9 @@ struct Chain {
 }
 
 fn chain(world: World, policy: &str, route: &str, ar: &ApprovalRequest) -> Chain {
-    let spec = world.policies.get(policy).map(|p| p.spec().clone()).unwrap_or_default();
+    // Borrowed: this runs several times per lane on every reconcile.
+    static NO_POLICY: std::sync::OnceLock<crate::crd::EscalationPolicySpec> = std::sync::OnceLock::new();
+    let spec = world.policies.get(policy).map(|p| p.spec()).unwrap_or_else(|| NO_POLICY.get_or_init(Default::default));
     let tiers = spec
         .routes
         .iter()
