@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod esc;
+pub mod report;
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
