@@ -91,6 +91,17 @@ impl Supervised {
         let _ = self.child.wait();
     }
 
+    /// The pid of the supervised program (the supervisor's child), e.g. to read its
+    /// memory from /proc; None once it has exited.
+    pub fn program_pid(&self) -> Option<u32> {
+        // The supervisor has two children: the program and its watcher subshell.
+        let out = Command::new("pgrep").arg("-P").arg(self.child.id().to_string()).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .find(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() != "sh"))
+    }
+
     /// Kill the process at once (SIGKILL), as a crash would: the supervisor's
     /// children (the process and its watcher) get KILL, then the supervisor exits.
     pub fn kill(&mut self) {
