@@ -338,11 +338,26 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
             let _ = writeln!(o, "Otherwise:  {fallback}");
             let _ = writeln!(o, "Decide:     kubectl signoff approve|reject -n {ns} {name} --comment \"…\"");
         }
-        Phase::Approved => {
-            if let Some(t) = &status.not_after {
-                let _ = writeln!(o, "Approved:   re-apply the same change before {}", when(t.0, now));
+        Phase::Approved => match status.approved_admission() {
+            Some(used) => {
+                let _ = writeln!(
+                    o,
+                    "Admitted:   applied by {} {}; an approval admits its change once",
+                    used.user,
+                    when(used.at.0, now)
+                );
+                let _ = writeln!(o, "Ask again:  kubectl signoff reopen -n {ns} {name}");
             }
-        }
+            None if status.approval_spent(now) => {
+                let _ =
+                    writeln!(o, "Ask again:  kubectl signoff reopen -n {ns} {name} (the approval has passed notAfter)");
+            }
+            None => {
+                if let Some(t) = &status.not_after {
+                    let _ = writeln!(o, "Approved:   apply the same change once, before {}", when(t.0, now));
+                }
+            }
+        },
         Phase::Rejected | Phase::Expired => {
             if let Some(runbook) = &status.runbook {
                 let _ = writeln!(o, "Runbook:");
@@ -444,7 +459,7 @@ use serde::Deserialize as _;
 fn reopening(ar: &ApprovalRequest) -> Option<u32> {
     let status = status_of(ar);
     crate::escalation::reopen_attempt(ar)
-        .filter(|next| *next > status.attempt && matches!(status.phase, Phase::Rejected | Phase::Expired))
+        .filter(|next| *next > status.attempt && status.reopenable(jiff::Timestamp::now()))
 }
 
 /// One observation of a request, for `wait`: what changed is printed.
@@ -521,13 +536,15 @@ pub async fn wait(
     }
 }
 
-/// `reopen`: ask for a new attempt after Rejected or Expired.
+/// `reopen`: ask for a new attempt after Rejected or Expired, or once an approval
+/// was used or has passed notAfter.
 pub async fn reopen(client: &kube::Client, namespace: &str, name: &str) -> Result<String, String> {
     let ar = get(client, namespace, name).await?;
     let status = status_of(&ar);
-    if !matches!(status.phase, Phase::Rejected | Phase::Expired) {
+    if !status.reopenable(jiff::Timestamp::now()) {
         return Err(format!(
-            "ApprovalRequest {namespace}/{name} is {:?}; only a Rejected or Expired request can be reopened",
+            "ApprovalRequest {namespace}/{name} is {:?}; only a Rejected or Expired request, or an Approved one whose \
+             approval was used or has passed notAfter, can be reopened",
             status.phase
         ));
     }

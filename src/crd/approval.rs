@@ -177,7 +177,7 @@ pub enum Phase {
     /// Waiting for approvals; escalating.
     #[default]
     Pending,
-    /// Every lane approved; the change is admitted until `notAfter`.
+    /// Every lane approved; the change is admitted once, until `notAfter`.
     Approved,
     /// Someone eligible rejected it.
     Rejected,
@@ -235,7 +235,8 @@ pub struct ApprovalRequestStatus {
     /// For Approved: the change is admitted until this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Time>,
-    /// When the approved change was admitted, and as whom.
+    /// When the change was admitted, and as whom: the one admission its approval
+    /// allows, and any break-glass admissions. Append-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub admissions: Vec<Admission>,
@@ -402,12 +403,40 @@ pub struct Notification {
     pub at: Time,
 }
 
-/// One admission of the approved change.
+/// One admission of the change: by its approval (which admits it once), or by a
+/// break-glass identity without one.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Admission {
-    /// Who applied the approved change.
+    /// Who applied the change.
     pub user: String,
     /// When.
     pub at: Time,
+    /// The attempt whose approval admitted it (see `status.attempt`).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// True when a break-glass identity applied the change without an approval;
+    /// such an admission does not use up an approval.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+}
+
+impl ApprovalRequestStatus {
+    /// The admission that used this attempt's approval, if the change was admitted.
+    pub fn approved_admission(&self) -> Option<&Admission> {
+        self.admissions.iter().find(|a| a.attempt == self.attempt && !a.break_glass)
+    }
+
+    /// An Approved request whose approval can no longer admit anything: it was
+    /// used (an approval admits its change once) or `notAfter` has passed. Like
+    /// Rejected and Expired, it can be reopened.
+    pub fn approval_spent(&self, now: jiff::Timestamp) -> bool {
+        self.phase == Phase::Approved
+            && (self.approved_admission().is_some() || self.not_after.as_ref().is_none_or(|t| t.0 <= now))
+    }
+
+    /// Whether the requester (or an admin) may start a new attempt now.
+    pub fn reopenable(&self, now: jiff::Timestamp) -> bool {
+        matches!(self.phase, Phase::Rejected | Phase::Expired) || self.approval_spent(now)
+    }
 }

@@ -337,7 +337,7 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
     let mut status = ar.status.clone().unwrap_or_default();
     let mut effects = Vec::new();
     if let Some(next) = reopen_attempt(ar)
-        && matches!(status.phase, Phase::Rejected | Phase::Expired)
+        && status.reopenable(now)
         && next > status.attempt
     {
         // A new attempt, re-opened from now; decisions, skips and notifications stay as history.

@@ -23,7 +23,7 @@ use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 use serde::Serialize;
 
-use crate::crd::{ActionClass, EscalationPolicy, EscalationPolicySpec, Operation, PolicyMode, Risk};
+use crate::crd::{ActionClass, EscalationPolicy, EscalationPolicySpec, MatchPolicy, Operation, PolicyMode, Risk};
 use celenv::{cel_map, cel_str};
 pub use cost::Cost;
 pub use quantity::Quantity;
@@ -367,6 +367,14 @@ impl PolicySet {
 
     pub fn get(&self, name: &str) -> Option<&CompiledPolicy> {
         self.policies.iter().find(|p| p.name == name)
+    }
+
+    /// Whether any policy's match rules (of valid and invalid policies alike) name
+    /// this request's resource and operation: what the webhook configuration sends
+    /// to the gate. Anything else should never reach it.
+    pub fn covers(&self, input: &ReviewInput) -> bool {
+        let specs = self.policies.iter().map(|p| &p.spec.match_).chain(self.invalid.iter().map(|i| &i.spec.match_));
+        specs.into_iter().any(|m| m.rules.iter().any(|r| matching::rule_matches(r, MatchPolicy::Equivalent, input)))
     }
 }
 

@@ -726,3 +726,26 @@ fn from_admission_review() {
     assert_eq!(a.fired[0].message, "scaling web from 3 to 0");
     assert_eq!(a.action_class, ActionClass::TimeSensitive);
 }
+
+#[test]
+fn a_policy_set_covers_what_its_match_rules_name_and_nothing_else() {
+    let mut p = policy("deploys", vec![rule("r", "true", Risk::High, "engineering", ActionClass::Routine)]);
+    p.spec.match_.rules = vec![deploy_rule()];
+    let mut broken = policy("broken", vec![rule("r", "not cel (", Risk::High, "engineering", ActionClass::Routine)]);
+    broken.spec.match_.rules = vec![rr(&[Operation::Delete], &[""], &["v1"], &["secrets"])];
+    let set = PolicySet::new([&p, &broken]);
+    assert_eq!(set.errors().count(), 1);
+    assert!(set.covers(&input(Operation::Update, ("apps", "v1", "deployments"), "", "prod")));
+    // Equivalent: another version of the same resource.
+    assert!(set.covers(&input(Operation::Create, ("apps", "v1beta2", "deployments"), "", "prod")));
+    // An invalid policy's rules still count: its kinds are held, not refused as unknown.
+    assert!(set.covers(&input(Operation::Delete, ("", "v1", "secrets"), "", "prod")));
+    for (op, gvr, sub) in [
+        (Operation::Delete, ("apps", "v1", "deployments"), ""),
+        (Operation::Update, ("apps", "v1", "deployments"), "scale"),
+        (Operation::Create, ("example.com", "v1", "frobnicators"), ""),
+    ] {
+        assert!(!set.covers(&input(op, gvr, sub, "prod")), "{op:?} {gvr:?} {sub}");
+    }
+    assert!(!PolicySet::empty().covers(&input(Operation::Update, ("apps", "v1", "deployments"), "", "prod")));
+}

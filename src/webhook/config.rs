@@ -38,8 +38,14 @@ pub fn gate_rules<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) 
     let mut rules: Vec<RuleWithOperations> = Vec::new();
     for policy in policies {
         for rule in &policy.spec.match_.rules {
+            let mut operations: Vec<String> = rule.operations.iter().map(|o| operation_str(*o).to_string()).collect();
+            // Removing the last finalizers of an object being deleted is an UPDATE
+            // that completes a DELETE: the gate must see it (review::finalizing_delete).
+            if operations.iter().any(|o| o == "DELETE") && !operations.iter().any(|o| o == "UPDATE" || o == "*") {
+                operations.push("UPDATE".into());
+            }
             let converted = RuleWithOperations {
-                operations: Some(rule.operations.iter().map(|o| operation_str(*o).to_string()).collect()),
+                operations: Some(operations),
                 api_groups: Some(rule.api_groups.clone()),
                 api_versions: Some(rule.api_versions.clone()),
                 resources: Some(rule.resources.clone()),
@@ -140,5 +146,43 @@ pub fn webhook_configuration(
                 ..common
             },
         ]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{EscalationPolicySpec, MatchSpec, Operation, ResourceRule};
+
+    #[test]
+    fn delete_rules_also_send_updates_so_finalizer_removals_reach_the_gate() {
+        let rule = |ops: Vec<Operation>, resource: &str| ResourceRule {
+            operations: ops,
+            api_groups: vec!["".into()],
+            api_versions: vec!["v1".into()],
+            resources: vec![resource.into()],
+            scope: None,
+        };
+        let spec = EscalationPolicySpec {
+            match_: MatchSpec {
+                rules: vec![
+                    rule(vec![Operation::Delete], "persistentvolumeclaims"),
+                    rule(vec![Operation::Create], "secrets"),
+                ],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rules = gate_rules([&EscalationPolicy::new("p", spec)]);
+        let ops = |resource: &str| {
+            rules
+                .iter()
+                .find(|r| r.resources.as_deref() == Some(&[resource.to_string()][..]))
+                .unwrap()
+                .operations
+                .clone()
+        };
+        assert_eq!(ops("persistentvolumeclaims"), Some(vec!["DELETE".to_string(), "UPDATE".to_string()]));
+        assert_eq!(ops("secrets"), Some(vec!["CREATE".to_string()]));
     }
 }

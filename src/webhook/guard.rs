@@ -74,7 +74,7 @@ pub fn approval_write(
                 // Metadata only: status writes through the main resource are dropped by
                 // the API server, and the spec cannot change. A reopen is the one
                 // metadata change with a meaning.
-                return reopen_write(old, new, user, ids);
+                return reopen_write(old, new, user, ids, now);
             }
             status_write(old, new, user, ids, now)
         }
@@ -87,8 +87,15 @@ fn reopen_annotation(ar: &ApprovalRequest) -> Option<&str> {
 }
 
 /// Adding or changing the reopen annotation starts a new attempt: only the
-/// requester or an admin, only after Rejected or Expired, only the next attempt.
-fn reopen_write(old: &ApprovalRequest, new: &ApprovalRequest, user: &UserInfo, ids: &Identities) -> Result<(), String> {
+/// requester or an admin, only after Rejected or Expired or once the approval is
+/// spent (used, or past notAfter), only the next attempt.
+fn reopen_write(
+    old: &ApprovalRequest,
+    new: &ApprovalRequest,
+    user: &UserInfo,
+    ids: &Identities,
+    now: Timestamp,
+) -> Result<(), String> {
     let Some(value) = reopen_annotation(new) else { return Ok(()) };
     if reopen_annotation(old) == Some(value) {
         return Ok(());
@@ -98,8 +105,12 @@ fn reopen_write(old: &ApprovalRequest, new: &ApprovalRequest, user: &UserInfo, i
         return Err(format!("only the requester ({requester}) or an admin may reopen this request"));
     }
     let status = old.status.clone().unwrap_or_default();
-    if !matches!(status.phase, Phase::Rejected | Phase::Expired) {
-        return Err(format!("only a Rejected or Expired request can be reopened; this one is {:?}", status.phase));
+    if !status.reopenable(now) {
+        return Err(format!(
+            "only a Rejected or Expired request, or an Approved one whose approval was used or has passed notAfter, \
+             can be reopened; this one is {:?}",
+            status.phase
+        ));
     }
     let next = status.attempt + 1;
     if value.parse::<u32>().ok() != Some(next) {
@@ -134,7 +145,7 @@ fn status_write(
         if !added.is_empty() {
             return Err("signoff's controller may move phase and tiers but never add a decision".into());
         }
-        return controller_progress(old_status, new_status, reopen_annotation(new));
+        return controller_progress(old_status, new_status, reopen_annotation(new), now);
     }
 
     if status_without_decisions(old_status) != status_without_decisions(new_status) {
@@ -214,12 +225,17 @@ fn decision_allowed(
 
 /// The controller may only move forward: tiers never go back, a final phase stays.
 /// A final phase becomes Pending again only for a reopen: the next attempt, as annotated.
+/// Admissions are an audit record: append-only, like decisions.
 fn controller_progress(
     old: &ApprovalRequestStatus,
     new: &ApprovalRequestStatus,
     reopen: Option<&str>,
+    now: Timestamp,
 ) -> Result<(), String> {
-    let reopened = matches!(old.phase, Phase::Rejected | Phase::Expired)
+    if new.admissions.len() < old.admissions.len() || old.admissions.iter().zip(&new.admissions).any(|(a, b)| a != b) {
+        return Err("admissions are append-only: an earlier admission cannot be edited or removed".into());
+    }
+    let reopened = old.reopenable(now)
         && new.phase == Phase::Pending
         && new.attempt == old.attempt + 1
         && reopen.and_then(|v| v.parse::<u32>().ok()) == Some(new.attempt);

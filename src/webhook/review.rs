@@ -116,6 +116,12 @@ pub fn preliminary(input: &ReviewInput, assessment: &Assessment, settings: &Gate
     {
         return Preliminary::NoOp;
     }
+    let (digest, namespace, name) = location(input, settings);
+    Preliminary::Held { digest, namespace, name }
+}
+
+/// Where a held change's ApprovalRequest lives: its digest, namespace and name.
+pub fn location(input: &ReviewInput, settings: &GateSettings) -> (String, String, String) {
     let digest = digest_of(input);
     // Cluster-scoped targets (a Namespace object carries its own name as
     // request.namespace) are held in signoff's namespace: a request must not live
@@ -126,7 +132,29 @@ pub fn preliminary(input: &ReviewInput, assessment: &Assessment, settings: &Gate
     } else {
         input.namespace.clone()
     };
-    Preliminary::Held { name: request_name(&digest), digest, namespace }
+    let name = request_name(&digest);
+    (digest, namespace, name)
+}
+
+/// An UPDATE that removes finalizers from an object that is being deleted
+/// finishes that deletion, so it is judged as the DELETE it completes: held unless
+/// the deletion was admitted by signoff (approved, or break-glass). Returns that
+/// DELETE, or None for any other request.
+pub fn finalizing_delete(input: &ReviewInput) -> Option<ReviewInput> {
+    if input.operation != crate::crd::Operation::Update || !input.sub_resource.is_empty() {
+        return None;
+    }
+    let old = input.old_object.as_ref()?;
+    old.pointer("/metadata/deletionTimestamp").filter(|t| !t.is_null())?;
+    let finalizers = |o: Option<&serde_json::Value>| -> Vec<String> {
+        o.and_then(|o| o.pointer("/metadata/finalizers"))
+            .and_then(|f| f.as_array())
+            .map(|f| f.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let after = finalizers(input.object.as_ref());
+    let removes_one = finalizers(Some(old)).iter().any(|f| !after.contains(f));
+    removes_one.then(|| ReviewInput { operation: crate::crd::Operation::Delete, object: None, ..input.clone() })
 }
 
 fn risk_and_class(a: &Assessment) -> String {
@@ -285,8 +313,10 @@ pub fn held_message(ar: &ApprovalRequest) -> String {
     )
 }
 
-/// The answer for a held change whose ApprovalRequest exists.
-pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp) -> Answer {
+/// The answer for a held change whose ApprovalRequest exists. An approval admits
+/// its change once; `finalizing` is true for a finalizer removal that completes a
+/// deletion (see [`finalizing_delete`]), which an admitted deletion allows.
+pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp, finalizing: bool) -> Answer {
     let ns = ar.metadata.namespace.as_deref().unwrap_or_default();
     let name = ar.metadata.name.as_deref().unwrap_or_default();
     if ar.spec.digest != digest {
@@ -299,8 +329,30 @@ pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp) -> An
     }
     let status = ar.status.clone().unwrap_or_default();
     let reopen = format!("kubectl signoff reopen -n {ns} {name}");
+    if finalizing
+        && let Some(admitted) = status.admissions.iter().rev().find(|a| a.break_glass || a.attempt == status.attempt)
+    {
+        return Answer::Allow {
+            warnings: vec![format!(
+                "signoff: completes the deletion admitted by ApprovalRequest {ns}/{name} ({}, {}{})",
+                admitted.user,
+                admitted.at.0,
+                if admitted.break_glass { ", break-glass" } else { "" }
+            )],
+        };
+    }
     match status.phase {
         Phase::Pending => Answer::Deny { message: held_message(ar) },
+        Phase::Approved if status.approved_admission().is_some() => {
+            let used = status.approved_admission().expect("checked");
+            Answer::Deny {
+                message: format!(
+                    "signoff: the approval in ApprovalRequest {ns}/{name} was already used: {} applied this change at {}. \
+                     An approval admits its change once; to apply it again, ask again: {reopen}",
+                    used.user, used.at.0
+                ),
+            }
+        }
         Phase::Approved => match status.not_after {
             Some(Time(not_after)) if now < not_after => Answer::Allow {
                 warnings: vec![format!(

@@ -24,7 +24,7 @@ use super::guard::{self, Identities};
 use super::review::{self, Answer, EXEMPT_RESOURCES, GateSettings, Preliminary};
 use crate::crd::{Admission, ApprovalRequest, Approver, EscalationPolicy, GROUP};
 use crate::metrics::Metrics;
-use crate::policy::{PolicySet, ReviewInput, UserInfo, classify};
+use crate::policy::{PolicySet, ReviewInput, UserInfo, classify, operation_str};
 
 /// The largest AdmissionReview accepted: an object and its old version can each be
 /// up to etcd's 1.5 MiB limit (and 3 MiB through the API); more is refused.
@@ -44,9 +44,17 @@ pub struct WebhookState {
     pub deadline: Duration,
 }
 
-/// The router: POST /validate.
+/// The router: POST /validate. The body limit is enforced in `validate` itself.
 pub fn router(state: WebhookState) -> Router {
-    Router::new().route("/validate", post(validate)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
+    Router::new().route("/validate", post(validate)).layer(DefaultBodyLimit::disable()).with_state(state)
+}
+
+fn too_large(size: &str) -> Response {
+    let message = format!(
+        "signoff: AdmissionReview body exceeds {MAX_BODY_BYTES} bytes (8 MiB){size}; refused without reading it. \
+         The API server never sends reviews this large; check what is calling the webhook."
+    );
+    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
 }
 
 fn deny(req: &AdmissionRequest<DynamicObject>, message: impl ToString) -> AdmissionResponse {
@@ -64,8 +72,21 @@ fn allow(req: &AdmissionRequest<DynamicObject>, warnings: Vec<String>) -> Admiss
     response
 }
 
-async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
+async fn validate(State(state): State<WebhookState>, request: axum::extract::Request) -> Response {
     let started = std::time::Instant::now();
+    // Refuse an oversized body on its header, before reading any of it.
+    let declared = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    if let Some(length) = declared.and_then(|v| v.parse::<u64>().ok()).filter(|l| *l > MAX_BODY_BYTES as u64) {
+        state.metrics.review("malformed");
+        return too_large(&format!(" (Content-Length {length})"));
+    }
+    let body: Bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            state.metrics.review("malformed");
+            return too_large("");
+        }
+    };
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
         Ok(review) => review,
         Err(e) => {
@@ -184,39 +205,74 @@ async fn gate(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Ad
             Err(e) => return deny(req, format!("signoff could not read namespace {ns}: {e}; denied to be safe")),
         }
     }
-    let input = match ReviewInput::from_admission(req, ns_object) {
+    let received = match ReviewInput::from_admission(req, ns_object) {
         Ok(input) => input,
         Err(e) => return deny(req, format!("signoff: malformed admission request: {e}")),
     };
+    if received.kind.kind.is_empty() || received.resource.resource.is_empty() || received.resource.version.is_empty() {
+        return deny(req, "signoff: malformed admission request: kind or resource is empty; denied to be safe");
+    }
+    // A finalizer removal that completes a deletion is judged as that DELETE.
+    let finalizing = review::finalizing_delete(&received);
+    let input = finalizing.as_ref().unwrap_or(&received);
     let policies = state.policies.load();
-    let assessment = classify(&input, &policies);
-    match review::preliminary(&input, &assessment, &state.settings) {
+    if !policies.covers(input) && !policies.covers(&received) {
+        let r = &received.resource;
+        let message = format!(
+            "signoff: no EscalationPolicy matches {} of {}{}/{}{}; the webhook configuration should not send it here \
+             (stale configuration, or a caller other than the API server). Denied to be safe.",
+            operation_str(received.operation),
+            if r.group.is_empty() { String::new() } else { format!("{}/", r.group) },
+            r.version,
+            r.resource,
+            if received.sub_resource.is_empty() { String::new() } else { format!("/{}", received.sub_resource) },
+        );
+        audit(&received, "denied-unknown-resource", &message);
+        return deny(req, message);
+    }
+    let assessment = classify(input, &policies);
+    match review::preliminary(input, &assessment, &state.settings) {
         Preliminary::Admit { warnings } => {
             if warnings.is_empty() {
                 let rules = assessment.fired.iter().map(|f| format!("{}/{}", f.policy, f.rule)).collect::<Vec<_>>();
-                audit(&input, "admitted-low-risk", &format!("low risk; rules fired: {rules:?}"));
+                audit(input, "admitted-low-risk", &format!("low risk; rules fired: {rules:?}"));
             } else {
-                audit(&input, "audit-only", &warnings.join("; "));
+                audit(input, "audit-only", &warnings.join("; "));
             }
             allow(req, warnings)
         }
         Preliminary::NoOp => {
-            audit(&input, "admitted-no-op", "the update changes nothing that matters");
+            audit(input, "admitted-no-op", "the update changes nothing that matters");
             allow(req, vec![])
         }
         Preliminary::DryRun { warning } => {
-            audit(&input, "dry-run", &warning);
+            audit(input, "dry-run", &warning);
             allow(req, vec![warning])
         }
         Preliminary::BreakGlass { warning } => {
-            audit(&input, "break-glass", &warning);
+            audit(input, "break-glass", &warning);
             state.metrics.decision("break-glass");
-            let reference = target_reference(state, &input);
+            // Recording in the request is best effort and bounded: break-glass exists
+            // for emergencies, when the API may be slow; the audit line and Event stand.
+            let budget = state.deadline / 2;
+            let recorded = tokio::time::timeout(budget, record_break_glass(state, input, &assessment, &policies)).await;
+            let reference = match recorded {
+                Ok(Ok(ar)) => request_reference(&ar),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "break-glass admission not recorded in an ApprovalRequest");
+                    target_reference(state, input)
+                }
+                Err(_) => {
+                    warn!(?budget, "break-glass admission not recorded in an ApprovalRequest in time");
+                    target_reference(state, input)
+                }
+            };
             publish(state, EventType::Warning, "BreakGlass", "Admit", &warning, &reference).await;
             allow(req, vec![warning])
         }
         Preliminary::Held { digest, namespace, name } => {
-            held(state, req, &input, &assessment, &policies, &digest, &namespace, &name).await
+            let finalizing = finalizing.is_some();
+            held(state, req, input, &assessment, &policies, &digest, &namespace, &name, finalizing).await
         }
     }
 }
@@ -281,6 +337,7 @@ async fn held(
     digest: &str,
     namespace: &str,
     name: &str,
+    finalizing: bool,
 ) -> AdmissionResponse {
     let api: Api<ApprovalRequest> = Api::namespaced(state.client.clone(), namespace);
     // Always read from the API server, not a cache: an approval is only as good as
@@ -328,24 +385,41 @@ async fn held(
         }
     };
     let now = jiff::Timestamp::now();
-    match review::decide_existing(&ar, digest, now) {
+    match review::decide_existing(&ar, digest, now, finalizing) {
         Answer::Deny { message } => {
             audit(input, "denied", &message);
             deny(req, message)
         }
+        Answer::Allow { warnings } if finalizing && ar.status.as_ref().is_some_and(|s| !s.admissions.is_empty()) => {
+            // Completes a deletion signoff already admitted: nothing new to record.
+            audit(input, "admitted-finalizing", &warnings.join("; "));
+            allow(req, warnings)
+        }
         Answer::Allow { warnings } => {
-            // Record the admission before admitting; if that fails, deny (fail closed).
-            let mut admissions = ar.status.as_ref().map(|s| s.admissions.clone()).unwrap_or_default();
+            // Record the admission before admitting; the resourceVersion makes it
+            // atomic, so one approval admits one write. If that fails, deny.
+            let status = ar.status.clone().unwrap_or_default();
+            let mut admissions = status.admissions.clone();
             admissions.push(Admission {
                 user: input.user.username.clone(),
                 at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                attempt: status.attempt,
+                break_glass: false,
             });
             let patch = serde_json::json!({
                 "metadata": { "resourceVersion": ar.metadata.resource_version },
                 "status": { "admissions": admissions },
             });
             if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                return deny(req, format!("signoff could not record the admission in {namespace}/{name}: {e}; retry"));
+                let message = match e {
+                    kube::Error::Api(e) if e.code == 409 => format!(
+                        "signoff: ApprovalRequest {namespace}/{name} changed while admitting (another write may have \
+                         used the approval); retry to see its state"
+                    ),
+                    e => format!("signoff could not record the admission in {namespace}/{name}: {e}; retry"),
+                };
+                audit(input, "denied", &message);
+                return deny(req, message);
             }
             let message = format!("admitted by approved ApprovalRequest {namespace}/{name}");
             audit(input, "admitted", &message);
@@ -362,4 +436,48 @@ async fn held(
             allow(req, warnings)
         }
     }
+}
+
+/// Record a break-glass admission in the change's ApprovalRequest (created if
+/// there is none), so the request shows it and approvers review it afterwards.
+async fn record_break_glass(
+    state: &WebhookState,
+    input: &ReviewInput,
+    assessment: &crate::policy::Assessment,
+    policies: &PolicySet,
+) -> Result<ApprovalRequest, kube::Error> {
+    let (digest, namespace, name) = review::location(input, &state.settings);
+    let api: Api<ApprovalRequest> = Api::namespaced(state.client.clone(), &namespace);
+    let mut last = None;
+    for _ in 0..3 {
+        let ar = match api.get_opt(&name).await? {
+            Some(ar) => ar,
+            None => {
+                let packet = review::packet(input, assessment, policies, &digest, &namespace, &name);
+                match api.create(&PostParams::default(), &packet).await {
+                    Ok(created) => created,
+                    Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let status = ar.status.clone().unwrap_or_default();
+        let mut admissions = status.admissions.clone();
+        admissions.push(Admission {
+            user: input.user.username.clone(),
+            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            attempt: status.attempt,
+            break_glass: true,
+        });
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": ar.metadata.resource_version },
+            "status": { "admissions": admissions },
+        });
+        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(updated) => return Ok(updated),
+            Err(kube::Error::Api(e)) if e.code == 409 => last = Some(kube::Error::Api(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("three conflicts"))
 }

@@ -146,9 +146,9 @@ fn packet_and_held_message() {
 fn existing_requests_decide_by_phase_and_digest() {
     let mut ar = held_request();
     let digest = ar.spec.digest.clone();
-    assert_eq!(decide_existing(&ar, &digest, now()), Answer::Deny { message: held_message(&ar) });
+    assert_eq!(decide_existing(&ar, &digest, now(), false), Answer::Deny { message: held_message(&ar) });
     assert!(
-        matches!(decide_existing(&ar, &"0".repeat(64), now()), Answer::Deny { message } if message.contains("digest mismatch"))
+        matches!(decide_existing(&ar, &"0".repeat(64), now(), false), Answer::Deny { message } if message.contains("digest mismatch"))
     );
 
     ar.status = Some(ApprovalRequestStatus {
@@ -156,17 +156,19 @@ fn existing_requests_decide_by_phase_and_digest() {
         not_after: Some(Time(now() + SignedDuration::from_secs(60))),
         ..Default::default()
     });
-    assert!(matches!(decide_existing(&ar, &digest, now()), Answer::Allow { .. }));
+    assert!(matches!(decide_existing(&ar, &digest, now(), false), Answer::Allow { .. }));
     let later = now() + SignedDuration::from_secs(61);
-    assert!(matches!(decide_existing(&ar, &digest, later), Answer::Deny { message } if message.contains("expired")));
+    assert!(
+        matches!(decide_existing(&ar, &digest, later, false), Answer::Deny { message } if message.contains("expired"))
+    );
 
     ar.status = Some(ApprovalRequestStatus { phase: Phase::Rejected, ..Default::default() });
     assert!(
-        matches!(decide_existing(&ar, &digest, now()), Answer::Deny { message } if message.contains("rejected") && message.contains("reopen"))
+        matches!(decide_existing(&ar, &digest, now(), false), Answer::Deny { message } if message.contains("rejected") && message.contains("reopen"))
     );
     ar.status = Some(ApprovalRequestStatus { phase: Phase::Expired, ..Default::default() });
     assert!(
-        matches!(decide_existing(&ar, &digest, now()), Answer::Deny { message } if message.contains("expired") && message.contains("Runbook"))
+        matches!(decide_existing(&ar, &digest, now(), false), Answer::Deny { message } if message.contains("expired") && message.contains("Runbook"))
     );
 }
 
@@ -363,7 +365,7 @@ fn approvers_are_written_by_themselves_or_an_admin() {
 
 fn with_phase(ar: &ApprovalRequest, phase: Phase) -> ApprovalRequest {
     let mut next = ar.clone();
-    next.status.as_mut().unwrap().phase = phase;
+    next.status.get_or_insert_with(Default::default).phase = phase;
     next
 }
 
@@ -395,13 +397,109 @@ fn only_the_requester_or_an_admin_reopens_a_rejected_or_expired_request_for_the_
     assert_eq!(reopen_by(&expired, &annotated(&expired, "2"), &user(&requester, &[])), Ok(()));
     for phase in [Phase::Pending, Phase::Approved] {
         let ar = with_phase(&rejected, phase);
+        let ar = with_not_after(&ar, now() + SignedDuration::from_secs(60));
         let err = reopen_by(&ar, &annotated(&ar, "2"), &user(&requester, &[])).unwrap_err();
-        assert!(err.contains("only a Rejected or Expired request can be reopened"), "{err}");
+        assert!(err.contains("only a Rejected or Expired request, or an Approved one"), "{err}");
     }
+    // An Approved request whose approval was used, or has passed notAfter, can be asked again.
+    let approved = with_not_after(&with_phase(&rejected, Phase::Approved), now() + SignedDuration::from_secs(60));
+    let used = with_admission(&approved, admission("alice", 1, false));
+    assert_eq!(reopen_by(&used, &annotated(&used, "2"), &user(&requester, &[])), Ok(()));
+    let stale = with_not_after(&approved, now() - SignedDuration::from_secs(1));
+    assert_eq!(reopen_by(&stale, &annotated(&stale, "2"), &user(&requester, &[])), Ok(()));
+    // A break-glass admission does not use the approval up.
+    let glass = with_admission(&approved, admission("root", 1, true));
+    assert!(reopen_by(&glass, &annotated(&glass, "2"), &user(&requester, &[])).is_err());
     // Other metadata edits, and keeping the annotation as it is, stay allowed.
     let mut labelled = next.clone();
     labelled.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
     assert_eq!(reopen_by(&next, &labelled, &user("bob", &[])), Ok(()));
+}
+
+fn with_not_after(ar: &ApprovalRequest, at: Timestamp) -> ApprovalRequest {
+    let mut next = ar.clone();
+    next.status.get_or_insert_with(Default::default).not_after = Some(Time(at));
+    next
+}
+
+fn admission(user: &str, attempt: u32, break_glass: bool) -> Admission {
+    Admission { user: user.into(), at: Time(now()), attempt, break_glass }
+}
+
+fn with_admission(ar: &ApprovalRequest, admission: Admission) -> ApprovalRequest {
+    let mut next = ar.clone();
+    next.status.get_or_insert_with(Default::default).admissions.push(admission);
+    next
+}
+
+#[test]
+fn an_approval_admits_its_change_once() {
+    let ar = with_not_after(&with_phase(&held_request(), Phase::Approved), now() + SignedDuration::from_secs(60));
+    let digest = ar.spec.digest.clone();
+    assert!(matches!(decide_existing(&ar, &digest, now(), false), Answer::Allow { .. }));
+    // A break-glass admission does not use the approval.
+    let glass = with_admission(&ar, admission("root", 1, true));
+    assert!(matches!(decide_existing(&glass, &digest, now(), false), Answer::Allow { .. }));
+    let used = with_admission(&ar, admission("alice", 1, false));
+    let Answer::Deny { message } = decide_existing(&used, &digest, now(), false) else { panic!("admitted twice") };
+    assert!(message.contains("already used: alice applied this change") && message.contains("kubectl signoff reopen"));
+    // An admission of an earlier attempt does not use this attempt's approval.
+    let mut second = with_admission(&ar, admission("alice", 1, false));
+    second.status.as_mut().unwrap().attempt = 2;
+    assert!(matches!(decide_existing(&second, &digest, now(), false), Answer::Allow { .. }));
+}
+
+fn being_deleted(finalizers_before: &[&str], finalizers_after: &[&str]) -> ReviewInput {
+    let object = |f: &[&str]| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "ledger-data",
+            "namespace": "prod", "uid": "u-1", "deletionTimestamp": "2026-11-22T11:00:00Z", "finalizers": f}})
+    };
+    let mut input = pvc_delete(&user("kcm", &[]));
+    input.operation = Operation::Update;
+    input.old_object = Some(object(finalizers_before));
+    input.object = Some(object(finalizers_after));
+    input
+}
+
+#[test]
+fn removing_finalizers_of_an_object_being_deleted_is_judged_as_its_delete() {
+    let removal = being_deleted(&["a", "b"], &["b"]);
+    let judged = finalizing_delete(&removal).expect("a finalizer removal completes a deletion");
+    assert_eq!(judged.operation, Operation::Delete);
+    assert_eq!(judged.object, None);
+    // Same request, same digest as the DELETE it completes.
+    assert_eq!(digest_of(&judged), digest_of(&pvc_delete(&user("alice", &[]))));
+    // Adding a finalizer, keeping them, or an object not being deleted: an ordinary UPDATE.
+    assert_eq!(finalizing_delete(&being_deleted(&["a"], &["a", "b"])), None);
+    assert_eq!(finalizing_delete(&being_deleted(&["a"], &["a"])), None);
+    let mut alive = being_deleted(&["a"], &[]);
+    alive.old_object.as_mut().unwrap()["metadata"].as_object_mut().unwrap().remove("deletionTimestamp");
+    assert_eq!(finalizing_delete(&alive), None);
+
+    // An admitted deletion (approved, or break-glass) lets its finalizers go, even
+    // after notAfter; a deletion signoff never admitted is held.
+    let ar = with_not_after(&with_phase(&held_request(), Phase::Approved), now() - SignedDuration::from_secs(600));
+    let digest = ar.spec.digest.clone();
+    let admitted = with_admission(&ar, admission("alice", 1, false));
+    assert!(matches!(decide_existing(&admitted, &digest, now(), true), Answer::Allow { .. }));
+    let glass = with_admission(&with_phase(&held_request(), Phase::Pending), admission("root", 1, true));
+    assert!(matches!(decide_existing(&glass, &digest, now(), true), Answer::Allow { .. }));
+    let pending = with_phase(&held_request(), Phase::Pending);
+    assert!(matches!(decide_existing(&pending, &digest, now(), true), Answer::Deny { .. }));
+}
+
+#[test]
+fn admissions_are_append_only() {
+    let controller = user(CONTROLLER, &[]);
+    let ar = with_admission(&with_phase(&held_request(), Phase::Approved), admission("alice", 1, false));
+    let mut edited = ar.clone();
+    edited.status.as_mut().unwrap().admissions[0].user = "mallory".into();
+    assert!(status_write(&ar, &edited, &controller).unwrap_err().contains("admissions are append-only"));
+    let mut removed = ar.clone();
+    removed.status.as_mut().unwrap().admissions.clear();
+    assert!(status_write(&ar, &removed, &controller).unwrap_err().contains("admissions are append-only"));
+    let appended = with_admission(&ar, admission("alice", 1, true));
+    assert_eq!(status_write(&ar, &appended, &controller), Ok(()));
 }
 
 #[test]
