@@ -251,6 +251,7 @@ pub async fn run(
         settings: GateSettings {
             controller_namespace: options.namespace.clone(),
             break_glass_groups: options.break_glass_groups.clone(),
+            refuse_uncovered: options.manage_webhook_config,
         },
         identities: options.identities.clone(),
         recorder: Recorder::new(client.clone(), reporter),

@@ -149,7 +149,8 @@ fn full_loop_held_show_approve_reapply_admitted() {
     assert_eq!(plugin(ADMIN, &["wait", "-n", &ns, &name]).0, 0);
     let show = plugin_ok("alice", &["show", "-n", &ns, &name]);
     assert!(show.contains("bob approved") && show.contains("reviewed the diff"), "{show}");
-    assert!(show.contains("Approved:   re-apply the same change before"), "{show}");
+    // An approval admits its change once: the request says it was used.
+    assert!(show.contains("Admitted:   applied by alice") && show.contains("Ask again:"), "{show}");
 }
 
 #[test]

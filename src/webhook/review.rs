@@ -33,6 +33,10 @@ pub struct GateSettings {
     pub controller_namespace: String,
     /// Members of these groups are admitted with a loud, recorded warning.
     pub break_glass_groups: Vec<String>,
+    /// Deny reviews for resources no EscalationPolicy matches. True when signoff
+    /// writes the webhook configuration from the policies (then such a review means
+    /// a stale configuration or a foreign caller); false when a chart owns broader rules.
+    pub refuse_uncovered: bool,
 }
 
 /// What to do with a change before looking up any ApprovalRequest.

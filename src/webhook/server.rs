@@ -216,7 +216,7 @@ async fn gate(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Ad
     let finalizing = review::finalizing_delete(&received);
     let input = finalizing.as_ref().unwrap_or(&received);
     let policies = state.policies.load();
-    if !policies.covers(input) && !policies.covers(&received) {
+    if state.settings.refuse_uncovered && !policies.covers(input) && !policies.covers(&received) {
         let r = &received.resource;
         let message = format!(
             "signoff: no EscalationPolicy matches {} of {}{}/{}{}; the webhook configuration should not send it here \

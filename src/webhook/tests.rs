@@ -23,6 +23,7 @@ fn settings() -> GateSettings {
     GateSettings {
         controller_namespace: "signoff-system".into(),
         break_glass_groups: vec!["signoff:break-glass".into()],
+        refuse_uncovered: true,
     }
 }
 
