@@ -4,12 +4,13 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/signoff/target
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help
+.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
 	@echo "make test   fmt check, clippy -D warnings, unit and integration tests against a real apiserver"
 	@echo "make crds   regenerate crds/ and charts/signoff/crds/ from the Rust types"
+	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
 
 ## The whole suite: what CI runs (.ci/run).
 test: fmt-check lint controlplane chart unit-and-integration
@@ -42,6 +43,20 @@ chart:
 # --show-output prints what each integration test saw from the real apiserver.
 unit-and-integration:
 	$(CARGO) test --locked --all-targets -- --show-output
+
+# The long versions of the chaos tests (SIGNOFF_CHAOS=1), one at a time, then one
+# table of their figures, printed and written into docs/security.md. Stale figures
+# from earlier runs are removed first (tests/common/report.rs writes them there).
+# The table is printed even when a test fails (figures are recorded before the
+# asserts); make still fails then.
+chaos: controlplane
+	rm -rf "$(CARGO_TARGET_DIR)/tmp/signoff-report"
+	status=0; \
+	SIGNOFF_CHAOS=1 $(CARGO) test --locked --test adversarial_status --test crash --test load --test rotation_e2e \
+	  -- --show-output --test-threads=1 || status=$$?; \
+	SIGNOFF_CHAOS=1 SIGNOFF_UPDATE_DOCS=1 $(CARGO) test --locked --test chaos_report -- --ignored --nocapture \
+	  || status=$$?; \
+	exit $$status
 
 crds:
 	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/crds
