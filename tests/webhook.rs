@@ -3,68 +3,14 @@
 
 mod common;
 
+use common::approvals::*;
 use common::*;
 use serde_json::{Value, json};
-use signoff::controlplane::ControlPlane;
 
 fn configmap(ns: &str, name: &str, risk: &str, data: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{risk: {risk}}}\ndata:\n  value: \"{data}\"\n"
     )
-}
-
-fn requests(cp: &ControlPlane, ns: &str) -> Vec<Value> {
-    let out = kubectl_ok(cp, ADMIN, &["get", "approvalrequests", "-n", ns, "-o", "json"], None);
-    serde_json::from_str::<Value>(&out).unwrap()["items"].as_array().unwrap().clone()
-}
-
-fn request(cp: &ControlPlane, ns: &str, name: &str) -> Value {
-    serde_json::from_str(&kubectl_ok(cp, ADMIN, &["get", "ar", "-n", ns, name, "-o", "json"], None)).unwrap()
-}
-
-/// The held request's name, from the denial message.
-fn held_name(stderr: &str) -> String {
-    let start = stderr.find("ApprovalRequest ").expect("message names the request") + "ApprovalRequest ".len();
-    let qualified: String = stderr[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    qualified.split('/').nth(1).unwrap().to_string()
-}
-
-/// Who `user` is, as the API server authenticates them.
-fn whoami(cp: &ControlPlane, user: &str) -> Value {
-    let out = kubectl_ok(cp, user, &["auth", "whoami", "-o", "json"], None);
-    serde_json::from_str::<Value>(&out).unwrap()["status"]["userInfo"].clone()
-}
-
-/// Append a decision to a request's status as `user`, the way `kubectl signoff
-/// approve` will: naming `approver` (normally the user themselves).
-fn decide(cp: &ControlPlane, user: &str, approver: &str, ns: &str, name: &str, verdict: &str) -> (bool, String) {
-    let me = whoami(cp, user);
-    let ar = request(cp, ns, name);
-    let mut decisions = ar["status"]["decisions"].as_array().cloned().unwrap_or_default();
-    decisions.push(json!({
-        "approver": approver,
-        "uid": me["uid"],
-        "groups": me["groups"],
-        "decision": verdict,
-        "at": jiff::Timestamp::now().to_string(),
-    }));
-    let patch =
-        json!({"metadata": {"resourceVersion": ar["metadata"]["resourceVersion"]}, "status": {"decisions": decisions}});
-    let (ok, _, err) = cp
-        .kubectl_run(
-            user,
-            &["patch", "ar", name, "-n", ns, "--subresource=status", "--type=merge", "-p", &patch.to_string()],
-            None,
-        )
-        .unwrap();
-    (ok, err)
-}
-
-fn wait_for_lanes(cp: &ControlPlane, ns: &str, name: &str) -> Value {
-    eventually(30, "the reconciler to open the lanes", || {
-        let ar = request(cp, ns, name);
-        ar["status"]["lanes"].as_array().is_some_and(|l| !l.is_empty()).then_some(ar)
-    })
 }
 
 #[test]

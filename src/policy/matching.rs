@@ -124,9 +124,10 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<&str, &str>)
 fn namespace_selector_matches(spec: &MatchSpec, input: &ReviewInput) -> bool {
     let Some(selector) = &spec.namespace_selector else { return true };
     if is_namespace(input) {
-        // A Namespace is matched on its own labels (new object, else old).
-        let own = input.object.as_ref().filter(|o| !o.is_null()).or(input.old_object.as_ref());
-        return selector_matches(selector, &labels_of(own));
+        // A Namespace is matched on its own labels, old or new: relabelling a
+        // namespace out of a policy's selector is itself a change the policy sees.
+        let (new, old) = (input.object.as_ref().filter(|o| !o.is_null()), input.old_object.as_ref());
+        return [new, old].into_iter().flatten().any(|o| selector_matches(selector, &labels_of(Some(o))));
     }
     if is_cluster_scoped(input) {
         return true;

@@ -261,6 +261,11 @@ fn policy_match_selectors_and_exclusions() {
     assert!(matching::matches(&spec, &ns));
     ns.old_object = Some(json!({"metadata": {"name": "shop", "labels": {"signoff.dev/environment": "development"}}}));
     assert!(!matching::matches(&spec, &ns));
+    // Relabelling a namespace out of the selector is still seen: old or new labels.
+    ns.operation = Operation::Update;
+    ns.object = Some(json!({"metadata": {"name": "shop", "labels": {"signoff.dev/environment": "development"}}}));
+    ns.old_object = Some(json!({"metadata": {"name": "shop", "labels": {"signoff.dev/environment": "production"}}}));
+    assert!(matching::matches(&spec, &ns));
 
     // objectSelector: old or new object.
     let mut spec = MatchSpec { rules: vec![rr(&[Operation::All], &["*"], &["*"], &["*"])], ..Default::default() };

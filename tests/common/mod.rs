@@ -2,6 +2,7 @@
 //! binary, one namespace per test.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod approvals;
 pub mod esc;
 pub mod report;
 
