@@ -43,7 +43,7 @@ fn rows(chaos_only: bool) -> (Vec<Row>, Vec<String>) {
         rows.extend(figures.into_iter().map(|figure| Row { figure, chaos }));
     }
     // By section; within one, in the order the tests recorded them.
-    rows.sort_by(|a, b| section_number(&a.figure.section).cmp(&section_number(&b.figure.section)));
+    rows.sort_by_key(|r| section_number(&r.figure.section));
     (rows, skipped)
 }
 
