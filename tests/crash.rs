@@ -265,19 +265,23 @@ async fn killer(mut fleet: Fleet, leases: Api<Lease>, seed: u64, stop_at: Instan
 /// (window 0: the first leader, before any failover). A failover is a kill or a
 /// leader that lost its Lease (renewal too slow under load). Returns (total
 /// duplicates, max duplicates of one key in one window, duplicates per window,
-/// the key and window of the max).
-fn duplicates(got: &[Received], failovers: &[Timestamp]) -> (usize, usize, Vec<usize>, String) {
+/// the key and window of the max, duplicates with no failover since the previous
+/// delivery of the same key).
+fn duplicates(got: &[Received], failovers: &[Timestamp]) -> (usize, usize, Vec<usize>, String, usize) {
     let mut by_key: BTreeMap<&str, Vec<Timestamp>> = BTreeMap::new();
     for r in got {
         by_key.entry(&r.key).or_default().push(r.at);
     }
     let mut per_window = vec![0usize; failovers.len() + 1];
-    let (mut total, mut max, mut worst) = (0, 0, String::new());
+    let (mut total, mut max, mut worst, mut no_failover) = (0, 0, String::new(), 0);
+    let window_of = |at: &Timestamp| failovers.iter().filter(|f| **f <= *at).count();
     for (key, mut times) in by_key {
         times.sort();
         let mut in_window: BTreeMap<usize, usize> = BTreeMap::new();
-        for at in &times[1..] {
-            let window = failovers.iter().filter(|f| **f <= *at).count();
+        for pair in times.windows(2) {
+            let (before, at) = (&pair[0], &pair[1]);
+            let window = window_of(at);
+            no_failover += usize::from(window_of(before) == window);
             *in_window.entry(window).or_default() += 1;
             per_window[window] += 1;
             total += 1;
@@ -288,7 +292,7 @@ fn duplicates(got: &[Received], failovers: &[Timestamp]) -> (usize, usize, Vec<u
             }
         }
     }
-    (total, max, per_window, worst)
+    (total, max, per_window, worst, no_failover)
 }
 
 /// When each replica believed it led, from its log ("leader election changed"):
@@ -525,7 +529,7 @@ async fn crash(ns: String, started: Instant) {
         }
     }
 
-    let (dup_total, dup_max, dup_windows, dup_worst) = duplicates(&got, &failovers);
+    let (dup_total, dup_max, dup_windows, dup_worst, dup_no_failover) = duplicates(&got, &failovers);
     let key_of_worst = dup_worst.split(' ').next().unwrap_or_default();
     let zero = kills.first().map_or_else(Timestamp::now, |k| k.at);
     let rel = |t: Timestamp| format!("{:.2}", t.duration_since(zero).as_secs_f64());
@@ -573,6 +577,13 @@ async fn crash(ns: String, started: Instant) {
                 no_expiry_notice.is_empty(),
             ),
             Figure::count(SECTION, "duplicate notifications, total (by idempotency key)", dup_total),
+            Figure::new(
+                SECTION,
+                "duplicates with no failover since the key's previous delivery",
+                dup_no_failover,
+                "0",
+                dup_no_failover == 0,
+            ),
             Figure::count(SECTION, "duplicate notifications in the worst failover (all requests)", max_in_one_failover),
             Figure::new(SECTION, "max duplicates of one notification per failover", dup_max, "<= 1", dup_max <= 1),
             Figure::count(
