@@ -4,12 +4,13 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/signoff/target
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos
+.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos fuzz
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
 	@echo "make test   fmt check, clippy -D warnings, unit and integration tests against a real apiserver"
 	@echo "make crds   regenerate crds/ and charts/signoff/crds/ from the Rust types"
+	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (default 60) from fuzz/corpus; not part of make test"
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
 
 ## The whole suite: what CI runs (.ci/run).
@@ -64,3 +65,10 @@ crds:
 dev: controlplane
 	$(CARGO) build --locked --bin signoff --bin kubectl-signoff --bin signoff-dev
 	exec "$(CARGO_TARGET_DIR)/debug/signoff-dev"
+
+# cargo-fuzz targets (fuzz/README.md), not part of `make test`: installs cargo-fuzz
+# into ~/.cache/signoff on first use, builds with nightly into its own target dir,
+# runs each target for FUZZ_SECONDS and fails if any crashed.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh

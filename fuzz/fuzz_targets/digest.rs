@@ -1,0 +1,5 @@
+#![no_main]
+//! See `signoff_fuzz::digest` for what this target feeds and checks.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| signoff_fuzz::digest(data));
