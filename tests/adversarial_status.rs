@@ -1277,3 +1277,42 @@ fn adversarial_status_writes_never_break_an_invariant() {
     );
     assert!(get(&t.refused_signoff) >= total / 4, "signoff refused only {} writes", get(&t.refused_signoff));
 }
+
+/// Targeted: an identity the API server gives no uid (a client-certificate user,
+/// like the admin) must not write a decision that claims someone else's uid.
+/// Found by the adversarial run: `guard::decision_allowed` skips the uid check
+/// when the writer has no uid. Remove the ignore with the fix.
+#[test]
+#[ignore = "guard bug: a writer without a uid may claim any uid in a decision (reported to the lead)"]
+fn a_writer_without_a_uid_cannot_claim_one() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "adv-uid");
+    let manifest =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\n  namespace: NS\n  labels: {risk: high}\n"
+            .replace("NS", &ns);
+    let err = kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&manifest));
+    let name = held_name(&err).expect("held");
+    let get = || -> Value {
+        serde_json::from_str(&kubectl_ok(cp, ADMIN, &["get", "ar", "-n", &ns, &name, "-o", "json"], None)).unwrap()
+    };
+    let mut ar = eventually(60, "lanes", || {
+        let ar = get();
+        (!lanes(&ar["status"]).is_empty()).then_some(ar)
+    });
+    // The controller may widen a lane (it decides who is eligible): the admin becomes eligible.
+    array(&mut ar["status"]["lanes"][0], "eligible").push(json!("admin"));
+    kubectl_ok(cp, CONTROLLER, &["replace", "--subresource=status", "-f", "-"], Some(&ar.to_string()));
+    let admin = whoami(cp, ADMIN);
+    assert!(admin.uid.is_empty(), "the admin authenticates by certificate, without a uid");
+    let ar = get();
+    let mut forged = ar.clone();
+    array(&mut forged["status"], "decisions").push(json!({
+        "approver": "admin", "uid": "uid-bob", "groups": admin.groups, "decision": "Approve",
+        "at": time_string(jiff::Timestamp::now()), "attempt": attempt(&ar["status"]),
+    }));
+    let (ok, out, err) =
+        cp.kubectl_run(ADMIN, &["replace", "--subresource=status", "-f", "-"], Some(&forged.to_string())).unwrap();
+    assert!(!ok, "the admin's decision claiming bob's uid was accepted:\n{out}");
+    eprintln!("refused: {err}");
+}
