@@ -175,12 +175,15 @@ fn decision_allowed(
             user.username, decision.approver
         ));
     }
-    match (&decision.uid, user.uid.is_empty()) {
-        (Some(uid), false) if *uid != user.uid => {
-            return Err(format!("the decision's uid {uid} is not yours ({})", user.uid));
-        }
-        (None, false) => return Err(format!("the decision must carry your uid ({})", user.uid)),
-        _ => {}
+    // The decision's uid must be exactly the writer's: none when the API server
+    // gives the writer none (e.g. client-certificate users).
+    let claimed_uid = decision.uid.as_deref().unwrap_or_default();
+    if claimed_uid != user.uid {
+        return Err(match (claimed_uid.is_empty(), user.uid.is_empty()) {
+            (true, false) => format!("the decision must carry your uid ({})", user.uid),
+            (false, true) => format!("the decision's uid {claimed_uid} is not yours (you have none)"),
+            _ => format!("the decision's uid {claimed_uid} is not yours ({})", user.uid),
+        });
     }
     let mut claimed = decision.groups.clone();
     let mut actual = user.groups.clone();

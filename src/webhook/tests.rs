@@ -258,6 +258,18 @@ fn forged_and_ineligible_decisions_are_refused() {
             "is not yours",
         ),
         (
+            "a writer without a uid claiming one",
+            User { uid: String::new(), ..user("bob", &[]) },
+            decision("bob", Verdict::Approve),
+            "is not yours (you have none)",
+        ),
+        (
+            "no uid where the writer has one",
+            user("bob", &[]),
+            Decision { uid: None, ..decision("bob", Verdict::Approve) },
+            "must carry your uid",
+        ),
+        (
             "time far off",
             user("bob", &[]),
             Decision { at: Time(now() - SignedDuration::from_secs(600)), ..decision("bob", Verdict::Approve) },
