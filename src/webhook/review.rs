@@ -220,7 +220,8 @@ pub fn packet(
     let context = (reason.is_some() || ticket.is_some()).then_some(ChangeContext { reason, ticket });
     let diff = render_diff(input);
     let manifest = subject(input)
-        .map(|o| serde_yaml::to_string(&crate::digest::canonical_object(o, &input.sub_resource)).unwrap_or_default());
+        .map(|o| serde_yaml::to_string(&crate::digest::canonical_object(o, &input.sub_resource)).unwrap_or_default())
+        .map(|m| bounded(m, "manifest"));
     let spec = ApprovalRequestSpec {
         requester: UserInfo {
             username: input.user.username.clone(),
@@ -277,6 +278,27 @@ fn label_value(text: &str) -> String {
     cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
 
+/// The most text a packet keeps for the manifest or the diff: an ApprovalRequest
+/// must fit in etcd (1.5 MiB) whatever the size of the object it holds.
+pub const MAX_PACKET_TEXT: usize = 256 * 1024;
+
+/// `text`, cut at MAX_PACKET_TEXT on a line boundary with a note saying so.
+fn bounded(text: String, what: &str) -> String {
+    if text.len() <= MAX_PACKET_TEXT {
+        return text;
+    }
+    let mut cut = MAX_PACKET_TEXT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let cut = text[..cut].rfind('\n').map_or(cut, |i| i + 1);
+    format!(
+        "{}# … {what} truncated at {cut} of {} bytes; the digest covers the whole object.\n",
+        &text[..cut],
+        text.len()
+    )
+}
+
 /// Unified diff of the old and new object (canonical YAML), when there is one.
 pub fn render_diff(input: &ReviewInput) -> Option<String> {
     let yaml = |o: &Option<serde_json::Value>| {
@@ -289,6 +311,15 @@ pub fn render_diff(input: &ReviewInput) -> Option<String> {
     let (old, new) = (yaml(&input.old_object), yaml(&input.object));
     if old == new {
         return None;
+    }
+    if old.len() + new.len() > MAX_PACKET_TEXT {
+        // A line diff of megabytes is slow and would not fit in etcd with the request.
+        return Some(format!(
+            "# the object is too large to diff here ({} bytes before, {} after); the digest covers all of it.\n\
+             # Compare with: kubectl diff -f <manifest>\n",
+            old.len(),
+            new.len()
+        ));
     }
     let diff = similar::TextDiff::from_lines(&old, &new);
     Some(diff.unified_diff().context_radius(3).header("before", "after").to_string())

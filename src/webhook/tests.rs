@@ -543,3 +543,22 @@ fn the_controller_reopens_only_the_annotated_next_attempt_and_decisions_name_the
     let fresh = with_decision(&reopened, Decision { attempt: 2, ..decision("bob", Verdict::Approve) });
     assert_eq!(status_write(&reopened, &fresh, &user("bob", &[])), Ok(()));
 }
+
+#[test]
+fn a_huge_object_gets_a_bounded_packet_that_still_fits_in_etcd() {
+    let big = "x".repeat(100) + "\n";
+    let data: serde_json::Map<String, serde_json::Value> =
+        (0..30_000).map(|i| (format!("k{i}"), json!(big.clone()))).collect();
+    let mut input = pvc_delete(&user("alice", &[]));
+    input.operation = Operation::Update;
+    input.old_object = Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {}}));
+    input.object = Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": data}));
+    let a = held_assessment();
+    let Preliminary::Held { digest, namespace, name } = preliminary(&input, &a, &settings()) else { panic!("held") };
+    let ar = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name);
+    let manifest = ar.spec.manifest.unwrap();
+    assert!(manifest.len() <= MAX_PACKET_TEXT + 200, "{}", manifest.len());
+    assert!(manifest.contains("manifest truncated at"), "{}", &manifest[manifest.len() - 200..]);
+    let diff = ar.spec.diff.unwrap();
+    assert!(diff.contains("too large to diff") && diff.len() < 1000, "{diff}");
+}
