@@ -60,7 +60,8 @@ enum Outcome {
     /// The API server could not get an answer from the webhook (fails closed).
     CallError,
     /// The test's own connection to the API server failed (connect or send): no
-    /// answer. Not an admission either: a 3 MiB object past admission fails in etcd.
+    /// answer, so the verdict is unknown; nothing is stored either way (etcd refuses
+    /// a 3 MiB object), and the count is reported.
     Transport,
     /// An answer from the API server that none of the above explains: must not happen.
     Unknown,
