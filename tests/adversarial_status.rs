@@ -78,8 +78,12 @@ fn attempt(status: &Value) -> u64 {
     status.get("attempt").and_then(Value::as_u64).unwrap_or(1)
 }
 
+fn array_of(status: &Value, key: &str) -> Vec<Value> {
+    status.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
 fn decisions(status: &Value) -> Vec<Value> {
-    status.get("decisions").and_then(Value::as_array).cloned().unwrap_or_default()
+    array_of(status, "decisions")
 }
 
 fn lanes(status: &Value) -> Vec<Value> {
@@ -129,7 +133,23 @@ fn controller_part(status: &Value) -> Value {
 }
 
 /// Every invariant an accepted write from `who` turning `old` into `new` breaks.
-fn violations(who: &Who, old: &Value, new: &Value, target: Target) -> Vec<String> {
+/// A request that may start a new attempt: Rejected, Expired, or Approved with its
+/// approval spent (used by an admission of this attempt, or past `notAfter`).
+fn reopenable(status: &Value, now: jiff::Timestamp) -> bool {
+    let used =
+        status["admissions"].as_array().into_iter().flatten().any(|a| {
+            a["attempt"].as_u64().unwrap_or(1) == attempt(status) && !a["breakGlass"].as_bool().unwrap_or(false)
+        });
+    let lapsed = match status["notAfter"].as_str() {
+        None => true,
+        Some(t) => t.parse::<jiff::Timestamp>().is_ok_and(|t| t <= now),
+    };
+    matches!(phase(status), "Rejected" | "Expired") || (phase(status) == "Approved" && (used || lapsed))
+}
+
+/// Every invariant an accepted write from `who` turning `old` into `new` breaks;
+/// `now` is a time after the server answered (so a deadline the server saw pass has passed).
+fn violations(who: &Who, old: &Value, new: &Value, target: Target, now: jiff::Timestamp) -> Vec<String> {
     let mut broken = Vec::new();
     if normalized(&old["spec"]) != normalized(&new["spec"]) {
         broken.push("spec changed".to_string());
@@ -148,8 +168,8 @@ fn violations(who: &Who, old: &Value, new: &Value, target: Target) -> Vec<String
                 who.username
             ));
         }
-        if !matches!(phase(os), "Rejected" | "Expired") {
-            broken.push(format!("reopen annotation set on a {} request", phase(os)));
+        if !reopenable(os, now) {
+            broken.push(format!("reopen annotation set on a {} request that cannot be reopened", phase(os)));
         }
         if new_reopen.as_deref() != Some((attempt(os) + 1).to_string().as_str()) {
             broken.push(format!("reopen annotation {new_reopen:?} is not attempt {} + 1", attempt(os)));
@@ -226,7 +246,12 @@ fn violations(who: &Who, old: &Value, new: &Value, target: Target) -> Vec<String
         if who.username != CONTROLLER {
             broken.push(format!("{} changed status beyond decisions (phase, lanes, ...)", who.username));
         }
-        let reopened = matches!(phase(os), "Rejected" | "Expired")
+        // Admissions are an audit record: append-only, like decisions.
+        let (oa, na) = (array_of(os, "admissions"), array_of(ns, "admissions"));
+        if na.len() < oa.len() || oa.iter().zip(&na).any(|(a, b)| normalized(a) != normalized(b)) {
+            broken.push("an earlier admission was edited or removed".to_string());
+        }
+        let reopened = reopenable(os, now)
             && phase(ns) == "Pending"
             && attempt(ns) == attempt(os) + 1
             && reopen_annotation(old) == Some(attempt(ns).to_string());
@@ -292,12 +317,32 @@ fn the_oracle_flags_bad_writes_and_passes_good_ones() {
     let controller = Who { username: CONTROLLER.into(), uid: "uid-c".into(), groups: vec![] };
     let admin = Who { username: "admin".into(), uid: String::new(), groups: vec!["system:masters".into()] };
 
+    let now: jiff::Timestamp = "2026-11-22T12:00:30Z".parse().unwrap();
+    let none = Vec::<String>::new();
     let good = with_status(&old, |s| s["decisions"] = json!([own_decision(&bob, "Approve")]));
-    assert_eq!(violations(&bob, &old, &good, Target::Status), Vec::<String>::new());
+    assert_eq!(violations(&bob, &old, &good, Target::Status, now), none);
     let forward = with_status(&old, |s| s["lanes"][0]["tier"] = json!(1));
-    assert_eq!(violations(&controller, &old, &forward, Target::Status), Vec::<String>::new());
-    let approved = with_status(&old, |s| s["phase"] = json!("Approved"));
-    assert_eq!(violations(&controller, &old, &approved, Target::Status), Vec::<String>::new());
+    assert_eq!(violations(&controller, &old, &forward, Target::Status, now), none);
+    let approved = with_status(&old, |s| {
+        s["phase"] = json!("Approved");
+        s["notAfter"] = json!("2026-11-22T13:00:00Z");
+    });
+    assert_eq!(violations(&controller, &old, &approved, Target::Status, now), none);
+    let annotated = |object: &Value, value: &str| {
+        let mut next = object.clone();
+        next["metadata"]["annotations"] = json!({REOPEN: value});
+        next
+    };
+    // An approval that was used (admitted once) can be reopened, by the requester; then
+    // the controller starts attempt 2.
+    let used = with_status(&approved, |s| s["admissions"] = json!([{"user": "alice", "at": "2026-11-22T12:00:10Z"}]));
+    assert_eq!(violations(&alice, &used, &annotated(&used, "2"), Target::Main, now), none);
+    let attempt2 = with_status(&annotated(&used, "2"), |s| {
+        s["phase"] = json!("Pending");
+        s["attempt"] = json!(2);
+        s["lanes"][0]["tier"] = json!(0);
+    });
+    assert_eq!(violations(&controller, &annotated(&used, "2"), &attempt2, Target::Status, now), none);
 
     let bad: Vec<(&str, &Who, Value, Value, Target)> = vec![
         (
@@ -422,6 +467,14 @@ fn the_oracle_flags_bad_writes_and_passes_good_ones() {
         ("tier back", &controller, forward.clone(), old.clone(), Target::Status),
         ("attempt bump", &controller, old.clone(), with_status(&old, |s| s["attempt"] = json!(2)), Target::Status),
         ("status through main", &admin, old.clone(), approved.clone(), Target::Main),
+        ("reopen of an unused, valid approval", &alice, approved.clone(), annotated(&approved, "2"), Target::Main),
+        (
+            "admission removed",
+            &controller,
+            used.clone(),
+            with_status(&used, |s| s["admissions"] = json!([])),
+            Target::Status,
+        ),
         (
             "reopen by outsider",
             &mallory,
@@ -435,7 +488,7 @@ fn the_oracle_flags_bad_writes_and_passes_good_ones() {
         ),
     ];
     for (what, who, old, new, target) in bad {
-        let found = violations(who, &old, &new, target);
+        let found = violations(who, &old, &new, target, now);
         assert!(!found.is_empty(), "the oracle missed: {what}");
         eprintln!("oracle flags {what}: {found:?}");
     }
@@ -701,7 +754,13 @@ fn mutate(rng: &mut Rng, status: &mut Value, me: &Who, people: &[Who]) {
             if !adm.is_empty() && rng.chance(40) {
                 adm.clear();
             } else {
-                adm.push(json!({"user": me.username, "at": random_time(rng)}));
+                let mut admission = json!({"user": me.username, "at": random_time(rng)});
+                match rng.below(3) {
+                    0 => admission["attempt"] = json!(current_attempt),
+                    1 => admission["breakGlass"] = json!(true),
+                    _ => {}
+                }
+                adm.push(admission);
             }
         }
         10 => {
@@ -775,7 +834,7 @@ fn random_write(rng: &mut Rng, object: &Value, me: &Who, people: &[Who]) -> Writ
     };
     let mut annotations: Option<Value> = None;
 
-    let may_reopen = (me.username == requester || is_admin(me)) && matches!(phase(&old_status), "Rejected" | "Expired");
+    let may_reopen = (me.username == requester || is_admin(me)) && reopenable(&old_status, jiff::Timestamp::now());
     if may_reopen && rng.chance(40) {
         // What `kubectl signoff reopen` does: annotate the main resource.
         write.target = Target::Main;
@@ -997,7 +1056,7 @@ async fn worker(
         if n >= total {
             break;
         }
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             eprintln!("adversarial status writes: {n} of {total} sent");
         }
         // Mostly Pending requests: that is where decisions and moves matter.
@@ -1036,7 +1095,7 @@ async fn worker(
                 add(&tally.accepted);
                 let new = serde_json::to_value(new).unwrap();
                 remember(Some(new.clone()));
-                let found = violations(&writer.who, &old, &new, write.target);
+                let found = violations(&writer.who, &old, &new, write.target, jiff::Timestamp::now());
                 if !found.is_empty() {
                     let text = format!(
                         "VIOLATION by {} ({:?}, merge patch {}): {found:?}\nwrite: {}\nold: {}\nnew: {}",
@@ -1280,10 +1339,9 @@ fn adversarial_status_writes_never_break_an_invariant() {
 
 /// Targeted: an identity the API server gives no uid (a client-certificate user,
 /// like the admin) must not write a decision that claims someone else's uid.
-/// Found by the adversarial run: `guard::decision_allowed` skips the uid check
-/// when the writer has no uid. Remove the ignore with the fix.
+/// Found by the adversarial run: `guard::decision_allowed` skipped the uid check
+/// when the writer had no uid (fixed; regression test).
 #[test]
-#[ignore = "guard bug: a writer without a uid may claim any uid in a decision (reported to the lead)"]
 fn a_writer_without_a_uid_cannot_claim_one() {
     let cp = cp();
     signoff();
