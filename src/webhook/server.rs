@@ -340,15 +340,19 @@ async fn held(
     finalizing: bool,
 ) -> AdmissionResponse {
     let api: Api<ApprovalRequest> = Api::namespaced(state.client.clone(), namespace);
+    // Denials on the way are audited like every other decision.
+    let denied = |message: String| {
+        audit(input, "denied-error", &message);
+        deny(req, message)
+    };
     // Always read from the API server, not a cache: an approval is only as good as
     // its latest state.
     let existing = match api.get_opt(name).await {
         Ok(found) => found,
         Err(e) => {
-            return deny(
-                req,
-                format!("signoff could not look up ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"),
-            );
+            return denied(format!(
+                "signoff could not look up ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
+            ));
         }
     };
     let ar = match existing {
@@ -367,19 +371,15 @@ async fn held(
                 Err(kube::Error::Api(e)) if e.code == 409 => match api.get(name).await {
                     Ok(ar) => ar,
                     Err(e) => {
-                        return deny(
-                            req,
-                            format!("signoff could not read ApprovalRequest {namespace}/{name}: {e}; retry"),
-                        );
+                        return denied(format!(
+                            "signoff could not read ApprovalRequest {namespace}/{name}: {e}; retry"
+                        ));
                     }
                 },
                 Err(e) => {
-                    return deny(
-                        req,
-                        format!(
-                            "signoff could not create ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
-                        ),
-                    );
+                    return denied(format!(
+                        "signoff could not create ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
+                    ));
                 }
             }
         }
