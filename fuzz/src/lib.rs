@@ -65,6 +65,20 @@ fn namespace_object(namespace: &str) -> Option<Value> {
     NAMESPACE_OBJECTS.iter().find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(namespace)).cloned()
 }
 
+/// Whether a value holds a non-integer number. serde_json (without its
+/// `float_roundtrip` feature, as signoff builds it) parses a float's shortest text
+/// only to within an ulp, so printing and re-parsing a float may move it: a parse
+/// of the same text is always the same, which is all a digest needs (the API server
+/// sends one text), but re-encoding checks must skip such values.
+fn has_float(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(items) => items.iter().any(has_float),
+        Value::Object(map) => map.values().any(has_float),
+        _ => false,
+    }
+}
+
 fn is_digest(d: &str) -> bool {
     d.len() == 64 && d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -129,7 +143,9 @@ pub fn admission_review(data: &[u8]) {
     .expect("a re-encoded AdmissionReview decodes");
     let again: AdmissionRequest<DynamicObject> = again.try_into().expect("a re-encoded AdmissionReview has a request");
     let again = ReviewInput::from_admission(&again, ns).expect("a re-encoded request converts");
-    assert_eq!(digest_of(&again), digest_of(&input), "re-encoding changed the digest");
+    if !signoff::webhook::review::subject(&input).is_some_and(has_float) {
+        assert_eq!(digest_of(&again), digest_of(&input), "re-encoding changed the digest");
+    }
 }
 
 const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
@@ -148,8 +164,10 @@ pub fn digest(data: &[u8]) {
     assert_eq!(canonical_object(&canonical, sub_resource), canonical, "canonical_object is not idempotent");
     let text = canonical_json(&canonical);
     let parsed: Value = serde_json::from_str(&text).expect("canonical JSON parses");
-    assert_eq!(parsed, canonical, "canonical JSON does not round-trip: {text}");
-    assert_eq!(canonical_json(&parsed), text);
+    if !has_float(&canonical) {
+        assert_eq!(parsed, canonical, "canonical JSON does not round-trip: {text}");
+        assert_eq!(canonical_json(&parsed), text);
+    }
     assert!(is_noop_update(&object, &object, sub_resource));
 
     let target = ChangeTarget {
