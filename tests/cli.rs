@@ -269,7 +269,7 @@ fn every_error_is_one_clear_line_and_a_non_zero_exit() {
         ),
         ("bob", vec!["approve", "-n", &ns, "ar-000000000000"], 1, "not found".into()),
         ("alice", vec!["wait", "-n", &ns, "ar-000000000000"], 1, "not found".into()),
-        ("alice", vec!["reopen", "-n", &ns, &name], 1, "only a Rejected or Expired request can be reopened".into()),
+        ("alice", vec!["reopen", "-n", &ns, &name], 1, "only a Rejected or Expired request, or an Approved one whose approval was used or has passed notAfter, can be reopened".into()),
         ("alice", vec!["wait", "-n", &ns, &name, "--timeout", "soon"], 1, "--timeout".into()),
         ("alice", vec!["wait", "-f", "/nonexistent/manifest.yaml"], 1, "/nonexistent/manifest.yaml".into()),
         ("alice", vec!["wait", "-f", &missing], 1, "exactly one object".into()),
