@@ -57,6 +57,8 @@ fn settings() -> GateSettings {
     GateSettings {
         controller_namespace: "signoff-system".into(),
         break_glass_groups: vec!["signoff:break-glass".into()],
+        // The server refuses uncovered resources before these pure steps.
+        refuse_uncovered: false,
     }
 }
 
@@ -113,9 +115,13 @@ fn check_gate(input: &ReviewInput, assessment: &Assessment) {
             serde_json::to_vec(&ar).expect("an ApprovalRequest serializes");
             // A fresh request never admits; one for another digest never does either.
             let now = jiff::Timestamp::UNIX_EPOCH;
-            assert!(matches!(decide_existing(&ar, &digest, now), signoff::webhook::review::Answer::Deny { .. }));
+            for finalizing in [false, true] {
+                let answer = decide_existing(&ar, &digest, now, finalizing);
+                assert!(matches!(answer, signoff::webhook::review::Answer::Deny { .. }), "{answer:?}");
+            }
             ar.spec.digest = "0".repeat(64);
-            assert!(matches!(decide_existing(&ar, &digest, now), signoff::webhook::review::Answer::Deny { .. }));
+            let answer = decide_existing(&ar, &digest, now, false);
+            assert!(matches!(answer, signoff::webhook::review::Answer::Deny { .. }), "{answer:?}");
         }
     }
 }
