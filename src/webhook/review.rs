@@ -57,8 +57,18 @@ pub enum Preliminary {
 /// The gate's answer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Answer {
-    Allow { warnings: Vec<String> },
-    Deny { message: String },
+    /// Admit, using the approval: the admission must be recorded first.
+    Allow {
+        warnings: Vec<String>,
+    },
+    /// Admit a finalizer removal that completes a deletion signoff already
+    /// admitted: nothing new is used, nothing to record.
+    Completes {
+        warnings: Vec<String>,
+    },
+    Deny {
+        message: String,
+    },
 }
 
 fn target<'a>(input: &'a ReviewInput) -> ChangeTarget<'a> {
@@ -367,7 +377,7 @@ pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp, final
     if finalizing
         && let Some(admitted) = status.admissions.iter().rev().find(|a| a.break_glass || a.attempt == status.attempt)
     {
-        return Answer::Allow {
+        return Answer::Completes {
             warnings: vec![format!(
                 "signoff: completes the deletion admitted by ApprovalRequest {ns}/{name} ({}, {}{})",
                 admitted.user,

@@ -390,27 +390,14 @@ async fn held(
             audit(input, "denied", &message);
             deny(req, message)
         }
-        Answer::Allow { warnings } if finalizing && ar.status.as_ref().is_some_and(|s| !s.admissions.is_empty()) => {
-            // Completes a deletion signoff already admitted: nothing new to record.
+        Answer::Completes { warnings } => {
             audit(input, "admitted-finalizing", &warnings.join("; "));
             allow(req, warnings)
         }
         Answer::Allow { warnings } => {
-            // Record the admission before admitting; the resourceVersion makes it
-            // atomic, so one approval admits one write. If that fails, deny.
-            let status = ar.status.clone().unwrap_or_default();
-            let mut admissions = status.admissions.clone();
-            admissions.push(Admission {
-                user: input.user.username.clone(),
-                at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
-                attempt: status.attempt,
-                break_glass: false,
-            });
-            let patch = serde_json::json!({
-                "metadata": { "resourceVersion": ar.metadata.resource_version },
-                "status": { "admissions": admissions },
-            });
-            if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            // Record the admission before admitting (atomic: one approval admits one
+            // write). If that fails, deny.
+            if let Err(e) = append_admission(&api, &ar, &input.user.username, now, false).await {
                 let message = match e {
                     kube::Error::Api(e) if e.code == 409 => format!(
                         "signoff: ApprovalRequest {namespace}/{name} changed while admitting (another write may have \
@@ -438,6 +425,32 @@ async fn held(
     }
 }
 
+/// Append an admission for the request's current attempt. The resourceVersion
+/// makes it atomic: a concurrent write fails with 409 instead of being lost, so
+/// one approval admits one write.
+async fn append_admission(
+    api: &Api<ApprovalRequest>,
+    ar: &ApprovalRequest,
+    user: &str,
+    at: jiff::Timestamp,
+    break_glass: bool,
+) -> Result<ApprovalRequest, kube::Error> {
+    let status = ar.status.clone().unwrap_or_default();
+    let mut admissions = status.admissions;
+    admissions.push(Admission {
+        user: user.to_string(),
+        at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at),
+        attempt: status.attempt,
+        break_glass,
+    });
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": ar.metadata.resource_version },
+        "status": { "admissions": admissions },
+    });
+    let name = ar.metadata.name.as_deref().unwrap_or_default();
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+}
+
 /// Record a break-glass admission in the change's ApprovalRequest (created if
 /// there is none), so the request shows it and approvers review it afterwards.
 async fn record_break_glass(
@@ -461,19 +474,7 @@ async fn record_break_glass(
                 }
             }
         };
-        let status = ar.status.clone().unwrap_or_default();
-        let mut admissions = status.admissions.clone();
-        admissions.push(Admission {
-            user: input.user.username.clone(),
-            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-            attempt: status.attempt,
-            break_glass: true,
-        });
-        let patch = serde_json::json!({
-            "metadata": { "resourceVersion": ar.metadata.resource_version },
-            "status": { "admissions": admissions },
-        });
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match append_admission(&api, &ar, &input.user.username, jiff::Timestamp::now(), true).await {
             Ok(updated) => return Ok(updated),
             Err(kube::Error::Api(e)) if e.code == 409 => last = Some(kube::Error::Api(e)),
             Err(e) => return Err(e),

@@ -494,9 +494,9 @@ fn removing_finalizers_of_an_object_being_deleted_is_judged_as_its_delete() {
     let ar = with_not_after(&with_phase(&held_request(), Phase::Approved), now() - SignedDuration::from_secs(600));
     let digest = ar.spec.digest.clone();
     let admitted = with_admission(&ar, admission("alice", 1, false));
-    assert!(matches!(decide_existing(&admitted, &digest, now(), true), Answer::Allow { .. }));
+    assert!(matches!(decide_existing(&admitted, &digest, now(), true), Answer::Completes { .. }));
     let glass = with_admission(&with_phase(&held_request(), Phase::Pending), admission("root", 1, true));
-    assert!(matches!(decide_existing(&glass, &digest, now(), true), Answer::Allow { .. }));
+    assert!(matches!(decide_existing(&glass, &digest, now(), true), Answer::Completes { .. }));
     let pending = with_phase(&held_request(), Phase::Pending);
     assert!(matches!(decide_existing(&pending, &digest, now(), true), Answer::Deny { .. }));
 }
