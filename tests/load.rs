@@ -301,6 +301,9 @@ struct Reply {
     /// From the moment the server could know the body is too big (head sent; or,
     /// chunked, the byte past the cap sent) to the first byte of the answer.
     refused_after: Option<Duration>,
+    /// Body bytes the client managed to hand to the connection before the server
+    /// stopped reading (chunked bodies only).
+    body_sent: usize,
 }
 
 /// One HTTP/1.1 request over a fresh TLS connection, written by hand so the test
@@ -324,8 +327,10 @@ async fn exchange(webhook: &Webhook, body: Body) -> Reply {
     let head_sent = Instant::now();
     // When the server could first know the body is over the cap.
     let over_cap: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let body_sent = Arc::new(AtomicU64::new(0));
     let sender = {
         let over_cap = over_cap.clone();
+        let body_sent = body_sent.clone();
         tokio::spawn(async move {
             match body {
                 Body::Full(b) => {
@@ -352,6 +357,7 @@ async fn exchange(webhook: &Webhook, body: Body) -> Reply {
                             break; // the server stopped reading: it answered
                         }
                         sent += next.1;
+                        body_sent.store(sent as u64, Ordering::SeqCst);
                     }
                 }
             }
@@ -383,7 +389,7 @@ async fn exchange(webhook: &Webhook, body: Body) -> Reply {
     let body =
         if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.into() };
     let refused_after = over_cap.lock().unwrap().zip(first_byte).map(|(sent, got)| got.saturating_duration_since(sent));
-    Reply { status, body, refused_after }
+    Reply { status, body, refused_after, body_sent: body_sent.load(Ordering::SeqCst) as usize }
 }
 
 fn dechunk(mut rest: &str) -> String {
@@ -420,6 +426,7 @@ async fn oversized_and_malformed_reviews_are_refused_quickly_and_never_admitted(
     // Over the cap: refused on the Content-Length alone, and while a chunked body
     // streams past it. Five of each; the slowest counts.
     let mut slowest = [Duration::ZERO; 2];
+    let mut most_streamed = 0;
     for _ in 0..5 {
         for (i, body) in [Body::Declared(9 * MIB), Body::Chunked(64 * MIB)].into_iter().enumerate() {
             let reply = exchange(&webhook, body).await;
@@ -428,9 +435,19 @@ async fn oversized_and_malformed_reviews_are_refused_quickly_and_never_admitted(
             assert!(reply.body.contains(&MAX_BODY_BYTES.to_string()), "names the limit: {}", reply.body);
             let after = reply.refused_after.expect("refused only once past the cap");
             slowest[i] = slowest[i].max(after);
+            most_streamed = most_streamed.max(reply.body_sent);
         }
     }
-    eprintln!("oversized bodies refused after {:?} (Content-Length) and {:?} (chunked)", slowest[0], slowest[1]);
+    eprintln!(
+        "oversized bodies refused after {:?} (Content-Length) and {:?} (chunked); at most {} MiB of a 64 MiB chunked body sent",
+        slowest[0],
+        slowest[1],
+        most_streamed / MIB
+    );
+    // The server stops reading at the cap instead of taking in the whole stream.
+    // Counted in bytes, not time, so a loaded machine cannot fail it: what gets past
+    // the cap is at most what the kernel's socket buffers hold.
+    assert!(most_streamed < 32 * MIB, "the server kept reading a chunked body to {most_streamed} bytes");
 
     // Bad reviews: each gets a clear message, none is admitted.
     let bad: Vec<(&str, Vec<u8>, u16, &str)> = vec![
@@ -487,8 +504,7 @@ async fn oversized_and_malformed_reviews_are_refused_quickly_and_never_admitted(
             Figure::new(SECTION, "bad reviews admitted", admitted, "0", admitted == 0),
         ],
     );
+    // The times are figures (make chaos fails when they miss 50 ms), not asserted
+    // here: a wall-clock bound in make test fails on a loaded machine, not on a bug.
     assert_eq!(admitted, 0, "no bad review is admitted");
-    // Generous bounds for a noisy shared machine; the figure reports the real value.
-    assert!(slowest[0] < Duration::from_secs(1), "refused on the header: {:?}", slowest[0]);
-    assert!(slowest[1] < Duration::from_secs(1), "refused past the cap: {:?}", slowest[1]);
 }
