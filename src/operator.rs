@@ -302,6 +302,7 @@ pub async fn run(
         ),
         namespace: options.namespace.clone(),
         retry: reconciler::escalation_retry(),
+        written_over: Default::default(),
     });
     let reconciler = tokio::spawn(async move {
         let mut running: Option<tokio::task::JoinHandle<()>> = None;

@@ -37,7 +37,47 @@ pub struct Context {
     pub namespace: String,
     /// Bounded so that a dead sink delays a status write by seconds, not minutes.
     pub retry: RetryPolicy,
+    /// Written over: per request, the resourceVersion our last status write replaced.
+    pub written_over: WrittenOver,
 }
+
+/// The resourceVersions this reconciler's own status writes have replaced, per
+/// request. The watch cache can hand a reconcile a copy from before our last write
+/// (a step that outlasted its tier is requeued at once, often before the write's
+/// watch event arrives); running the step on it would repeat its notifications.
+/// Knowing the exact version we replaced is enough: resourceVersions are opaque,
+/// but equal means the same object state.
+#[derive(Default)]
+pub struct WrittenOver(std::sync::Mutex<std::collections::HashMap<(String, String), String>>);
+
+impl WrittenOver {
+    /// Whether `ar` is a copy our own write already replaced. A newer copy forgets
+    /// the entry, so the map holds only requests whose watch event is in flight.
+    pub fn is_stale(&self, meta: &ObjectMeta) -> bool {
+        let key = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&key) {
+            Some(replaced) if Some(replaced) == meta.resource_version.as_ref() => true,
+            Some(_) => {
+                map.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remember that a status write replaced this version.
+    pub fn record(&self, meta: &ObjectMeta) {
+        if let Some(version) = meta.resource_version.clone() {
+            let key = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, version);
+        }
+    }
+}
+
+/// How soon to look again at a copy our own write replaced, in case its watch
+/// event (which triggers a reconcile by itself) is lost.
+const STALE_COPY_RECHECK: Duration = Duration::from_secs(2);
 
 /// Delivery tries for escalation: 3 attempts within about 7 s.
 pub fn escalation_retry() -> RetryPolicy {
@@ -174,6 +214,9 @@ async fn write_runbook(ctx: &Context, ar: &ApprovalRequest, name: &str, text: &s
 }
 
 async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if ctx.written_over.is_stale(&ar.metadata) {
+        return Ok(Action::requeue(STALE_COPY_RECHECK));
+    }
     let now = jiff::Timestamp::now();
     let teams: Vec<Team> = ctx.teams.state().iter().map(|t| (**t).clone()).collect();
     let approvers: Vec<Approver> = ctx.approvers.state().iter().map(|a| (**a).clone()).collect();
@@ -227,6 +270,7 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| ReconcileError::Write(format!("{namespace}/{name}"), e))?;
+        ctx.written_over.record(&ar.metadata);
         info!(target: "audit", request = %format!("{namespace}/{name}"), phase = ?step.status.phase,
             tier = ?step.status.tier, effects = step.effects.len(), "approval request progressed");
     }
@@ -250,4 +294,31 @@ fn error_policy(_ar: Arc<ApprovalRequest>, error: &ReconcileError, _ctx: Arc<Con
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default()).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(name: &str, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("team-a".into()),
+            resource_version: Some(version.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_copy_our_write_replaced_is_stale_until_a_newer_copy_arrives() {
+        let written = WrittenOver::default();
+        assert!(!written.is_stale(&copy("a", "10")), "nothing written yet");
+        written.record(&copy("a", "10"));
+        assert!(written.is_stale(&copy("a", "10")), "the cache still holds the version we replaced");
+        assert!(written.is_stale(&copy("a", "10")), "stale as often as it is handed back");
+        assert!(!written.is_stale(&copy("b", "10")), "another request is not affected");
+        assert!(!written.is_stale(&copy("a", "11")), "the copy after our write");
+        assert!(!written.is_stale(&copy("a", "10")), "forgotten once the cache caught up");
+        assert!(written.0.lock().unwrap().is_empty(), "no entry is kept once the cache caught up");
+    }
 }
