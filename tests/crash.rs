@@ -629,17 +629,14 @@ async fn crash(ns: String, started: Instant) {
     assert!(backwards.is_empty(), "moved backwards: {backwards:?}");
     assert!(skipped == 0, "{skipped} tiers skipped: {skips:?}");
     assert!(no_expiry_notice.is_empty(), "admins never told of these expiries: {no_expiry_notice:?}");
-    // Known product bug (issue 10, open): the reconciler can re-run a step on a
-    // stale cached copy after its own status write, and leader election has no
-    // renew deadline, so a notification may repeat more than once per failover.
-    // The figure is recorded against its target (make chaos fails on it); make
-    // test asserts what the issue's acceptance names: nothing lost, skipped or backwards.
-    if dup_max > 1 {
-        eprintln!(
-            "KNOWN BUG: more than one duplicate of a notification per failover; worst: {dup_worst} ({dup_max}); \
-             duplicates per failover window {dup_windows:?}"
-        );
-    }
+    // A failover repeats at most the step the dead leader was in, once. (Duplicates
+    // with no failover, from a delivery retried after a lost answer, are a figure.)
+    assert!(
+        dup_max <= 1,
+        "a notification arrived {} times more in one failover window; worst: {dup_worst}; duplicates per window \
+         {dup_windows:?}\n{fleet_logs}",
+        dup_max
+    );
     proxy_task.abort();
     drop(fleet);
 }
