@@ -16,7 +16,12 @@
 //!   phase, lanes, tiers, attempt, notAfter, admissions, runbook, conditions ...,
 //!   and only forward: a final phase stays final and the attempt stays the same
 //!   (except a reopen: Rejected or Expired back to Pending, attempt + 1, as the
-//!   request's reopen annotation says), a lane's tier never decreases;
+//!   request's reopen annotation says), a lane's tier never decreases, a lane is
+//!   never dropped, and a lane's tier stays below its number of tiers;
+//! - Approved needs approvals: a request becomes Approved only when every lane
+//!   is, and a lane only when a decision of the current attempt approves it (by
+//!   someone the lane reached, not the requester, not a service account) and no
+//!   such decision rejects it. A reopened attempt starts with no lane Approved;
 //! - the reopen annotation is set only by the requester or an admin, only on a
 //!   Rejected or Expired request, only to the next attempt.
 
@@ -269,11 +274,71 @@ fn violations(who: &Who, old: &Value, new: &Value, target: Target, now: jiff::Ti
                     if to < from {
                         broken.push(format!("lane {} moved back from tier {from} to {to}", lane["route"]));
                     }
+                } else {
+                    broken.push(format!("lane {} was dropped", lane["route"]));
                 }
+            }
+            let was_approved = |route: &Value| {
+                lanes(os).iter().any(|l| &l["route"] == route && l["phase"].as_str() == Some("Approved"))
+            };
+            for lane in lanes(ns) {
+                if lane["phase"].as_str() == Some("Approved") && !was_approved(&lane["route"]) {
+                    let (approves, rejects) = votes(ns, &lane, requester);
+                    if approves == 0 || rejects > 0 {
+                        broken.push(format!(
+                            "lane {} became Approved with {approves} approvals and {rejects} rejections that count",
+                            lane["route"]
+                        ));
+                    }
+                }
+            }
+            if phase(ns) == "Approved"
+                && phase(os) != "Approved"
+                && (lanes(ns).is_empty() || lanes(ns).iter().any(|l| l["phase"].as_str() != Some("Approved")))
+            {
+                broken.push("the request became Approved while a lane is not".to_string());
+            }
+        } else if lanes(ns).iter().any(|l| l["phase"].as_str() == Some("Approved")) {
+            broken.push("a reopened attempt starts with an Approved lane".to_string());
+        }
+        for lane in lanes(ns) {
+            let (tier, tiers) = (lane["tier"].as_u64().unwrap_or(0), lane["tiers"].as_u64().unwrap_or(0));
+            if tier >= tiers && lanes(os).iter().all(|l| normalized(l) != normalized(&lane)) {
+                broken.push(format!("lane {} at tier {tier} of {tiers}", lane["route"]));
             }
         }
     }
     broken
+}
+
+/// Decisions of the current attempt that count for `lane`: (approvals, rejections),
+/// from people the lane reached, never the requester or a service account.
+fn votes(status: &Value, lane: &Value, requester: &str) -> (usize, usize) {
+    let reached = |d: &Value| {
+        let by = d["approver"].as_str().unwrap_or_default();
+        strings(lane.get("eligible")).iter().any(|e| e == by)
+            || strings(d.get("groups")).iter().any(|g| strings(lane.get("eligibleGroups")).contains(g))
+    };
+    let for_route = |d: &Value| {
+        let routes = strings(d.get("routes"));
+        routes.is_empty() || lane["route"].as_str().is_some_and(|r| routes.iter().any(|x| x == r))
+    };
+    let counted: Vec<Value> = decisions(status)
+        .into_iter()
+        .filter(|d| {
+            let by = d["approver"].as_str().unwrap_or_default();
+            d["attempt"].as_u64().unwrap_or(1) == attempt(status)
+                && by != requester
+                && !is_service_account(by)
+                && reached(d)
+                && for_route(d)
+        })
+        .collect();
+    let mut approvers: Vec<&str> =
+        counted.iter().filter(|d| d["decision"] == "Approve").filter_map(|d| d["approver"].as_str()).collect();
+    approvers.sort();
+    approvers.dedup();
+    (approvers.len(), counted.iter().filter(|d| d["decision"] == "Reject").count())
 }
 
 // ---------------------------------------------------------------------------
@@ -323,11 +388,12 @@ fn the_oracle_flags_bad_writes_and_passes_good_ones() {
     assert_eq!(violations(&bob, &old, &good, Target::Status, now), none);
     let forward = with_status(&old, |s| s["lanes"][0]["tier"] = json!(1));
     assert_eq!(violations(&controller, &old, &forward, Target::Status, now), none);
-    let approved = with_status(&old, |s| {
+    let approved = with_status(&good, |s| {
         s["phase"] = json!("Approved");
+        s["lanes"][0]["phase"] = json!("Approved");
         s["notAfter"] = json!("2026-11-22T13:00:00Z");
     });
-    assert_eq!(violations(&controller, &old, &approved, Target::Status, now), none);
+    assert_eq!(violations(&controller, &good, &approved, Target::Status, now), none);
     let annotated = |object: &Value, value: &str| {
         let mut next = object.clone();
         next["metadata"]["annotations"] = json!({REOPEN: value});
@@ -341,6 +407,7 @@ fn the_oracle_flags_bad_writes_and_passes_good_ones() {
         s["phase"] = json!("Pending");
         s["attempt"] = json!(2);
         s["lanes"][0]["tier"] = json!(0);
+        s["lanes"][0]["phase"] = json!("Pending");
     });
     assert_eq!(violations(&controller, &annotated(&used, "2"), &attempt2, Target::Status, now), none);
 
@@ -456,7 +523,36 @@ fn the_oracle_flags_bad_writes_and_passes_good_ones() {
             }),
             Target::Status,
         ),
-        ("approver moves phase", &bob, old.clone(), approved.clone(), Target::Status),
+        ("approver moves phase", &bob, good.clone(), approved.clone(), Target::Status),
+        (
+            "approved without approvals",
+            &controller,
+            old.clone(),
+            with_status(&approved, |s| s["decisions"] = json!([])),
+            Target::Status,
+        ),
+        (
+            "approved by the requester's decision",
+            &controller,
+            with_status(&old, |s| s["decisions"] = json!([own_decision(&alice, "Approve")])),
+            with_status(&approved, |s| s["decisions"] = json!([own_decision(&alice, "Approve")])),
+            Target::Status,
+        ),
+        (
+            "approved while a lane is pending",
+            &controller,
+            good.clone(),
+            with_status(&good, |s| s["phase"] = json!("Approved")),
+            Target::Status,
+        ),
+        ("lane dropped", &controller, old.clone(), with_status(&old, |s| s["lanes"] = json!([])), Target::Status),
+        (
+            "tier out of range",
+            &controller,
+            old.clone(),
+            with_status(&old, |s| s["lanes"][0]["tier"] = json!(3)),
+            Target::Status,
+        ),
         (
             "final phase reopened without annotation",
             &controller,

@@ -282,6 +282,8 @@ impl Walker<'_> {
             let reachable = if sequential { self.reach(lane, chain, team, i, start, true) } else { true };
             if reachable {
                 lane.tier = i as u32;
+                // The policy may have been edited since the lane opened.
+                lane.tiers = chain.tiers.len() as u32;
                 lane.tier_name = Some(tier_name(&chain.tiers[i]));
                 lane.tier_started_at = Some(MicroTime(floor_micro(start)));
                 lane.tier_deadline = Some(MicroTime(ceil_micro(start + chain.tier_timeout(i))));
@@ -301,29 +303,48 @@ pub fn reopen_attempt(ar: &ApprovalRequest) -> Option<u32> {
 /// Every lane must approve with its quorum; an eligible rejection wins.
 fn apply_decisions(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, world: World) {
     let requester = &ar.spec.requester.username;
-    for lane in status.lanes.iter_mut().filter(|l| l.phase == Phase::Pending) {
-        let chain = chain(world, &lane.policy, &lane.route, ar);
-        let mut approvers: Vec<&str> = Vec::new();
-        let mut rejected = false;
-        let counted = status.decisions.iter().filter(|d| {
-            d.attempt == status.attempt
-                && d.approver != *requester
-                && !d.approver.starts_with("system:serviceaccount:")
-                && counts_for(lane, d)
-        });
-        for d in counted {
-            match d.decision {
-                Verdict::Reject => rejected = true,
-                Verdict::Approve if !approvers.contains(&d.approver.as_str()) => approvers.push(&d.approver),
-                Verdict::Approve => {}
-            }
-        }
+    let votes: Vec<Option<(usize, bool)>> = status
+        .lanes
+        .iter()
+        .map(|lane| {
+            (lane.phase == Phase::Pending).then(|| {
+                let (approvers, rejected) = lane_votes(requester, status, lane);
+                (approvers.len(), rejected)
+            })
+        })
+        .collect();
+    for (lane, votes) in status.lanes.iter_mut().zip(votes) {
+        let Some((approvers, rejected)) = votes else { continue };
         if rejected {
             lane.phase = Phase::Rejected;
-        } else if approvers.len() as u32 >= chain.quorum {
+        } else if approvers as u32 >= chain(world, &lane.policy, &lane.route, ar).quorum {
             lane.phase = Phase::Approved;
         }
     }
+}
+
+/// The decisions that count for `lane`: the distinct people whose approvals count,
+/// and whether a counted decision rejects. Only the current attempt's decisions
+/// count, never the requester's or a service account's, and only from someone the
+/// lane has reached. The webhook's guard uses it too: the controller may mark a
+/// lane Approved only when it has approvals that count.
+pub fn lane_votes<'a>(requester: &str, status: &'a ApprovalRequestStatus, lane: &Lane) -> (Vec<&'a str>, bool) {
+    let mut approvers: Vec<&str> = Vec::new();
+    let mut rejected = false;
+    let counted = status.decisions.iter().filter(|d| {
+        d.attempt == status.attempt
+            && d.approver != requester
+            && !d.approver.starts_with("system:serviceaccount:")
+            && counts_for(lane, d)
+    });
+    for d in counted {
+        match d.decision {
+            Verdict::Reject => rejected = true,
+            Verdict::Approve if !approvers.contains(&d.approver.as_str()) => approvers.push(&d.approver),
+            Verdict::Approve => {}
+        }
+    }
+    (approvers, rejected)
 }
 
 fn counts_for(lane: &Lane, decision: &Decision) -> bool {

@@ -145,7 +145,7 @@ fn status_write(
         if !added.is_empty() {
             return Err("signoff's controller may move phase and tiers but never add a decision".into());
         }
-        return controller_progress(old_status, new_status, reopen_annotation(new), now);
+        return controller_progress(&new.spec.requester.username, old_status, new_status, reopen_annotation(new), now);
     }
 
     if status_without_decisions(old_status) != status_without_decisions(new_status) {
@@ -226,10 +226,13 @@ fn decision_allowed(
     Ok(())
 }
 
-/// The controller may only move forward: tiers never go back, a final phase stays.
-/// A final phase becomes Pending again only for a reopen: the next attempt, as annotated.
+/// The controller may only move forward: tiers never go back, lanes are never
+/// dropped, a final phase stays. A final phase becomes Pending again only for a
+/// reopen: the next attempt, as annotated. Approved needs approvals that count:
+/// without them, even signoff's own token cannot approve a change.
 /// Admissions are an audit record: append-only, like decisions.
 fn controller_progress(
+    requester: &str,
     old: &ApprovalRequestStatus,
     new: &ApprovalRequestStatus,
     reopen: Option<&str>,
@@ -238,11 +241,18 @@ fn controller_progress(
     if new.admissions.len() < old.admissions.len() || old.admissions.iter().zip(&new.admissions).any(|(a, b)| a != b) {
         return Err("admissions are append-only: an earlier admission cannot be edited or removed".into());
     }
+    if let Some(lane) = new.lanes.iter().find(|l| l.tiers == 0 || l.tier >= l.tiers) {
+        return Err(format!("lane {} is at tier {} of {}: out of range", lane.route, lane.tier, lane.tiers));
+    }
     let reopened = old.reopenable(now)
         && new.phase == Phase::Pending
         && new.attempt == old.attempt + 1
         && reopen.and_then(|v| v.parse::<u32>().ok()) == Some(new.attempt);
     if reopened {
+        // A new attempt starts with fresh lanes; none can be decided yet.
+        if let Some(lane) = new.lanes.iter().find(|l| l.phase == Phase::Approved) {
+            return Err(format!("a reopened request starts undecided; lane {} says Approved", lane.route));
+        }
         return Ok(());
     }
     if new.attempt != old.attempt {
@@ -256,11 +266,34 @@ fn controller_progress(
         return Err(format!("phase {:?} is final; it cannot become {:?}", old.phase, new.phase));
     }
     for lane in &old.lanes {
-        if let Some(next) = new.lanes.iter().find(|l| l.route == lane.route)
-            && next.tier < lane.tier
-        {
-            return Err(format!("lane {} cannot move back from tier {} to {}", lane.route, lane.tier, next.tier));
+        match new.lanes.iter().find(|l| l.route == lane.route) {
+            None => return Err(format!("lane {} cannot be removed", lane.route)),
+            Some(next) if next.tier < lane.tier => {
+                return Err(format!("lane {} cannot move back from tier {} to {}", lane.route, lane.tier, next.tier));
+            }
+            Some(_) => {}
         }
+    }
+    for lane in new.lanes.iter().filter(|l| l.phase == Phase::Approved) {
+        let was_approved = old.lanes.iter().any(|l| l.route == lane.route && l.phase == Phase::Approved);
+        let (approvers, rejected) = crate::escalation::lane_votes(requester, new, lane);
+        if !was_approved && (approvers.is_empty() || rejected) {
+            return Err(format!(
+                "lane {} cannot be Approved: {}",
+                lane.route,
+                if rejected {
+                    "a decision that counts rejects it"
+                } else {
+                    "no approval of this attempt counts for it"
+                }
+            ));
+        }
+    }
+    if new.phase == Phase::Approved
+        && old.phase != Phase::Approved
+        && (new.lanes.is_empty() || new.lanes.iter().any(|l| l.phase != Phase::Approved))
+    {
+        return Err("a request is Approved only when every lane is".into());
     }
     Ok(())
 }

@@ -303,11 +303,65 @@ fn decisions_are_append_only_and_one_at_a_time() {
     assert!(status_write(&old, &two, &carol).unwrap_err().contains("one decision at a time"));
 }
 
+/// What the controller writes when every lane is approved.
+fn approved_by_controller(ar: &ApprovalRequest) -> ApprovalRequest {
+    let mut next = with_phase(ar, Phase::Approved);
+    for lane in &mut next.status.as_mut().unwrap().lanes {
+        lane.phase = Phase::Approved;
+    }
+    next
+}
+
+#[test]
+fn not_even_the_controller_approves_without_approvals_that_count() {
+    let controller = user(CONTROLLER, &[]);
+    let bare = pending(&["bob"], &[]);
+    let refuse = |old: &ApprovalRequest, new: &ApprovalRequest, why: &str| {
+        let err = status_write(old, new, &controller).expect_err(why);
+        assert!(err.contains(why), "{why}: {err}");
+    };
+    refuse(&bare, &approved_by_controller(&bare), "no approval of this attempt counts");
+    // Decisions that do not count: the requester's, an earlier attempt's, someone
+    // the lane never reached.
+    for (who, attempt) in [("alice", 1), ("bob", 0), ("mallory", 1)] {
+        let old = with_decision(&bare, Decision { attempt, ..decision(who, Verdict::Approve) });
+        refuse(&old, &approved_by_controller(&old), "no approval of this attempt counts");
+    }
+    let rejected =
+        with_decision(&with_decision(&bare, decision("bob", Verdict::Approve)), decision("carol", Verdict::Reject));
+    let mut reached = rejected.clone();
+    reached.status.as_mut().unwrap().lanes[0].eligible.push("carol".into());
+    refuse(&reached, &approved_by_controller(&reached), "rejects it");
+    // The request says Approved while a lane does not.
+    let approved = with_decision(&bare, decision("bob", Verdict::Approve));
+    refuse(&approved, &with_phase(&approved, Phase::Approved), "only when every lane is");
+    let mut no_lanes = with_phase(&approved, Phase::Approved);
+    no_lanes.status.as_mut().unwrap().lanes.clear();
+    refuse(&approved, &no_lanes, "cannot be removed");
+    let mut empty = approved.clone();
+    empty.status.as_mut().unwrap().lanes.clear();
+    refuse(&empty, &with_phase(&empty, Phase::Approved), "only when every lane is");
+    // Tiers stay in range; lanes are never dropped.
+    let mut beyond = bare.clone();
+    beyond.status.as_mut().unwrap().lanes[0].tier = 5;
+    refuse(&bare, &beyond, "out of range");
+    let mut dropped = bare.clone();
+    dropped.status.as_mut().unwrap().lanes.clear();
+    refuse(&bare, &dropped, "cannot be removed");
+    // A reopened attempt starts undecided.
+    let rejected_final = annotated(&with_phase(&bare, Phase::Rejected), "2");
+    let mut reopened = approved_by_controller(&rejected_final);
+    reopened.status.as_mut().unwrap().phase = Phase::Pending;
+    reopened.status.as_mut().unwrap().attempt = 2;
+    refuse(&rejected_final, &reopened, "starts undecided");
+    // With bob's approval, the same write passes.
+    assert_eq!(status_write(&approved, &approved_by_controller(&approved), &controller), Ok(()));
+}
+
 #[test]
 fn only_the_controller_moves_phase_and_tiers_and_only_forward() {
-    let old = pending(&["bob"], &[]);
-    let mut approved = old.clone();
-    approved.status.as_mut().unwrap().phase = Phase::Approved;
+    let old = with_decision(&pending(&["bob"], &[]), decision("bob", Verdict::Approve));
+    let approved = approved_by_controller(&old);
     assert!(status_write(&old, &approved, &user("bob", &[])).unwrap_err().contains("only signoff's controller"));
     let controller = user(CONTROLLER, &[]);
     assert_eq!(status_write(&old, &approved, &controller), Ok(()));
