@@ -5,7 +5,9 @@
 //! namespace, name, and the object with server-set and volatile fields removed.
 //! `kubectl apply`, `kubectl apply --server-side`, `kubectl replace` and a GitOps
 //! tool's apply of the same content reach admission as the same defaulted object,
-//! differing only in fields removed here, so they share a digest. Pure: no I/O.
+//! differing only in fields removed here, so they share a digest. A field set to
+//! null is the same as an absent one (the API server prunes nulls from built-in
+//! and structural objects alike). Pure: no I/O.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -13,6 +15,9 @@ use sha2::{Digest, Sha256};
 /// Annotations that never change what a change does.
 const IGNORED_ANNOTATIONS: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
+    // Written by the Deployment controller: `kubectl apply` carries it over from the
+    // stored object, `kubectl replace` of the same manifest does not.
+    "deployment.kubernetes.io/revision",
     // Requesters add context without voiding an approval (DESIGN.md).
     "signoff.dev/reason",
     "signoff.dev/ticket",
@@ -39,6 +44,7 @@ pub struct ChangeTarget<'a> {
 /// for writes to the status subresource, where it is the change itself.
 pub fn canonical_object(object: &Value, sub_resource: &str) -> Value {
     let mut object = object.clone();
+    drop_nulls(&mut object);
     if let Some(root) = object.as_object_mut() {
         if sub_resource != "status" {
             root.remove("status");
@@ -61,6 +67,19 @@ pub fn canonical_object(object: &Value, sub_resource: &str) -> Value {
         }
     }
     object
+}
+
+/// Remove every object field whose value is null, at every level (array items
+/// keep their places: there, null is a value).
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// Serialize with object keys sorted at every level, so key order never matters.
@@ -184,10 +203,14 @@ mod tests {
             json!({
                 "kubectl.kubernetes.io/last-applied-configuration": "{...}",
                 "signoff.dev/reason": "hotfix",
-                "signoff.dev/ticket": "OPS-1"
+                "signoff.dev/ticket": "OPS-1",
+                "deployment.kubernetes.io/revision": "7"
             }),
         );
         stored["status"] = json!({"readyReplicas": 3});
+        // Null is absent, at any depth.
+        stored["spec"]["paused"] = Value::Null;
+        stored["spec"]["template"]["spec"]["containers"][0]["command"] = Value::Null;
         let t = target("UPDATE", "prod");
         assert_eq!(change_digest(&t, Some(&plain)), change_digest(&t, Some(&stored)));
     }
