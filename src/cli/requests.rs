@@ -228,13 +228,10 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
         ar.metadata.creation_timestamp.as_ref().map(|t| format!(", {}", when(t.0, now))).unwrap_or_default();
     let _ = writeln!(o, "Requester:  {}{requested}", spec.requester.username);
     let a = &spec.action;
-    let target = match &a.namespace {
-        Some(n) if !n.is_empty() => format!("{n}/{}", a.name),
-        _ => a.name.clone(),
-    };
+    let target = crate::crd::target_text(&a.kind, a.namespace.as_deref(), &a.name);
     let gv = if a.group.is_empty() { a.version.clone() } else { format!("{}/{}", a.group, a.version) };
     let sub = a.sub_resource.as_ref().map(|s| format!("/{s}")).unwrap_or_default();
-    let _ = writeln!(o, "Action:     {} {} {target} ({gv}, {}{sub})", a.operation, a.kind, a.resource);
+    let _ = writeln!(o, "Action:     {} {target} ({gv}, {}{sub})", a.operation, a.resource);
     let _ = writeln!(o, "Risk:       {:?}, {}", spec.risk, spec.action_class.as_str());
     let _ = writeln!(o, "Digest:     {}", spec.digest);
     let _ = writeln!(o, "Held because:");

@@ -342,6 +342,19 @@ pub struct Decision {
 }
 
 /// Attempts count from 1; an absent attempt is the first.
+/// What a change is applied to, for people: `Deployment ns/name`, `Namespace name`
+/// when cluster-scoped, and for a collection (a `deletecollection` reaches
+/// admission once, without a name) `every ConfigMap in ns` or `every ClusterRole,
+/// cluster-wide`.
+pub fn target_text(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match (namespace.filter(|n| !n.is_empty()), name) {
+        (Some(ns), "") => format!("every {kind} in {ns}"),
+        (None, "") => format!("every {kind}, cluster-wide"),
+        (Some(ns), name) => format!("{kind} {ns}/{name}"),
+        (None, name) => format!("{kind} {name}"),
+    }
+}
+
 pub fn first_attempt() -> u32 {
     1
 }

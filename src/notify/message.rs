@@ -88,14 +88,12 @@ pub struct ActionSummary {
 }
 
 impl ActionSummary {
-    /// `DELETE Deployment payments-prod/api`, or `DELETE Namespace payments-prod`.
+    /// `DELETE Deployment payments-prod/api`, `DELETE Namespace payments-prod`, or
+    /// for a deletecollection `DELETE every ConfigMap in payments-prod`.
     pub fn headline(&self) -> String {
-        let target = match &self.namespace {
-            Some(ns) if !ns.is_empty() => format!("{ns}/{}", self.name),
-            _ => self.name.clone(),
-        };
         let sub = self.resource.split_once('/').map(|(_, s)| format!(" ({s})")).unwrap_or_default();
-        format!("{} {}{sub} {target}", self.operation, self.kind)
+        let target = crate::crd::target_text(&format!("{}{sub}", self.kind), self.namespace.as_deref(), &self.name);
+        format!("{} {target}", self.operation)
     }
 }
 

@@ -109,6 +109,17 @@ fn headline_with_subresource_and_cluster_scope() {
         name: "prod".into(),
     };
     assert_eq!(a.headline(), "DELETE Namespace prod");
+    // A deletecollection is reviewed once, without a name.
+    let a = ActionSummary {
+        operation: "DELETE".into(),
+        kind: "ConfigMap".into(),
+        resource: "configmaps".into(),
+        namespace: Some("prod".into()),
+        name: String::new(),
+    };
+    assert_eq!(a.headline(), "DELETE every ConfigMap in prod");
+    let a = ActionSummary { namespace: None, kind: "ClusterRole".into(), ..a };
+    assert_eq!(a.headline(), "DELETE every ClusterRole, cluster-wide");
 }
 
 #[test]
