@@ -326,7 +326,10 @@ async fn exchange(webhook: &Webhook, body: Body) -> Reply {
     wr.flush().await.unwrap();
     let head_sent = Instant::now();
     // When the server could first know the body is over the cap.
-    let over_cap: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    // Declared: the head alone says so. Set here, not in the sender task, which a
+    // loaded machine may not run before the answer is back.
+    let declared_over = matches!(body, Body::Declared(_)).then_some(head_sent);
+    let over_cap: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(declared_over));
     let body_sent = Arc::new(AtomicU64::new(0));
     let sender = {
         let over_cap = over_cap.clone();
@@ -337,7 +340,7 @@ async fn exchange(webhook: &Webhook, body: Body) -> Reply {
                     let _ = wr.write_all(&b).await;
                     let _ = wr.flush().await;
                 }
-                Body::Declared(_) => *over_cap.lock().unwrap() = Some(head_sent),
+                Body::Declared(_) => {}
                 Body::Chunked(limit) => {
                     // 1 MiB chunks up to exactly the cap, then a 1 KiB chunk crosses it.
                     let chunk = |size: usize| format!("{size:x}\r\n{}\r\n", "x".repeat(size));
