@@ -1,10 +1,13 @@
 //! Classifying a realistic Deployment update (image change in production):
-//! against the example policies, against 100 rules, and with no policy at all.
+//! against 20 rules (issue 11's target: <= 20 us), the same 20 rules run the
+//! naive way with the `cel` crate (baseline), the example policies, 100 rules,
+//! and no policy at all.
 //!
 //! cargo bench --bench classify -- --warm-up-time 1 --measurement-time 3
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -74,23 +77,25 @@ fn example_policies() -> PolicySet {
     signoff::cli::check::load_policies(&dir).expect("example policies compile")
 }
 
-/// 10 policies × 10 rules over deployments, none of which fires.
-fn hundred_rules() -> PolicySet {
-    let exprs = [
-        "object.spec.replicas > 50",
-        "object.spec.template.spec.containers.exists(c, c.image.endsWith(':latest'))",
-        "object.spec.template.spec.containers.exists(c, has(c.resources.limits) && quantity(c.resources.limits.cpu).isGreaterThan(quantity('16')))",
-        "has(object.metadata.labels) && 'forbidden' in object.metadata.labels",
-        "request.userInfo.username.startsWith('system:anonymous')",
-        "namespaceObject.metadata.labels['signoff.dev/environment'] == 'restricted'",
-        "object.spec.template.spec.containers.filter(c, c.name.matches('^debug-')).size() > 0",
-        "oldObject != null && object.spec.replicas < oldObject.spec.replicas - 10",
-        "object.metadata.name.lowerAscii().contains('tmp')",
-        "has(object.spec.template.spec.hostNetwork) && object.spec.template.spec.hostNetwork",
-    ];
-    let policies: Vec<EscalationPolicy> = (0..10)
+/// Ten rules over Deployments, none of which fires on the input.
+const RULES: [&str; 10] = [
+    "object.spec.replicas > 50",
+    "object.spec.template.spec.containers.exists(c, c.image.endsWith(':latest'))",
+    "object.spec.template.spec.containers.exists(c, has(c.resources.limits) && quantity(c.resources.limits.cpu).isGreaterThan(quantity('16')))",
+    "has(object.metadata.labels) && 'forbidden' in object.metadata.labels",
+    "request.userInfo.username.startsWith('system:anonymous')",
+    "namespaceObject.metadata.labels['signoff.dev/environment'] == 'restricted'",
+    "object.spec.template.spec.containers.filter(c, c.name.matches('^debug-')).size() > 0",
+    "oldObject != null && object.spec.replicas < oldObject.spec.replicas - 10",
+    "object.metadata.name.lowerAscii().contains('tmp')",
+    "has(object.spec.template.spec.hostNetwork) && object.spec.template.spec.hostNetwork",
+];
+
+/// `policies` policies × 10 rules over Deployments, none of which fires.
+fn rules(policies: usize) -> PolicySet {
+    let policies: Vec<EscalationPolicy> = (0..policies)
         .map(|p| {
-            let rules = exprs
+            let rules = RULES
                 .iter()
                 .enumerate()
                 .map(|(i, e)| RiskRule {
@@ -125,15 +130,54 @@ fn hundred_rules() -> PolicySet {
     set
 }
 
+/// The naive use of the `cel` crate that issue 11 measured: per request a fresh
+/// root Context, every object converted whole into CEL values, each rule run.
+struct Naive {
+    env: Arc<cel::Env>,
+    programs: Vec<cel::Program>,
+}
+
+impl Naive {
+    fn new(rules: usize) -> Naive {
+        let env = Arc::new(signoff::policy::celenv::build_env().unwrap());
+        let programs = RULES.iter().cycle().take(rules).map(|r| env.compile(r).unwrap()).collect();
+        Naive { env, programs }
+    }
+
+    fn classify(&self, input: &ReviewInput) -> usize {
+        use signoff::policy::celenv::json_to_cel;
+        let mut ctx = cel::Context::with_env(Arc::clone(&self.env));
+        let request = json!({
+            "operation": "UPDATE",
+            "userInfo": {"username": input.user.username, "uid": input.user.uid, "groups": input.user.groups},
+            "kind": {"group": input.kind.group, "version": input.kind.version, "kind": input.kind.kind},
+            "resource": {"group": input.resource.group, "version": input.resource.version, "resource": input.resource.resource},
+            "subResource": input.sub_resource, "namespace": input.namespace, "name": input.name, "dryRun": input.dry_run,
+        });
+        ctx.add_variable_from_value("request", json_to_cel(&request));
+        let null = serde_json::Value::Null;
+        ctx.add_variable_from_value("object", json_to_cel(input.object.as_ref().unwrap_or(&null)));
+        ctx.add_variable_from_value("oldObject", json_to_cel(input.old_object.as_ref().unwrap_or(&null)));
+        ctx.add_variable_from_value("namespaceObject", json_to_cel(input.namespace_object.as_ref().unwrap_or(&null)));
+        self.programs.iter().filter(|p| p.execute(&ctx) == Ok(cel::Value::Bool(true))).count()
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let input = input();
     let examples = example_policies();
-    let hundred = hundred_rules();
+    let twenty = rules(2);
+    let hundred = rules(10);
     let empty = PolicySet::empty();
+    let naive = Naive::new(20);
     assert!(classify(&input, &examples).held());
+    assert!(!classify(&input, &twenty).held());
     assert!(!classify(&input, &hundred).held());
+    assert_eq!(naive.classify(&input), 0);
     let mut g = c.benchmark_group("classify deployment update");
     g.bench_function("no policies (baseline)", |b| b.iter(|| classify(black_box(&input), black_box(&empty))));
+    g.bench_function("20 rules, naive cel (baseline)", |b| b.iter(|| naive.classify(black_box(&input))));
+    g.bench_function("20 rules", |b| b.iter(|| classify(black_box(&input), black_box(&twenty))));
     g.bench_function("example policies", |b| b.iter(|| classify(black_box(&input), black_box(&examples))));
     g.bench_function("100 rules", |b| b.iter(|| classify(black_box(&input), black_box(&hundred))));
     g.finish();

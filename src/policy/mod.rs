@@ -12,6 +12,7 @@
 
 pub mod celenv;
 pub mod cost;
+pub mod lazyjson;
 pub mod matching;
 pub mod quantity;
 
@@ -19,7 +20,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 use serde::Serialize;
 
@@ -132,17 +132,49 @@ impl ReviewInput {
     }
 
     /// The `request` variable rules see.
-    fn request_value(&self) -> Box<dyn cel::common::value::Val> {
-        celenv::json_to_val(&serde_json::json!({
-            "operation": operation_str(self.operation),
-            "userInfo": {"username": self.user.username, "uid": self.user.uid, "groups": self.user.groups},
-            "kind": {"group": self.kind.group, "version": self.kind.version, "kind": self.kind.kind},
-            "resource": {"group": self.resource.group, "version": self.resource.version, "resource": self.resource.resource},
-            "subResource": self.sub_resource,
-            "namespace": self.namespace,
-            "name": self.name,
-            "dryRun": self.dry_run,
-        }))
+    /// `request` as CEL sees it, borrowing this input's strings.
+    fn request_value(&self) -> Box<dyn cel::common::value::Val + '_> {
+        use cel::common::types::{CelBool, CelList, CelMap, CelMapKey, CelString};
+        use cel::common::value::Val;
+        type Entries<'a> = Vec<(&'static str, Box<dyn Val + 'a>)>;
+        fn map(entries: Entries<'_>) -> Box<dyn Val + '_> {
+            Box::new(CelMap::from(entries.into_iter().map(|(k, v)| (CelMapKey::from(k), v)).collect::<HashMap<_, _>>()))
+        }
+        fn text(s: &str) -> Box<dyn Val + '_> {
+            Box::new(CelString::from(s))
+        }
+        let groups: Vec<Box<dyn Val + '_>> = self.user.groups.iter().map(|g| text(g)).collect();
+        map(vec![
+            ("operation", text(operation_str(self.operation))),
+            (
+                "userInfo",
+                map(vec![
+                    ("username", text(&self.user.username)),
+                    ("uid", text(&self.user.uid)),
+                    ("groups", Box::new(CelList::from(groups))),
+                ]),
+            ),
+            (
+                "kind",
+                map(vec![
+                    ("group", text(&self.kind.group)),
+                    ("version", text(&self.kind.version)),
+                    ("kind", text(&self.kind.kind)),
+                ]),
+            ),
+            (
+                "resource",
+                map(vec![
+                    ("group", text(&self.resource.group)),
+                    ("version", text(&self.resource.version)),
+                    ("resource", text(&self.resource.resource)),
+                ]),
+            ),
+            ("subResource", text(&self.sub_resource)),
+            ("namespace", text(&self.namespace)),
+            ("name", text(&self.name)),
+            ("dryRun", Box::new(CelBool::from(self.dry_run))),
+        ])
     }
 }
 
@@ -202,10 +234,15 @@ struct Needs {
     old_object: bool,
     namespace_object: bool,
     cost: bool,
+    /// Some expression has a map literal: evaluate on fully converted objects,
+    /// because a built-in map on the left of `==` does not recognize a lazy one.
+    map_literal: bool,
 }
 
 impl Needs {
-    fn add(&mut self, p: &Program) {
+    fn add(&mut self, p: &Program, source: &str) {
+        // Conservative: any `{` (even inside a string literal) takes the safe path.
+        self.map_literal |= source.contains('{');
         let r = p.references();
         self.request |= r.has_variable("request");
         self.object |= r.has_variable("object");
@@ -220,6 +257,7 @@ impl Needs {
             old_object: self.old_object | o.old_object,
             namespace_object: self.namespace_object | o.namespace_object,
             cost: self.cost | o.cost,
+            map_literal: self.map_literal | o.map_literal,
         }
     }
 }
@@ -275,7 +313,7 @@ impl CompiledPolicy {
                 return Err(err(Location::Variable(v.name.clone()), "duplicate variable name".into()));
             }
             let p = compile_expr(&name, Location::Variable(v.name.clone()), &v.expression)?;
-            needs.add(&p);
+            needs.add(&p, &v.expression);
             variables.push((v.name.clone(), p));
         }
         let mut rules: Vec<CompiledRule> = Vec::with_capacity(spec.rules.len());
@@ -284,11 +322,11 @@ impl CompiledPolicy {
                 return Err(err(Location::Rule(r.name.clone()), "duplicate rule name".into()));
             }
             let expression = compile_expr(&name, Location::Rule(r.name.clone()), &r.expression)?;
-            needs.add(&expression);
+            needs.add(&expression, &r.expression);
             let message = match (&r.message_expression, &r.message) {
                 (Some(src), _) => {
                     let p = compile_expr(&name, Location::MessageExpression(r.name.clone()), src)?;
-                    needs.add(&p);
+                    needs.add(&p, src);
                     Message::Expression(p)
                 }
                 (None, Some(m)) => Message::Static(m.clone()),
@@ -491,24 +529,9 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
         return out;
     }
     let needs = matched.iter().fold(Needs::default(), |n, p| n.union(p.needs));
-    let root = Context::with_env(Arc::clone(&ENV));
-    let mut request_scope = root.new_inner_scope();
-    let json_or_null = |v: &Option<serde_json::Value>| match v {
-        Some(v) => celenv::json_to_val(v),
-        None => Box::new(cel::common::types::CelNull),
-    };
-    if needs.request {
-        request_scope.add_variable_as_val("request", input.request_value());
-    }
-    if needs.object {
-        request_scope.add_variable_as_val("object", json_or_null(&input.object));
-    }
-    if needs.old_object {
-        request_scope.add_variable_as_val("oldObject", json_or_null(&input.old_object));
-    }
-    if needs.namespace_object {
-        request_scope.add_variable_as_val("namespaceObject", json_or_null(&input.namespace_object));
-    }
+    let lazy = request_scope(input, needs, false);
+    // Policies with a map literal read fully converted objects (see lazyjson).
+    let eager = matched.iter().any(|p| p.needs.map_literal).then(|| request_scope(input, needs, true));
     for policy in matched {
         out.matched_policies.push(policy.name.clone());
         let cost = policy
@@ -519,15 +542,50 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
         if out.cost.is_none() {
             out.cost = cost.clone();
         }
-        evaluate_policy(policy, cost, &request_scope, &mut out);
+        let scope = match &eager {
+            Some(eager) if policy.needs.map_literal => eager,
+            _ => &lazy,
+        };
+        evaluate_policy(policy, cost, scope, &mut out);
     }
     out
 }
 
+/// The variables every policy's expressions see: `request`, `object`,
+/// `oldObject`, `namespaceObject`, each bound only when some expression reads it.
+/// Lazy views (lazyjson) unless `eager`, which converts the objects whole.
+fn request_scope<'v>(input: &'v ReviewInput, needs: Needs, eager: bool) -> Context<'v, 'v> {
+    let mut scope = Context::with_env(Arc::clone(&ENV));
+    let json_or_null = |v: &'v Option<serde_json::Value>| -> Box<dyn cel::common::value::Val + 'v> {
+        match v {
+            Some(v) if eager => celenv::json_to_val(v),
+            Some(v) => lazyjson::json_val(v),
+            None => Box::new(cel::common::types::CelNull),
+        }
+    };
+    if needs.request {
+        scope.add_variable_as_val("request", input.request_value());
+    }
+    if needs.object {
+        scope.add_variable_as_val("object", json_or_null(&input.object));
+    }
+    if needs.old_object {
+        scope.add_variable_as_val("oldObject", json_or_null(&input.old_object));
+    }
+    if needs.namespace_object {
+        scope.add_variable_as_val("namespaceObject", json_or_null(&input.namespace_object));
+    }
+    scope
+}
+
 fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context, out: &mut Assessment) {
     let audit = policy.spec.mode == PolicyMode::Audit;
-    let mut scope = parent.new_inner_scope();
-    if policy.needs.cost {
+    // A scope of its own only for `cost` and `variables`: every scope is one more
+    // level each variable lookup walks through.
+    let mut own = (policy.needs.cost || !policy.variables.is_empty()).then(|| parent.new_inner_scope());
+    if let Some(scope) = own.as_mut()
+        && policy.needs.cost
+    {
         let c = cost.unwrap_or_else(|| Cost::zero("USD"));
         scope.add_variable_from_value(
             "cost",
@@ -549,14 +607,20 @@ fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context
             out.errors.push(e);
         }
     };
-    if !policy.variables.is_empty() {
+    if let Some(scope) = own.as_mut()
+        && !policy.variables.is_empty()
+    {
+        use cel::common::types::{CelMap, CelMapKey};
         let first_route = policy.rules.first().map(|r| r.route.as_str()).unwrap_or("engineering");
-        let mut vars: HashMap<Key, Value> = HashMap::with_capacity(policy.variables.len());
+        // Values stay interpreter values (no round trip through `Value`): a
+        // variable such as `namespaceObject.metadata` stays a lazy view.
+        let mut vars: HashMap<CelMapKey<'_>, Box<dyn cel::common::value::Val + '_>> =
+            HashMap::with_capacity(policy.variables.len());
         for (name, program) in &policy.variables {
-            scope.add_variable_from_value("variables", Value::Map(vars.clone().into()));
-            match program.execute(&scope) {
+            scope.add_variable_as_val("variables", Box::new(CelMap::from(vars.clone())));
+            match Value::resolve_val(program.expression(), scope).map(|v| v.into_owned()) {
                 Ok(v) => {
-                    vars.insert(Key::String(Arc::new(name.clone())), v);
+                    vars.insert(CelMapKey::from(name.clone()), v);
                 }
                 Err(e) => {
                     // A variable that cannot be evaluated makes the whole policy
@@ -566,15 +630,16 @@ fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context
                 }
             }
         }
-        scope.add_variable_from_value("variables", Value::Map(vars.into()));
+        scope.add_variable_as_val("variables", Box::new(CelMap::from(vars)));
     }
+    let scope = own.as_ref().unwrap_or(parent);
     for rule in &policy.rules {
-        match rule.expression.execute(&scope) {
+        match rule.expression.execute(scope) {
             Ok(Value::Bool(false)) => {}
             Ok(Value::Bool(true)) => {
                 let message = match &rule.message {
                     Message::Static(m) => m.clone(),
-                    Message::Expression(p) => match p.execute(&scope) {
+                    Message::Expression(p) => match p.execute(scope) {
                         Ok(Value::String(s)) => s.to_string(),
                         Ok(other) => format!("rule {} fired (messageExpression returned {other:?})", rule.name),
                         Err(e) => format!("rule {} fired (messageExpression failed: {e})", rule.name),

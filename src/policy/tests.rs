@@ -754,3 +754,20 @@ fn a_policy_set_covers_what_its_match_rules_name_and_nothing_else() {
     }
     assert!(!PolicySet::empty().covers(&input(Operation::Update, ("apps", "v1", "deployments"), "", "prod")));
 }
+
+#[test]
+fn map_literals_compare_with_object_fields_on_either_side() {
+    // A policy with a map literal reads fully converted objects; one without reads
+    // lazy views. Both answer the same.
+    for (expr, expected) in [
+        ("{'app': 'web'} == object.metadata.labels", true),
+        ("object.metadata.labels == {'app': 'web'}", true),
+        ("{'app': 'api'} == object.metadata.labels", false),
+        ("[{'name': 'a'}] != object.spec.template.spec.containers", true),
+        ("object.metadata.labels == object.metadata.labels", true),
+        ("object.metadata != oldObject.metadata", true),
+        ("object.spec.template.spec.containers[1] in object.spec.template.spec.containers", true),
+    ] {
+        assert_eq!(eval(expr), Ok(expected), "{expr}");
+    }
+}
