@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/signoff/target
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos fuzz
+.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos fuzz bench
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -12,6 +12,7 @@ help:
 	@echo "make crds   regenerate crds/ and charts/signoff/crds/ from the Rust types"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (default 60) from fuzz/corpus; not part of make test"
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
+	@echo "make bench  benchmarks with same-run baselines (classification so far); see docs/performance.md"
 
 ## The whole suite: what CI runs (.ci/run).
 test: fmt-check lint controlplane chart unit-and-integration
@@ -58,6 +59,12 @@ chaos: controlplane
 	SIGNOFF_CHAOS=1 SIGNOFF_UPDATE_DOCS=1 $(CARGO) test --locked --test chaos_report -- --ignored --nocapture \
 	  || status=$$?; \
 	exit $$status
+
+# Benchmarks (issue 11). So far: classification (criterion), against a naive use
+# of the cel crate and a no-policy baseline measured in the same run. Figures and
+# what limits them: docs/performance.md.
+bench:
+	$(CARGO) bench --locked --bench classify -- --warm-up-time 1 --measurement-time 3
 
 crds:
 	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/crds
