@@ -229,9 +229,7 @@ pub fn packet(
     let (reason, ticket) = (annotation("signoff.dev/reason"), annotation("signoff.dev/ticket"));
     let context = (reason.is_some() || ticket.is_some()).then_some(ChangeContext { reason, ticket });
     let diff = render_diff(input);
-    let manifest = subject(input)
-        .map(|o| serde_yaml::to_string(&crate::digest::canonical_object(o, &input.sub_resource)).unwrap_or_default())
-        .map(|m| bounded(m, "manifest"));
+    let manifest = subject(input).map(|o| bounded_yaml(&crate::digest::canonical_object(o, &input.sub_resource)));
     let spec = ApprovalRequestSpec {
         requester: UserInfo {
             username: input.user.username.clone(),
@@ -292,45 +290,85 @@ fn label_value(text: &str) -> String {
 /// must fit in etcd (1.5 MiB) whatever the size of the object it holds.
 pub const MAX_PACKET_TEXT: usize = 256 * 1024;
 
-/// `text`, cut at MAX_PACKET_TEXT on a line boundary with a note saying so.
-fn bounded(text: String, what: &str) -> String {
-    if text.len() <= MAX_PACKET_TEXT {
+/// Takes bytes up to a cap, then refuses more: serializing into it stops a big
+/// object's rendering at the cap instead of rendering all of it and cutting after.
+/// (YAML rendering was most of the time a 3 MiB object took to hold.)
+struct Capped {
+    text: Vec<u8>,
+    cap: usize,
+    /// Bytes offered in all, kept or not.
+    offered: usize,
+}
+
+impl Capped {
+    fn new(cap: usize) -> Capped {
+        Capped { text: Vec::new(), cap, offered: 0 }
+    }
+
+    /// Whether everything offered was kept.
+    fn complete(&self) -> bool {
+        self.offered <= self.cap
+    }
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.offered += data.len();
+        let room = self.cap.saturating_sub(self.text.len());
+        if data.len() > room {
+            self.text.extend_from_slice(&data[..room]);
+            return Err(std::io::Error::other("packet text cap reached"));
+        }
+        self.text.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// YAML of `value`, cut at MAX_PACKET_TEXT on a line boundary with a note saying so.
+fn bounded_yaml(value: &serde_json::Value) -> String {
+    let mut out = Capped::new(MAX_PACKET_TEXT);
+    let written = serde_yaml::to_writer(&mut out, value).is_ok();
+    let text = String::from_utf8_lossy(&out.text).into_owned();
+    if written && out.complete() {
         return text;
     }
-    let mut cut = MAX_PACKET_TEXT;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let cut = text[..cut].rfind('\n').map_or(cut, |i| i + 1);
-    format!(
-        "{}# … {what} truncated at {cut} of {} bytes; the digest covers the whole object.\n",
-        &text[..cut],
-        text.len()
-    )
+    let cut = text.rfind('\n').map_or(0, |i| i + 1);
+    format!("{}# … manifest truncated at {cut} bytes; the digest covers the whole object.\n", &text[..cut])
+}
+
+/// Whether `value`'s JSON fits in `cap` bytes; stops serializing once it does not.
+fn json_fits(value: &serde_json::Value, cap: usize) -> Option<usize> {
+    let mut out = Capped::new(cap);
+    (serde_json::to_writer(&mut out, value).is_ok() && out.complete()).then_some(out.text.len())
 }
 
 /// Unified diff of the old and new object (canonical YAML), when there is one.
 pub fn render_diff(input: &ReviewInput) -> Option<String> {
-    let yaml = |o: &Option<serde_json::Value>| {
-        o.as_ref()
-            .map(|o| {
-                serde_yaml::to_string(&crate::digest::canonical_object(o, &input.sub_resource)).unwrap_or_default()
-            })
-            .unwrap_or_default()
-    };
-    let (old, new) = (yaml(&input.old_object), yaml(&input.object));
+    let canonical =
+        |o: &Option<serde_json::Value>| o.as_ref().map(|o| crate::digest::canonical_object(o, &input.sub_resource));
+    let (old, new) = (canonical(&input.old_object), canonical(&input.object));
     if old == new {
         return None;
     }
-    if old.len() + new.len() > MAX_PACKET_TEXT {
-        // A line diff of megabytes is slow and would not fit in etcd with the request.
+    // Size first, as JSON, stopping at the cap: a line diff of megabytes is slow and
+    // would not fit in etcd with the request, and rendering it is the slow part.
+    let fits = |v: &Option<serde_json::Value>, cap: usize| v.as_ref().map_or(Some(0), |v| json_fits(v, cap));
+    let small = fits(&old, MAX_PACKET_TEXT).and_then(|used| fits(&new, MAX_PACKET_TEXT - used)).is_some();
+    if !small {
         return Some(format!(
-            "# the object is too large to diff here ({} bytes before, {} after); the digest covers all of it.\n\
-             # Compare with: kubectl diff -f <manifest>\n",
-            old.len(),
-            new.len()
+            "# the object is too large to diff here (over {} KiB before and after together); the digest covers all \
+             of it.\n# Compare with: kubectl diff -f <manifest>\n",
+            MAX_PACKET_TEXT / 1024
         ));
     }
+    let yaml = |v: &Option<serde_json::Value>| {
+        v.as_ref().map(|v| serde_yaml::to_string(v).unwrap_or_default()).unwrap_or_default()
+    };
+    let (old, new) = (yaml(&old), yaml(&new));
     let diff = similar::TextDiff::from_lines(&old, &new);
     Some(diff.unified_diff().context_radius(3).header("before", "after").to_string())
 }
