@@ -228,8 +228,13 @@ pub fn packet(
     };
     let (reason, ticket) = (annotation("signoff.dev/reason"), annotation("signoff.dev/ticket"));
     let context = (reason.is_some() || ticket.is_some()).then_some(ChangeContext { reason, ticket });
-    let diff = render_diff(input);
-    let manifest = subject(input).map(|o| bounded_yaml(&crate::digest::canonical_object(o, &input.sub_resource)));
+    // Canonical forms once: for a big object each is a deep copy.
+    let canonical =
+        |o: &Option<serde_json::Value>| o.as_ref().map(|o| crate::digest::canonical_object(o, &input.sub_resource));
+    let (old, new) = (canonical(&input.old_object), canonical(&input.object));
+    let diff = render_diff(old.as_ref(), new.as_ref());
+    let subject = if input.operation == crate::crd::Operation::Delete { &old } else { &new };
+    let manifest = subject.as_ref().map(bounded_yaml);
     let spec = ApprovalRequestSpec {
         requester: UserInfo {
             username: input.user.username.clone(),
@@ -346,18 +351,16 @@ fn json_fits(value: &serde_json::Value, cap: usize) -> Option<usize> {
     (serde_json::to_writer(&mut out, value).is_ok() && out.complete()).then_some(out.text.len())
 }
 
-/// Unified diff of the old and new object (canonical YAML), when there is one.
-pub fn render_diff(input: &ReviewInput) -> Option<String> {
-    let canonical =
-        |o: &Option<serde_json::Value>| o.as_ref().map(|o| crate::digest::canonical_object(o, &input.sub_resource));
-    let (old, new) = (canonical(&input.old_object), canonical(&input.object));
+/// Unified diff (YAML) of the old and new object, given in canonical form, when
+/// they differ.
+pub fn render_diff(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> Option<String> {
     if old == new {
         return None;
     }
     // Size first, as JSON, stopping at the cap: a line diff of megabytes is slow and
     // would not fit in etcd with the request, and rendering it is the slow part.
-    let fits = |v: &Option<serde_json::Value>, cap: usize| v.as_ref().map_or(Some(0), |v| json_fits(v, cap));
-    let small = fits(&old, MAX_PACKET_TEXT).and_then(|used| fits(&new, MAX_PACKET_TEXT - used)).is_some();
+    let fits = |v: Option<&serde_json::Value>, cap: usize| v.map_or(Some(0), |v| json_fits(v, cap));
+    let small = fits(old, MAX_PACKET_TEXT).and_then(|used| fits(new, MAX_PACKET_TEXT - used)).is_some();
     if !small {
         return Some(format!(
             "# the object is too large to diff here (over {} KiB before and after together); the digest covers all \
@@ -365,10 +368,9 @@ pub fn render_diff(input: &ReviewInput) -> Option<String> {
             MAX_PACKET_TEXT / 1024
         ));
     }
-    let yaml = |v: &Option<serde_json::Value>| {
-        v.as_ref().map(|v| serde_yaml::to_string(v).unwrap_or_default()).unwrap_or_default()
-    };
-    let (old, new) = (yaml(&old), yaml(&new));
+    let yaml =
+        |v: Option<&serde_json::Value>| v.map(|v| serde_yaml::to_string(v).unwrap_or_default()).unwrap_or_default();
+    let (old, new) = (yaml(old), yaml(new));
     let diff = similar::TextDiff::from_lines(&old, &new);
     Some(diff.unified_diff().context_radius(3).header("before", "after").to_string())
 }
