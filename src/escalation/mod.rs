@@ -184,8 +184,9 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Resolve tier `i` at `start`: record skips, add the available people to the
-    /// lane's eligible set. Returns whether anybody can be reached.
+    /// Resolve tier `i` at `start`: add its people to the lane's eligible set,
+    /// record who is skipped (away, quiet hours) and notify the rest. Returns
+    /// whether anybody can be reached.
     fn reach(
         &mut self,
         lane: &mut Lane,
@@ -224,6 +225,14 @@ impl Walker<'_> {
                 None => available.push(user.clone()),
             }
         }
+        // Quiet hours and away periods stop the page, not the right to answer:
+        // everyone the tier reaches may approve, so a teammate who is off but
+        // sees the request can still sign it off.
+        for user in &reached.users {
+            if !lane.eligible.contains(user) {
+                lane.eligible.push(user.clone());
+            }
+        }
         if available.is_empty() && reached.groups.is_empty() {
             let why = if reached.users.is_empty() { "resolves to nobody" } else { "has nobody available" };
             self.skips.push(Skip {
@@ -240,11 +249,6 @@ impl Walker<'_> {
                 warning: true,
             });
             return false;
-        }
-        for user in &available {
-            if !lane.eligible.contains(user) {
-                lane.eligible.push(user.clone());
-            }
         }
         for group in &reached.groups {
             if !lane.eligible_groups.contains(group) {

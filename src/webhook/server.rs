@@ -385,45 +385,73 @@ async fn held(
         }
     };
     let now = jiff::Timestamp::now();
-    match review::decide_existing(&ar, digest, now, finalizing) {
-        Answer::Deny { message } => {
-            audit(input, "denied", &message);
-            deny(req, message)
-        }
-        Answer::Completes { warnings } => {
-            audit(input, "admitted-finalizing", &warnings.join("; "));
-            allow(req, warnings)
-        }
-        Answer::Allow { warnings } => {
-            // Record the admission before admitting (atomic: one approval admits one
-            // write). If that fails, deny.
-            if let Err(e) = append_admission(&api, &ar, &input.user.username, now, false).await {
-                let message = match e {
-                    kube::Error::Api(e) if e.code == 409 => format!(
-                        "signoff: ApprovalRequest {namespace}/{name} changed while admitting (another write may have \
-                         used the approval); retry to see its state"
-                    ),
-                    e => format!("signoff could not record the admission in {namespace}/{name}: {e}; retry"),
-                };
+    let mut ar = ar;
+    // The controller writes the request's status too (tiers, notifications); a
+    // write between our read and our admission record is a 409, not a verdict.
+    // Re-read and decide again: if the other write used the approval, the new
+    // decision says so.
+    let mut conflicts = 0;
+    loop {
+        match review::decide_existing(&ar, digest, now, finalizing) {
+            Answer::Deny { message } => {
                 audit(input, "denied", &message);
                 return deny(req, message);
             }
-            let message = format!("admitted by approved ApprovalRequest {namespace}/{name}");
-            audit(input, "admitted", &message);
-            state.metrics.decision("admitted-approved");
-            publish(
-                state,
-                EventType::Normal,
-                "Admitted",
-                "Admit",
-                &format!("{message} for {}", input.user.username),
-                &request_reference(&ar),
-            )
-            .await;
-            allow(req, warnings)
+            Answer::Completes { warnings } => {
+                audit(input, "admitted-finalizing", &warnings.join("; "));
+                return allow(req, warnings);
+            }
+            Answer::Allow { warnings } => {
+                // Record the admission before admitting (atomic: one approval admits
+                // one write). If that fails, deny.
+                match append_admission(&api, &ar, &input.user.username, now, false).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 && conflicts < ADMISSION_CONFLICT_RETRIES => {
+                        conflicts += 1;
+                        match api.get(name).await {
+                            Ok(fresh) => {
+                                ar = fresh;
+                                continue;
+                            }
+                            Err(e) => {
+                                return denied(format!(
+                                    "signoff could not re-read ApprovalRequest {namespace}/{name}: {e}; retry"
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let message = match e {
+                            kube::Error::Api(e) if e.code == 409 => format!(
+                                "signoff: ApprovalRequest {namespace}/{name} kept changing while admitting \
+                                 ({ADMISSION_CONFLICT_RETRIES} retries); retry to see its state"
+                            ),
+                            e => format!("signoff could not record the admission in {namespace}/{name}: {e}; retry"),
+                        };
+                        audit(input, "denied", &message);
+                        return deny(req, message);
+                    }
+                }
+                let message = format!("admitted by approved ApprovalRequest {namespace}/{name}");
+                audit(input, "admitted", &message);
+                state.metrics.decision("admitted-approved");
+                publish(
+                    state,
+                    EventType::Normal,
+                    "Admitted",
+                    "Admit",
+                    &format!("{message} for {}", input.user.username),
+                    &request_reference(&ar),
+                )
+                .await;
+                return allow(req, warnings);
+            }
         }
     }
 }
+
+/// How often an admission is re-decided after a concurrent write to its request.
+const ADMISSION_CONFLICT_RETRIES: u32 = 3;
 
 /// Append an admission for the request's current attempt. The resourceVersion
 /// makes it atomic: a concurrent write fails with 409 instead of being lost, so

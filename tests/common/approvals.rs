@@ -40,26 +40,32 @@ pub fn whoami(cp: &ControlPlane, user: &str) -> Value {
 /// whether the API server accepted it, and its stderr.
 pub fn decide(cp: &ControlPlane, user: &str, approver: &str, ns: &str, name: &str, verdict: &str) -> (bool, String) {
     let me = whoami(cp, user);
-    let ar = request(cp, ns, name);
-    let mut decisions = ar["status"]["decisions"].as_array().cloned().unwrap_or_default();
-    decisions.push(json!({
-        "approver": approver,
-        "uid": me["uid"],
-        "groups": me["groups"],
-        "decision": verdict,
-        "at": jiff::Timestamp::now().to_string(),
-        "attempt": ar["status"]["attempt"].as_u64().unwrap_or(1),
-    }));
-    let patch =
-        json!({"metadata": {"resourceVersion": ar["metadata"]["resourceVersion"]}, "status": {"decisions": decisions}});
-    let (ok, _, err) = cp
-        .kubectl_run(
-            user,
-            &["patch", "ar", name, "-n", ns, "--subresource=status", "--type=merge", "-p", &patch.to_string()],
-            None,
-        )
-        .unwrap();
-    (ok, err)
+    // Like `kubectl signoff approve`: a concurrent status write by the controller
+    // is a 409 on the resourceVersion, so re-read and send again.
+    for _ in 0..5 {
+        let ar = request(cp, ns, name);
+        let mut decisions = ar["status"]["decisions"].as_array().cloned().unwrap_or_default();
+        decisions.push(json!({
+            "approver": approver,
+            "uid": me["uid"],
+            "groups": me["groups"],
+            "decision": verdict,
+            "at": jiff::Timestamp::now().to_string(),
+            "attempt": ar["status"]["attempt"].as_u64().unwrap_or(1),
+        }));
+        let patch = json!({"metadata": {"resourceVersion": ar["metadata"]["resourceVersion"]}, "status": {"decisions": decisions}});
+        let (ok, _, err) = cp
+            .kubectl_run(
+                user,
+                &["patch", "ar", name, "-n", ns, "--subresource=status", "--type=merge", "-p", &patch.to_string()],
+                None,
+            )
+            .unwrap();
+        if ok || !err.contains("the object has been modified") {
+            return (ok, err);
+        }
+    }
+    panic!("{ns}/{name} kept changing while {user} decided");
 }
 
 /// Wait until the reconciler has opened the request's lanes.
