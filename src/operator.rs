@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub identities: Identities,
     pub break_glass_groups: Vec<String>,
     pub timeout_seconds: i32,
+    /// Namespaces the gate's namespaceSelector leaves out, besides the system ones.
+    pub exempt_namespaces: Vec<String>,
     /// This replica's identity in the leader Lease.
     pub identity: String,
     /// How long a leader's Lease lasts without renewal (failover time).
@@ -271,6 +273,7 @@ pub async fn run(
             endpoint: options.endpoint.clone(),
             controller_namespace: options.namespace.clone(),
             timeout_seconds: options.timeout_seconds,
+            exempt_namespaces: options.exempt_namespaces.clone(),
         };
         tokio::spawn(sync_webhook_configuration(
             client.clone(),

@@ -128,7 +128,8 @@ fn webhook_configuration_has_exactly_one_owner() {
 #[test]
 fn chart_webhook_matches_what_signoff_writes() {
     // The chart-owned configuration carries the same exemptions as src/webhook/config.rs.
-    let docs = documents(&render("signoff-system", CHART_MODE_SECRET));
+    let sets = [CHART_MODE_SECRET, &["webhook.exemptNamespaces={argocd,flux-system}"]].concat();
+    let docs = documents(&render("signoff-system", &sets));
     let vwc = of_kind(&docs, "ValidatingWebhookConfiguration");
     let condition = vwc[0]["webhooks"][0]["matchConditions"][0]["expression"].as_str().unwrap();
     for (group, resource) in signoff::webhook::review::EXEMPT_RESOURCES {
@@ -145,6 +146,7 @@ fn chart_webhook_matches_what_signoff_writes() {
             },
             controller_namespace: "signoff-system".into(),
             timeout_seconds: 10,
+            exempt_namespaces: vec!["argocd".into(), "flux-system".into()],
         },
         Vec::new(),
         b"",

@@ -112,6 +112,10 @@ struct RunArgs {
     /// How long the leader's Lease lasts without renewal: the failover time.
     #[arg(long, default_value = "15s", value_parser = duration)]
     lease_duration: std::time::Duration,
+    /// Namespaces the gate never sees (repeatable), besides kube-system,
+    /// kube-node-lease and signoff's own: e.g. a GitOps tool's own namespace.
+    #[arg(long)]
+    exempt_namespace: Vec<String>,
     /// The API server's timeout for each webhook call.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(2..=30))]
     timeout_seconds: i32,
@@ -191,6 +195,7 @@ async fn run(args: RunArgs) -> signoff::Result<()> {
         },
         break_glass_groups: args.break_glass_group,
         timeout_seconds: args.timeout_seconds,
+        exempt_namespaces: args.exempt_namespace,
         identity: args.identity.unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())

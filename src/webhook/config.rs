@@ -31,6 +31,9 @@ pub struct WebhookSettings {
     pub endpoint: Endpoint,
     pub controller_namespace: String,
     pub timeout_seconds: i32,
+    /// Namespaces left out of the gate besides kube-system, kube-node-lease and
+    /// signoff's own.
+    pub exempt_namespaces: Vec<String>,
 }
 
 /// The gate's rules: every policy's match rules, deduplicated, in a stable order.
@@ -103,7 +106,13 @@ pub fn webhook_configuration(
         match_expressions: Some(vec![LabelSelectorRequirement {
             key: "kubernetes.io/metadata.name".into(),
             operator: "NotIn".into(),
-            values: Some(vec!["kube-system".into(), "kube-node-lease".into(), settings.controller_namespace.clone()]),
+            values: Some(
+                ["kube-system", "kube-node-lease", settings.controller_namespace.as_str()]
+                    .into_iter()
+                    .map(String::from)
+                    .chain(settings.exempt_namespaces.iter().cloned())
+                    .collect(),
+            ),
         }]),
         match_labels: None,
     };
