@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/signoff/target
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos fuzz bench
+.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -12,7 +12,8 @@ help:
 	@echo "make crds   regenerate crds/ and charts/signoff/crds/ from the Rust types"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (default 60) from fuzz/corpus; not part of make test"
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
-	@echo "make bench  benchmarks with same-run baselines (classification so far); see docs/performance.md"
+	@echo "make bench  benchmarks with same-run baselines, one table (about 15 min); see docs/performance.md"
+	@echo "make bench-peers  make bench with Kyverno (built from Go modules on first use) as a fourth group"
 
 ## The whole suite: what CI runs (.ci/run).
 test: fmt-check lint controlplane chart unit-and-integration
@@ -63,8 +64,17 @@ chaos: controlplane
 # Benchmarks (issue 11). So far: classification (criterion), against a naive use
 # of the cel crate and a no-policy baseline measured in the same run. Figures and
 # what limits them: docs/performance.md.
-bench:
+bench: controlplane
 	$(CARGO) bench --locked --bench classify -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --locked --bench e2e
+
+## make bench with Kyverno as a fourth group (built from Go modules on first use:
+## about 25 minutes; cached in ~/.cache/signoff/peers).
+bench-peers: controlplane
+	$(CARGO) bench --locked --bench classify -- --warm-up-time 1 --measurement-time 3
+	kyverno=$$(hack/peers/kyverno/build.sh) && \
+	src=$$(cd hack/peers/kyverno && GOTOOLCHAIN=local GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' github.com/kyverno/kyverno) && \
+	SIGNOFF_BENCH_KYVERNO=$$kyverno/kyverno SIGNOFF_BENCH_KYVERNO_SRC=$$src $(CARGO) bench --locked --bench e2e
 
 crds:
 	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/crds

@@ -1,0 +1,421 @@
+//! Sections 4 and 5: memory and escalation timing at scale. 1,000 extra
+//! policies, then 10,000 held changes (each a pending ApprovalRequest whose
+//! tier-1 deadline falls over the minutes it takes to create them), a loopback
+//! receiver for every notification, and a restart of signoff mid-way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::env::{Env, kubectl};
+use super::stats::{Samples, Table};
+
+const MEMORY: &str = "4 memory";
+const TIMING: &str = "5 escalation timing";
+const NS: &str = "bench-scale";
+/// Each request's first tier lasts this long; the second tier's notification
+/// is the escalation whose lateness is measured.
+const TIER: Duration = Duration::from_secs(75);
+
+/// VmRSS and VmHWM (peak) of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field =
+        |name: &str| status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok();
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time (user + system) `pid` has used, in milliseconds.
+pub fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0) // USER_HZ is 100 on Linux
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// One notification received: when, and its JSON body.
+#[derive(Clone)]
+struct Got {
+    at: Timestamp,
+    body: Value,
+}
+
+/// A real HTTP receiver on loopback for signoff's webhook notifications.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Receiver {
+    async fn start() -> Result<Receiver, String> {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        let sink = got.clone();
+        let app = axum::Router::new().fallback(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                let at = Timestamp::now();
+                sink.lock().unwrap().push(Got { at, body: serde_json::from_slice(&body).unwrap_or_default() });
+                "ok"
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Receiver { url, got })
+    }
+
+    /// The first escalation notification of each request at tier 0 (`later`
+    /// false) or at any later tier (the team has no on-call, so the second
+    /// notification goes to the lead), by request.
+    fn tier(&self, later: u64) -> HashMap<String, Got> {
+        let mut out = HashMap::new();
+        for g in self.got.lock().unwrap().iter() {
+            let tier = g.body["tier"].as_u64().unwrap_or(u64::MAX);
+            if (tier == 0) == (later == 0) && g.body["kind"] == "Escalation" {
+                let request = &g.body["request"];
+                let key = format!(
+                    "{}/{}",
+                    request["namespace"].as_str().unwrap_or_default(),
+                    request["name"].as_str().unwrap_or_default()
+                );
+                out.entry(key).or_insert_with(|| g.clone());
+            }
+        }
+        out
+    }
+}
+
+fn setup_yaml(receiver: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {NS}
+  labels: {{bench.signoff.dev/scale: "true", signoff.dev/owner: bench-owners}}
+---
+apiVersion: signoff.dev/v1alpha1
+kind: Approver
+metadata: {{name: bench-bob}}
+spec: {{user: bench-bob, contacts: [{{kind: Webhook, url: "{receiver}/user/bench-bob"}}]}}
+---
+apiVersion: signoff.dev/v1alpha1
+kind: Approver
+metadata: {{name: bench-carol}}
+spec: {{user: bench-carol, contacts: [{{kind: Webhook, url: "{receiver}/user/bench-carol"}}]}}
+---
+apiVersion: signoff.dev/v1alpha1
+kind: Team
+metadata: {{name: bench-owners}}
+spec:
+  members: {{users: [bench-bob]}}
+  lead: bench-carol
+---
+apiVersion: signoff.dev/v1alpha1
+kind: EscalationPolicy
+metadata: {{name: bench-scale}}
+spec:
+  match:
+    rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}}]
+    namespaceSelector: {{matchLabels: {{bench.signoff.dev/scale: "true"}}}}
+  adminTeam: bench-owners
+  routes:
+  - name: engineering
+  actionClasses:
+    routine: {{tierTimeout: {}s, notify: Sequential}}
+  rules:
+  - name: scale
+    expression: "has(object.metadata.labels) && 'bench' in object.metadata.labels"
+    risk: High
+    route: engineering
+    message: a held change of the scale bench
+"#,
+        TIER.as_secs()
+    )
+}
+
+/// `n` policies of three rules each, over namespaces nothing carries: compiled
+/// and kept by signoff (the gate's rules are deduplicated, so the webhook
+/// configuration does not grow).
+fn policies(n: usize) -> String {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "apiVersion": "signoff.dev/v1alpha1", "kind": "EscalationPolicy",
+                "metadata": {"name": format!("bench-policy-{i}")},
+                "spec": {
+                    "match": {
+                        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+                        "namespaceSelector": {"matchLabels": {"bench.signoff.dev/policy": format!("p{i}")}}
+                    },
+                    "rules": [
+                        {"name": "a", "expression": format!("object.metadata.name.startsWith('p{i}-')"), "risk": "High", "route": "engineering", "message": "a"},
+                        {"name": "b", "expression": format!("has(object.data) && 'k{i}' in object.data && object.data['k{i}'].size() > {i}"), "risk": "Medium", "route": "engineering", "message": "b"},
+                        {"name": "c", "expression": format!("request.userInfo.groups.exists(g, g == 'team:p{i}') && request.operation == 'UPDATE'"), "risk": "Low", "route": "engineering", "message": "c"}
+                    ]
+                }
+            })
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+/// An AdmissionReview for a new held ConfigMap `i` in the scale namespace.
+fn held(i: usize) -> Bytes {
+    let name = format!("held-{i}");
+    Bytes::from(
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("scale-{i}"),
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "name": name, "namespace": NS, "operation": "CREATE",
+                "userInfo": {"username": "alice", "uid": "uid-alice", "groups": ["team:payments", "system:authenticated"]},
+                "object": {"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": name, "namespace": NS, "labels": {"bench": "scale"}},
+                           "data": {"LOG_LEVEL": "info", "REGION": "eu-west-1", "i": i.to_string()}},
+                "oldObject": null, "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+            }
+        })
+        .to_string(),
+    )
+}
+
+fn rss(env: &Env) -> Result<(u64, u64), String> {
+    env.signoff_pid().and_then(rss_kib).ok_or_else(|| "signoff is not running".to_string())
+}
+
+/// Wait until `f` holds, checking every 200 ms, for at most `secs`.
+async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {secs} s waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Idle RSS, measured right after startup (before any other section's load).
+pub fn idle(env: &Env, table: &mut Table) -> Result<(), String> {
+    std::thread::sleep(Duration::from_secs(3));
+    let (now, _) = rss(env)?;
+    table.row(
+        MEMORY,
+        "signoff idle RSS (example policies loaded)",
+        format!("{:.1} MiB", mib(now)),
+        "-".into(),
+        "-".into(),
+        "<= 30 MiB",
+        Some(mib(now) <= 30.0),
+    );
+    Ok(())
+}
+
+pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
+    let receiver = Receiver::start().await?;
+    kubectl(&env.cp, "admin", &["apply", "-f", "-"], Some(&setup_yaml(&receiver.url)))?;
+    let t = Instant::now();
+    kubectl(&env.cp, "admin", &["apply", "--server-side", "-f", "-"], Some(&policies(1000)))?;
+    eprintln!("bench: [4] 1,000 policies applied in {:.1}s", t.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let client = super::webhook::client(&env.signoff_hook.ca_pem)?;
+    let url = env.signoff_hook.url.clone();
+
+    // 5c: from hold to the first notification, one held change at a time (10/s).
+    let mut sent: HashMap<String, Timestamp> = HashMap::new();
+    for i in 0..100 {
+        let at = Timestamp::now();
+        let (allowed, message) = super::webhook::review(&client, &url, held(i)).await?;
+        let name = held_request(&message).filter(|_| !allowed).ok_or(format!("expected held: {message}"))?;
+        sent.insert(name, at);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until(60, "the first 100 tier-1 notifications", || receiver.tier(0).len() >= 100).await?;
+    let first = receiver.tier(0);
+    let mut to_first = Samples::default();
+    for (request, at) in &sent {
+        let got = first.get(request).ok_or(format!("no notification for {request}"))?;
+        to_first.push(got.at.duration_since(*at).unsigned_abs());
+    }
+    table.row(
+        TIMING,
+        &format!("held -> first notification at the receiver, p50/p99 ms (n={})", to_first.len()),
+        format!("{:.0} / {:.0}", to_first.ms(0.5), to_first.ms(0.99)),
+        "-".into(),
+        "-".into(),
+        "p99 <= 1000 ms",
+        Some(to_first.ms(0.99) <= 1000.0),
+    );
+
+    // 10,000 pending requests, as fast as signoff takes them.
+    let total = 10_000;
+    let t = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(100));
+    let retried = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url, next, retried) = (client.clone(), url.clone(), next.clone(), retried.clone());
+        writers.spawn(async move {
+            let mut hold = Samples::default();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<Samples, String>(hold);
+                }
+                // A "denied to be safe, retry" answer is retried, as the API
+                // server's client would; it is counted.
+                let mut tries = 0;
+                loop {
+                    let t = Instant::now();
+                    let (allowed, message) = super::webhook::review(&client, &url, held(i)).await?;
+                    if !allowed && held_request(&message).is_some() {
+                        hold.push(t.elapsed());
+                        break;
+                    }
+                    tries += 1;
+                    if allowed || tries == 5 || !message.to_lowercase().contains("retry") {
+                        return Err(format!("expected held: {message}"));
+                    }
+                    retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if i % 1000 == 0 {
+                    eprintln!("bench: [4] {i} of {total} held");
+                }
+            }
+        });
+    }
+    let mut holds = Samples::default();
+    while let Some(done) = writers.join_next().await {
+        holds.0.extend(done.map_err(|e| e.to_string())??.0);
+    }
+    table.info(
+        TIMING,
+        &format!("hold path while creating {total} requests (8 at once), p50/p99 ms"),
+        format!(
+            "{:.0} / {:.0}; {} retried",
+            holds.ms(0.5),
+            holds.ms(0.99),
+            retried.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+    );
+    let created = t.elapsed();
+    eprintln!(
+        "bench: [4] {total} held in {:.0}s ({:.0}/s)",
+        created.as_secs_f64(),
+        total as f64 / created.as_secs_f64()
+    );
+    until(300, "every tier-1 notification", || receiver.tier(0).len() >= total).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (steady, peak) = rss(env)?;
+    table.row(
+        MEMORY,
+        &format!("RSS with {total} pending requests and 1,000 extra policies"),
+        format!("{:.1} MiB (peak so far {:.1})", mib(steady), mib(peak)),
+        "-".into(),
+        "-".into(),
+        "<= 80 MiB",
+        Some(mib(steady) <= 80.0),
+    );
+    if let Some(k) = &env.kyverno {
+        table.info(MEMORY, "Kyverno RSS (idle, one policy)", format!("{:.0} MiB", k.rss_mib));
+    }
+
+    // Restart while some tier-1 deadlines pass: the restarted leader must walk
+    // them at once. Stop for 10 s starting a little before the earliest deadline.
+    let deadlines: Vec<Timestamp> =
+        receiver.tier(0).values().filter_map(|g| g.body["deadline"].as_str()?.parse().ok()).collect();
+    let earliest = *deadlines.iter().min().ok_or("no deadlines")?;
+    let stop_at = earliest.checked_add(jiff::SignedDuration::from_secs(5)).unwrap();
+    tokio::time::sleep(stop_at.duration_since(Timestamp::now()).unsigned_abs()).await;
+    let stopped = Timestamp::now();
+    env.signoff.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restarted_at = Timestamp::now();
+    let ready = env.restart_signoff(&[])?;
+    // The first overdue escalation after the restart.
+    until(60, "an escalation after the restart", || receiver.tier(1).values().any(|g| g.at > restarted_at)).await?;
+    let first_after = receiver.tier(1).values().filter(|g| g.at > restarted_at).map(|g| g.at).min().unwrap();
+    let catch_up = first_after.duration_since(restarted_at).as_secs_f64();
+    table.row(
+        TIMING,
+        "restart -> first overdue escalation (process start to notification)",
+        format!("{catch_up:.1} s"),
+        format!("webhook answering after {:.1} s", ready.as_secs_f64()),
+        "-".into(),
+        "<= 5 s",
+        Some(catch_up <= 5.0),
+    );
+    // Relist: the restarted process read all 10,000 requests at startup.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (after, relist_peak) = rss(env)?;
+    table.row(
+        MEMORY,
+        "peak RSS during the relist (restart with 10,000 requests)",
+        format!("{:.1} MiB", mib(relist_peak)),
+        format!("steady {:.1} MiB", mib(after)),
+        format!("{:.2}x", relist_peak as f64 / after as f64),
+        "<= 2x steady",
+        Some(relist_peak as f64 <= 2.0 * after as f64),
+    );
+
+    // Lateness of every tier-2 escalation whose deadline fell while signoff ran.
+    let last = deadlines.iter().max().copied().unwrap();
+    let wait = last.duration_since(Timestamp::now()).as_secs().max(0) as u64 + 30;
+    eprintln!("bench: [5] waiting up to {wait} s for every tier-2 escalation...");
+    // Missing ones are reported below, not an error here.
+    let _ = until(wait, "every tier-2 escalation", || receiver.tier(1).len() >= total).await;
+    let first_tier = receiver.tier(0);
+    let second = receiver.tier(1);
+    let (mut late, mut early, mut missing) = (Samples::default(), 0, 0);
+    for (request, g) in &first_tier {
+        let Some(due) = g.body["deadline"].as_str().and_then(|d| d.parse::<Timestamp>().ok()) else { continue };
+        if due >= stopped && due <= restarted_at.checked_add(jiff::SignedDuration::from_secs(1)).unwrap() {
+            continue; // the deliberate outage; measured above
+        }
+        match second.get(request) {
+            Some(s) if s.at < due => early += 1,
+            Some(s) => late.push(s.at.duration_since(due).unsigned_abs()),
+            None => missing += 1,
+        }
+    }
+    table.row(
+        TIMING,
+        &format!("escalations fired early (of {})", late.len() + early),
+        early.to_string(),
+        "-".into(),
+        "-".into(),
+        "0",
+        Some(early == 0),
+    );
+    table.row(
+        TIMING,
+        &format!("escalation lateness at {total} pending, p50/p99/max ms (n={})", late.len()),
+        format!("{:.0} / {:.0} / {:.0}", late.ms(0.5), late.ms(0.99), late.ms(1.0)),
+        "-".into(),
+        "-".into(),
+        "p99 <= 1000 ms, max <= 5000 ms",
+        Some(late.ms(0.99) <= 1000.0 && late.ms(1.0) <= 5000.0 && missing == 0),
+    );
+    if missing > 0 {
+        table.info(TIMING, "escalations that never came (not counted above)", missing.to_string());
+    }
+    Ok(())
+}
+
+/// "ns/name" of the ApprovalRequest in a held message.
+fn held_request(message: &str) -> Option<String> {
+    let rest = message.split("ApprovalRequest ").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
