@@ -12,6 +12,7 @@ pub mod crd;
 pub mod digest;
 pub mod duration;
 pub mod escalation;
+pub mod events;
 pub mod metrics;
 pub mod notify;
 pub mod operator;

@@ -13,7 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
@@ -256,7 +256,7 @@ pub async fn run(
             refuse_uncovered: options.manage_webhook_config,
         },
         identities: options.identities.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: crate::events::Events::new(client.clone(), reporter),
         metrics: metrics.clone(),
         // Leave the API server a second of its timeoutSeconds to receive our answer.
         deadline: Duration::from_secs((options.timeout_seconds.max(2) - 1) as u64),
@@ -299,7 +299,7 @@ pub async fn run(
         policies,
         teams,
         approvers,
-        recorder: Recorder::new(
+        recorder: crate::events::Events::new(
             client.clone(),
             Reporter { controller: "signoff".into(), instance: Some(options.identity.clone()) },
         ),
@@ -307,6 +307,7 @@ pub async fn run(
         retry: reconciler::escalation_retry(),
         written_over: Default::default(),
     });
+    let mut stopping = stop_tx.subscribe();
     let reconciler = tokio::spawn(async move {
         let mut running: Option<tokio::task::JoinHandle<()>> = None;
         loop {
@@ -320,12 +321,16 @@ pub async fn run(
                 }
                 _ => {}
             }
-            if leading.changed().await.is_err() {
-                break;
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { break },
+                _ = stopping.changed() => break,
             }
         }
+        // Wait until the escalation task has really stopped: the Lease is
+        // released after this, and no two leaders may overlap.
         if let Some(task) = running {
             task.abort();
+            let _ = task.await;
         }
     });
     ready.store(true, Ordering::Relaxed);
@@ -334,8 +339,20 @@ pub async fn run(
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
-    reconciler.abort();
+    let _ = reconciler.await;
     election.abort();
+    let _ = election.await;
+    // Hand over at once instead of making the next leader wait out the Lease
+    // (a rollout replaces every pod), as client-go's ReleaseOnCancel does.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &options.namespace);
+    match tokio::time::timeout(Duration::from_secs(3), leader::release(&leases, "signoff-leader", &options.identity))
+        .await
+    {
+        Ok(Ok(true)) => info!(identity = %options.identity, "released the leader Lease"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not release the leader Lease; the next leader waits for it to expire"),
+        Err(_) => warn!("releasing the leader Lease timed out; the next leader waits for it to expire"),
+    }
     let _ = server.await;
     let _ = health_task.await;
     Ok(())

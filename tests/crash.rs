@@ -113,6 +113,13 @@ impl Fleet {
         replica.process.kill();
     }
 
+    /// Stop the replica in `slot` gracefully (SIGTERM) and wait until it exits.
+    fn stop(&mut self, slot: usize) {
+        let mut replica = self.slots[slot].take().expect("a replica in this slot");
+        self.backends.lock().unwrap().retain(|p| *p != replica.webhook_port);
+        replica.process.stop();
+    }
+
     fn slot_of(&self, identity: &str) -> Option<usize> {
         self.slots.iter().position(|r| r.as_ref().is_some_and(|r| r.identity == identity))
     }
@@ -427,7 +434,7 @@ async fn crash(ns: String, started: Instant) {
     // Kill the leader throughout: until the last request's chain is well under way.
     let creating = interval * requests as u32;
     let stop_killing = Instant::now() + creating + CHAIN * 2 / 3;
-    let kill_task = tokio::spawn(killer(fleet, leases, seed, stop_killing));
+    let kill_task = tokio::spawn(killer(fleet, leases.clone(), seed, stop_killing));
 
     // Held requests, one every `interval`; every fourth notifies all tiers at once.
     let alice = cp().client("alice").await.unwrap();
@@ -637,6 +644,27 @@ async fn crash(ns: String, started: Instant) {
          {dup_windows:?}\n{fleet_logs}",
         dup_max
     );
+
+    // A graceful stop (SIGTERM, as in a rollout) hands the Lease over at once:
+    // the stopped leader no longer holds it when it has exited.
+    let mut fleet = fleet;
+    let holder = eventually_leader(&leases, &fleet).await;
+    let slot = fleet.slot_of(&holder).unwrap();
+    fleet.stop(slot);
+    let after = leases.get("signoff-leader").await.unwrap().spec.unwrap_or_default().holder_identity;
+    assert_ne!(after.as_deref(), Some(holder.as_str()), "{holder} still holds the Lease after a graceful stop");
     proxy_task.abort();
     drop(fleet);
+}
+
+/// The current leader, waiting up to 60 s for one.
+async fn eventually_leader(leases: &Api<Lease>, fleet: &Fleet) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(holder) = leader(leases, fleet).await {
+            return holder;
+        }
+        assert!(Instant::now() < deadline, "no leader within 60 s\n{}", fleet.log_tails());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

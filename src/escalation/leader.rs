@@ -84,6 +84,20 @@ async fn try_hold(api: &Api<Lease>, namespace: &str, name: &str, me: &str, durat
     }
 }
 
+/// Give the Lease up if this replica holds it, so another may take it at once.
+/// Call only once this replica has stopped escalating. Ok(true) when released.
+pub async fn release(api: &Api<Lease>, name: &str, me: &str) -> kube::Result<bool> {
+    let Some(mut lease) = api.get_opt(name).await? else { return Ok(false) };
+    let Some(spec) = lease.spec.as_mut() else { return Ok(false) };
+    if spec.holder_identity.as_deref() != Some(me) {
+        return Ok(false);
+    }
+    // An empty holder is free (may_take); resourceVersion keeps this a
+    // compare-and-swap with a concurrent taker.
+    spec.holder_identity = None;
+    api.replace(name, &PostParams::default(), &lease).await.map(|_| true)
+}
+
 /// Keeps trying to hold the lease; publishes whether this replica leads. A leader
 /// that cannot renew (slow or unreachable API server) stops leading at the renew
 /// deadline, before anyone else may take the Lease: a hung request is cut off

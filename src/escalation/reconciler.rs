@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -32,7 +32,7 @@ pub struct Context {
     pub policies: Arc<arc_swap::ArcSwap<PolicySet>>,
     pub teams: Store<Team>,
     pub approvers: Store<Approver>,
-    pub recorder: Recorder,
+    pub recorder: crate::events::Events,
     /// signoff's namespace: where contact Secrets live.
     pub namespace: String,
     /// Bounded so that a dead sink delays a status write by seconds, not minutes.
@@ -289,11 +289,30 @@ fn error_policy(_ar: Arc<ApprovalRequest>, error: &ReconcileError, _ctx: Arc<Con
     Action::requeue(Duration::from_millis(300))
 }
 
+/// Requests reconciled at once.
+const RECONCILE_CONCURRENCY: u16 = 32;
+
 /// Run the reconciler until the stream ends (or the task is aborted on losing
 /// leadership).
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default()).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
+    // The cache holds every pending request: without managedFields (a good part
+    // of each object, and never read here).
+    let (reader, writer) = kube::runtime::reflector::store();
+    let requests = kube::runtime::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|ar: &mut ApprovalRequest| ar.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    // Bounded: after a restart with thousands of overdue requests, unbounded
+    // reconciles each open their own connections (a TLS handshake storm) and
+    // all finish late instead of most finishing early.
+    let config = kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
+    Controller::for_stream(requests, reader)
+        .with_config(config)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -38,7 +38,7 @@ pub struct WebhookState {
     pub namespaces: Store<Namespace>,
     pub settings: GateSettings,
     pub identities: Identities,
-    pub recorder: Recorder,
+    pub recorder: crate::events::Events,
     pub metrics: Arc<Metrics>,
     /// Deadline for one review; shorter than the webhook's timeoutSeconds.
     pub deadline: Duration,
@@ -267,7 +267,7 @@ async fn gate(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Ad
                     target_reference(state, input)
                 }
             };
-            publish(state, EventType::Warning, "BreakGlass", "Admit", &warning, &reference).await;
+            publish(state, EventType::Warning, "BreakGlass", "Admit", &warning, &reference);
             allow(req, vec![warning])
         }
         Preliminary::Held { digest, namespace, name } => {
@@ -296,7 +296,9 @@ fn audit(input: &ReviewInput, decision: &str, message: &str) {
         namespace = %input.namespace, name = %input.name, %message, "admission decision");
 }
 
-async fn publish(
+/// Publish an Event after answering: it is best effort, and the API server is
+/// waiting for our answer, not for the Event.
+fn publish(
     state: &WebhookState,
     type_: EventType,
     reason: &str,
@@ -311,9 +313,12 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = state.recorder.publish(&event, reference).await {
-        warn!(error = %e, reason, "could not publish event");
-    }
+    let (recorder, reference, reason) = (state.recorder.clone(), reference.clone(), reason.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    });
 }
 
 fn request_reference(ar: &ApprovalRequest) -> ObjectReference {
@@ -345,44 +350,33 @@ async fn held(
         audit(input, "denied-error", &message);
         deny(req, message)
     };
-    // Always read from the API server, not a cache: an approval is only as good as
-    // its latest state.
-    let existing = match api.get_opt(name).await {
-        Ok(found) => found,
-        Err(e) => {
-            return denied(format!(
-                "signoff could not look up ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
-            ));
+    // Create first: a new change costs one API round trip (the common case); an
+    // existing request answers 409 and is then read from the API server, never
+    // a cache, because an approval is only as good as its latest state. Any
+    // other create error (e.g. a namespace being deleted) also falls back to the
+    // read, so an approved change there is still admitted.
+    let packet = review::packet(input, assessment, policies, digest, namespace, name);
+    let ar = match api.create(&PostParams::default(), &packet).await {
+        Ok(created) => {
+            let message = review::held_message(&created);
+            audit(input, "held", &message);
+            state.metrics.decision("held");
+            publish(state, EventType::Normal, "Held", "Hold", &message, &request_reference(&created));
+            return deny(req, message);
         }
-    };
-    let ar = match existing {
-        Some(ar) => ar,
-        None => {
-            let packet = review::packet(input, assessment, policies, digest, namespace, name);
-            match api.create(&PostParams::default(), &packet).await {
-                Ok(created) => {
-                    let message = review::held_message(&created);
-                    audit(input, "held", &message);
-                    state.metrics.decision("held");
-                    publish(state, EventType::Normal, "Held", "Hold", &message, &request_reference(&created)).await;
-                    return deny(req, message);
-                }
-                // Another replica or a concurrent identical request created it first.
-                Err(kube::Error::Api(e)) if e.code == 409 => match api.get(name).await {
-                    Ok(ar) => ar,
-                    Err(e) => {
-                        return denied(format!(
-                            "signoff could not read ApprovalRequest {namespace}/{name}: {e}; retry"
-                        ));
-                    }
-                },
-                Err(e) => {
-                    return denied(format!(
-                        "signoff could not create ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
-                    ));
-                }
+        Err(create_error) => match api.get_opt(name).await {
+            Ok(Some(ar)) => ar,
+            Ok(None) => {
+                return denied(format!(
+                    "signoff could not create ApprovalRequest {namespace}/{name}: {create_error}; denied to be safe, retry"
+                ));
             }
-        }
+            Err(e) => {
+                return denied(format!(
+                    "signoff could not read ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
+                ));
+            }
+        },
     };
     let now = jiff::Timestamp::now();
     let mut ar = ar;
@@ -442,8 +436,7 @@ async fn held(
                     "Admit",
                     &format!("{message} for {}", input.user.username),
                     &request_reference(&ar),
-                )
-                .await;
+                );
                 return allow(req, warnings);
             }
         }
