@@ -62,7 +62,7 @@ fn deployment(ns: &str, name: &str) -> Deployment {
 /// The `j`-th write of a group: creates of ConfigMaps and Deployments, and
 /// updates (merge patches) of ones created earlier, alternating.
 async fn write(client: &kube::Client, ns: &str, prefix: &str, j: u64) -> Result<(), String> {
-    let (create, index) = if j < UPDATE_LAG || j % 2 == 0 { (true, j) } else { (false, j - UPDATE_LAG) };
+    let (create, index) = if j < UPDATE_LAG || j.is_multiple_of(2) { (true, j) } else { (false, j - UPDATE_LAG) };
     let name = format!("{prefix}-{index}");
     let deployment_kind = (index / 2) % 2 == 1;
     let pp = PostParams::default();

@@ -43,10 +43,10 @@ fn main() {
         }
     };
     let mut env = env;
-    if sections.contains(&"scale") {
-        if let Err(e) = scale::idle(&env, &mut table) {
-            eprintln!("bench: {e}");
-        }
+    if sections.contains(&"scale")
+        && let Err(e) = scale::idle(&env, &mut table)
+    {
+        eprintln!("bench: {e}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let result = runtime.block_on(async {

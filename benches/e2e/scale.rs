@@ -42,11 +42,15 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// One notification received: when, and its JSON body.
+/// One escalation notification received: when, for which request ("ns/name"),
+/// at which tier, and that tier's deadline. Only this is kept: the bodies carry
+/// whole packets, and 10,000 requests send tens of thousands.
 #[derive(Clone)]
 struct Got {
     at: Timestamp,
-    body: Value,
+    request: String,
+    tier: u64,
+    deadline: Option<Timestamp>,
 }
 
 /// A real HTTP receiver on loopback for signoff's webhook notifications.
@@ -65,12 +69,30 @@ impl Receiver {
             let sink = sink.clone();
             async move {
                 let at = Timestamp::now();
-                sink.lock().unwrap().push(Got { at, body: serde_json::from_slice(&body).unwrap_or_default() });
+                let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+                if body["kind"] == "Escalation" {
+                    let request = &body["request"];
+                    sink.lock().unwrap().push(Got {
+                        at,
+                        request: format!(
+                            "{}/{}",
+                            request["namespace"].as_str().unwrap_or_default(),
+                            request["name"].as_str().unwrap_or_default()
+                        ),
+                        tier: body["tier"].as_u64().unwrap_or(u64::MAX),
+                        deadline: body["deadline"].as_str().and_then(|d| d.parse().ok()),
+                    });
+                }
                 "ok"
             }
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Receiver { url, got })
+    }
+
+    /// The first escalation beyond tier 0 (of any request) received after `t`.
+    fn first_escalation_after(&self, t: Timestamp) -> Option<Timestamp> {
+        self.got.lock().unwrap().iter().filter(|g| g.tier > 0 && g.at > t).map(|g| g.at).min()
     }
 
     /// The first escalation notification of each request at tier 0 (`later`
@@ -79,15 +101,8 @@ impl Receiver {
     fn tier(&self, later: u64) -> HashMap<String, Got> {
         let mut out = HashMap::new();
         for g in self.got.lock().unwrap().iter() {
-            let tier = g.body["tier"].as_u64().unwrap_or(u64::MAX);
-            if (tier == 0) == (later == 0) && g.body["kind"] == "Escalation" {
-                let request = &g.body["request"];
-                let key = format!(
-                    "{}/{}",
-                    request["namespace"].as_str().unwrap_or_default(),
-                    request["name"].as_str().unwrap_or_default()
-                );
-                out.entry(key).or_insert_with(|| g.clone());
+            if (g.tier == 0) == (later == 0) {
+                out.entry(g.request.clone()).or_insert_with(|| g.clone());
             }
         }
         out
@@ -316,7 +331,19 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
         created.as_secs_f64(),
         total as f64 / created.as_secs_f64()
     );
-    until(300, "every tier-1 notification", || receiver.tier(0).len() >= total).await?;
+    // Every request must have reached its first tier; a shortfall is a figure
+    // (and a missed target), not the end of the run.
+    let notified = until(300, "every tier-1 notification", || receiver.tier(0).len() >= total).await;
+    let reached = receiver.tier(0).len();
+    table.row(
+        TIMING,
+        "requests whose first tier was notified within 5 min of the last hold",
+        format!("{reached} of {total}"),
+        "-".into(),
+        "-".into(),
+        "all",
+        Some(notified.is_ok()),
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (steady, peak) = rss(env)?;
     table.row(
@@ -332,21 +359,17 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
         table.info(MEMORY, "Kyverno RSS (idle, one policy)", format!("{:.0} MiB", k.rss_mib));
     }
 
-    // Restart while some tier-1 deadlines pass: the restarted leader must walk
-    // them at once. Stop for 10 s starting a little before the earliest deadline.
-    let deadlines: Vec<Timestamp> =
-        receiver.tier(0).values().filter_map(|g| g.body["deadline"].as_str()?.parse().ok()).collect();
-    let earliest = *deadlines.iter().min().ok_or("no deadlines")?;
-    let stop_at = earliest.checked_add(jiff::SignedDuration::from_secs(5)).unwrap();
-    tokio::time::sleep(stop_at.duration_since(Timestamp::now()).unsigned_abs()).await;
+    // Restart: stopped for 10 s while the chains' deadlines keep passing, the
+    // restarted leader must walk the overdue ones at once.
+    let deadlines: Vec<Timestamp> = receiver.tier(0).values().filter_map(|g| g.deadline).collect();
     let stopped = Timestamp::now();
     env.signoff.stop();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let restarted_at = Timestamp::now();
     let ready = env.restart_signoff(&[])?;
     // The first overdue escalation after the restart.
-    until(60, "an escalation after the restart", || receiver.tier(1).values().any(|g| g.at > restarted_at)).await?;
-    let first_after = receiver.tier(1).values().filter(|g| g.at > restarted_at).map(|g| g.at).min().unwrap();
+    until(60, "an escalation after the restart", || receiver.first_escalation_after(restarted_at).is_some()).await?;
+    let first_after = receiver.first_escalation_after(restarted_at).unwrap();
     let catch_up = first_after.duration_since(restarted_at).as_secs_f64();
     table.row(
         TIMING,
@@ -380,7 +403,7 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
     let second = receiver.tier(1);
     let (mut late, mut early, mut missing) = (Samples::default(), 0, 0);
     for (request, g) in &first_tier {
-        let Some(due) = g.body["deadline"].as_str().and_then(|d| d.parse::<Timestamp>().ok()) else { continue };
+        let Some(due) = g.deadline else { continue };
         if due >= stopped && due <= restarted_at.checked_add(jiff::SignedDuration::from_secs(1)).unwrap() {
             continue; // the deliberate outage; measured above
         }

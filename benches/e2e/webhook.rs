@@ -22,6 +22,11 @@ const SLICE: Duration = Duration::from_secs(2);
 /// A do-nothing p99 above this means the machine, not the webhook, is measured.
 const SATURATED_MS: f64 = 100.0;
 
+/// Sending one request.
+type Sending = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// Sends request `i` of one target.
+type Target = Arc<dyn Fn(usize) -> Sending + Send + Sync>;
+
 type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub fn client(ca_pem: &[u8]) -> Result<Https, String> {
@@ -281,16 +286,11 @@ pub async fn run(env: &Env, table: &mut Table) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }) as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
     };
-    let hold_targets: Vec<
-        Box<dyn Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>,
-    > = vec![
-        Box::new(sender(&noop, &env.noop_hook, deployment_update, true)),
-        Box::new(sender(&signoff, &env.signoff_hook, held_secret, false)),
-        Box::new(round_trip),
+    let hold_targets: Vec<Target> = vec![
+        Arc::new(sender(&noop, &env.noop_hook, deployment_update, true)),
+        Arc::new(sender(&signoff, &env.signoff_hook, held_secret, false)),
+        Arc::new(round_trip),
     ];
-    let hold_targets: Vec<
-        Arc<dyn Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>,
-    > = hold_targets.into_iter().map(Arc::from).collect();
     let rate = 20.0;
     eprintln!("bench: [2] hold path at {rate}/s, {seconds} s each...");
     let targets: Vec<_> = hold_targets
