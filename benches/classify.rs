@@ -5,50 +5,20 @@
 //!
 //! cargo bench --bench classify -- --warm-up-time 1 --measurement-time 3
 
+#[path = "fixtures/deployment.rs"]
+mod fixture;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use fixture::deployment;
 use serde_json::json;
 use signoff::crd::{
     ActionClass, EscalationPolicy, EscalationPolicySpec, MatchSpec, Operation, ResourceRule, Risk, RiskRule,
 };
 use signoff::policy::{Gvk, Gvr, PolicySet, ReviewInput, UserInfo, classify};
-
-fn deployment(image: &str, replicas: i64) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {
-            "name": "web", "namespace": "payments-prod", "uid": "3f9c0c1e-1111-2222-3333-444455556666",
-            "resourceVersion": "123456", "generation": 7,
-            "labels": {"app": "web", "tier": "frontend", "app.kubernetes.io/part-of": "checkout"},
-            "annotations": {"signoff.dev/reason": "release 1.5.0", "signoff.dev/ticket": "PAY-1234",
-                            "deployment.kubernetes.io/revision": "7"}
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "web"}},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
-            "template": {
-                "metadata": {"labels": {"app": "web", "tier": "frontend"}},
-                "spec": {
-                    "serviceAccountName": "web",
-                    "containers": [
-                        {"name": "web", "image": image,
-                         "ports": [{"containerPort": 8080, "name": "http"}],
-                         "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "REGION", "value": "eu-west-1"}],
-                         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-                         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5}},
-                        {"name": "envoy", "image": "envoyproxy/envoy:v1.31.0",
-                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}
-                    ]
-                }
-            }
-        },
-        "status": {"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
-    })
-}
 
 fn input() -> ReviewInput {
     ReviewInput {
@@ -64,8 +34,8 @@ fn input() -> ReviewInput {
         namespace: "payments-prod".into(),
         name: "web".into(),
         dry_run: false,
-        object: Some(deployment("registry.example.com/payments/web:1.5.0", 3)),
-        old_object: Some(deployment("registry.example.com/payments/web:1.4.2", 3)),
+        object: Some(deployment("payments-prod", "registry.example.com/payments/web:1.5.0", 3)),
+        old_object: Some(deployment("payments-prod", "registry.example.com/payments/web:1.4.2", 3)),
         namespace_object: Some(json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": "payments-prod", "labels": {"signoff.dev/environment": "production",
                                                              "signoff.dev/owner": "payments"}}})),

@@ -127,24 +127,29 @@ async fn open_loop(
         tasks.spawn(async move {
             let j = g.next.fetch_add(1, Ordering::Relaxed);
             let result = write(&client, g.ns, &prefix, j).await;
-            (i, i % 1000, due.elapsed(), result)
+            (i, due.elapsed(), result)
         });
     }
     collect(tasks, groups.len(), warmup, start.into_std()).await
 }
 
-async fn collect(
-    mut tasks: tokio::task::JoinSet<(usize, usize, Duration, Result<(), String>)>,
-    n: usize,
-    warmup: usize,
-    start: Instant,
-) -> Run {
+async fn collect(mut tasks: tokio::task::JoinSet<Done>, n: usize, warmup: usize, start: Instant) -> Run {
+    let mut done = Vec::new();
+    while let Some(d) = tasks.join_next().await {
+        done.push(d.expect("write task"));
+    }
+    tally(done, n, warmup, start)
+}
+
+/// One write: its index, latency and outcome.
+type Done = (usize, Duration, Result<(), String>);
+
+/// Latencies per group (write `i` belongs to group i mod n), past the warm-up.
+fn tally(done: Vec<Done>, n: usize, warmup: usize, start: Instant) -> Run {
     let mut samples = vec![Samples::default(); n];
     let mut errors = Vec::new();
-    let mut writes = 0;
-    while let Some(done) = tasks.join_next().await {
-        let (i, _, latency, result) = done.expect("write task");
-        writes += 1;
+    let writes = done.len();
+    for (i, latency, result) in done {
         match result {
             Ok(()) if i >= warmup => samples[i % n].push(latency),
             Ok(()) => {}
@@ -183,21 +188,11 @@ async fn closed_loop(
             out
         });
     }
-    let n = groups.len();
-    let mut samples = vec![Samples::default(); n];
-    let mut errors = Vec::new();
-    let mut writes = 0;
-    while let Some(done) = tasks.join_next().await {
-        for (i, latency, result) in done.expect("writer task") {
-            writes += 1;
-            match result {
-                Ok(()) if i >= warmup => samples[i % n].push(latency),
-                Ok(()) => {}
-                Err(e) => errors.push(e),
-            }
-        }
+    let mut done = Vec::new();
+    while let Some(d) = tasks.join_next().await {
+        done.extend(d.expect("writer task"));
     }
-    Run { samples, errors, writes, took: start.elapsed() }
+    tally(done, groups.len(), warmup, start)
 }
 
 fn report(table: &mut Table, groups: &[Arc<Group>], run: &Run, label: &str) -> Result<(), String> {
