@@ -30,6 +30,12 @@ use env::Env;
 use stats::{Table, classification_rows};
 
 fn main() {
+    // `cargo test --all-targets` (make test) runs bench targets without
+    // `--bench`, in a debug build: the bench is for `cargo bench` (make bench).
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benches/e2e: a benchmark; run it with `make bench` (cargo bench --bench e2e)");
+        return;
+    }
     let sections = std::env::var("SIGNOFF_BENCH").unwrap_or_else(|_| "apiserver,webhook,scale".into());
     let sections: Vec<&str> = sections.split(',').map(str::trim).collect();
     let kyverno = std::env::var("SIGNOFF_BENCH_KYVERNO").ok().filter(|s| !s.is_empty());
