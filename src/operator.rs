@@ -289,7 +289,7 @@ pub async fn run(
     let election = tokio::spawn(leader::run(
         client.clone(),
         options.namespace.clone(),
-        "signoff-leader".into(),
+        leader::LEASE_NAME.into(),
         options.identity.clone(),
         options.lease_duration,
         leading_tx,
@@ -345,7 +345,7 @@ pub async fn run(
     // Hand over at once instead of making the next leader wait out the Lease
     // (a rollout replaces every pod), as client-go's ReleaseOnCancel does.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &options.namespace);
-    match tokio::time::timeout(Duration::from_secs(3), leader::release(&leases, "signoff-leader", &options.identity))
+    match tokio::time::timeout(Duration::from_secs(3), leader::release(&leases, leader::LEASE_NAME, &options.identity))
         .await
     {
         Ok(Ok(true)) => info!(identity = %options.identity, "released the leader Lease"),

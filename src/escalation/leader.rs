@@ -10,6 +10,9 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// The Lease replicas compete for, in signoff's namespace.
+pub const LEASE_NAME: &str = "signoff-leader";
+
 /// Whether `me` may hold the lease at `now`: it is free, ours, or expired.
 pub fn may_take(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> bool {
     let Some(spec) = spec else { return true };
