@@ -62,6 +62,17 @@ pub struct RunOptions {
     pub lease_duration: Duration,
 }
 
+/// Watch every `K` (with backoff), without managedFields: caches never need
+/// them, and they are most of an object's size.
+pub(crate) fn watch_pruned<K>(
+    api: Api<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default()).default_backoff().modify(|o: &mut K| o.meta_mut().managed_fields = None)
+}
+
 /// Start a reflector for `K`, return its store. The task runs until shutdown.
 fn cache<K>(api: Api<K>, on_change: Option<Arc<Notify>>) -> Store<K>
 where
@@ -69,14 +80,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff().modify(|o: &mut K| {
-            // Caches never need managedFields; they are most of an object's size.
-            o.meta_mut().managed_fields = None;
-        }),
-    )
-    .touched_objects();
+    let stream = reflector::reflector(writer, watch_pruned(api)).touched_objects();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {

@@ -14,10 +14,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -296,14 +296,9 @@ const RECONCILE_CONCURRENCY: u16 = 32;
 /// leadership).
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
-    // The cache holds every pending request: without managedFields (a good part
-    // of each object, and never read here).
+    // The cache holds every pending request, so it drops managedFields too.
     let (reader, writer) = kube::runtime::reflector::store();
-    let requests = kube::runtime::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|ar: &mut ApprovalRequest| ar.metadata.managed_fields = None)
-        .reflect(writer)
-        .applied_objects();
+    let requests = crate::operator::watch_pruned(api).reflect(writer).applied_objects();
     // Bounded: after a restart with thousands of overdue requests, unbounded
     // reconciles each open their own connections (a TLS handshake storm) and
     // all finish late instead of most finishing early.
