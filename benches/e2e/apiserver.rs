@@ -306,9 +306,11 @@ impl Kyverno {
             match v["kind"].as_str() {
                 Some("Namespace") => docs.push(v),
                 Some("ConfigMap") => {
+                    // Kyverno 1.19 reads `webhooks` as one JSON object (a list,
+                    // the pre-1.10 form, fails to parse and is ignored).
                     if v["metadata"]["name"] == "kyverno" {
                         v["data"]["webhooks"] = json!(
-                            json!([{"namespaceSelector": {"matchLabels": {"bench.signoff.dev/group": "kyverno"}}}])
+                            json!({"namespaceSelector": {"matchLabels": {"bench.signoff.dev/group": "kyverno"}}})
                                 .to_string()
                         );
                     }

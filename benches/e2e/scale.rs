@@ -245,6 +245,8 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
     kubectl(&env.cp, "admin", &["apply", "--server-side", "-f", "-"], Some(&policies(1000)))?;
     eprintln!("bench: [4] 1,000 policies applied in {:.1}s", t.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let (with_policies, _) = rss(env)?;
+    table.info(MEMORY, "RSS with 1,000 extra policies, nothing pending", format!("{:.1} MiB", mib(with_policies)));
     let client = super::webhook::client(&env.signoff_hook.ca_pem)?;
     let url = env.signoff_hook.url.clone();
 
@@ -402,6 +404,10 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
     let first_tier = receiver.tier(0);
     let second = receiver.tier(1);
     let (mut late, mut early, mut missing) = (Samples::default(), 0, 0);
+    // Every escalation's deadline and arrival, for a look at where the tail
+    // falls (seconds since the restart; negative is before the outage).
+    let mut dump = String::from("request\tdue_s_from_restart\tlate_ms\n");
+    let (mut before, mut after) = (Samples::default(), Samples::default());
     for (request, g) in &first_tier {
         let Some(due) = g.deadline else { continue };
         if due >= stopped && due <= restarted_at.checked_add(jiff::SignedDuration::from_secs(1)).unwrap() {
@@ -409,9 +415,30 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
         }
         match second.get(request) {
             Some(s) if s.at < due => early += 1,
-            Some(s) => late.push(s.at.duration_since(due).unsigned_abs()),
+            Some(s) => {
+                let lateness = s.at.duration_since(due).unsigned_abs();
+                late.push(lateness);
+                if due < stopped {
+                    before.push(lateness)
+                } else {
+                    after.push(lateness)
+                }
+                let due_s = due.duration_since(restarted_at).as_secs_f64();
+                dump += &format!("{request}\t{due_s:.3}\t{:.0}\n", lateness.as_secs_f64() * 1000.0);
+            }
             None => missing += 1,
         }
+    }
+    let dump_path = std::env::temp_dir().join("signoff-bench-lateness.tsv");
+    if std::fs::write(&dump_path, dump).is_ok() {
+        eprintln!("bench: [5] every escalation's lateness: {}", dump_path.display());
+    }
+    for (when, samples) in [("before the restart", &before), ("after the restart", &after)] {
+        table.info(
+            TIMING,
+            &format!("lateness, deadlines {when}, p50/p99/max ms (n={})", samples.len()),
+            format!("{:.0} / {:.0} / {:.0}", samples.ms(0.5), samples.ms(0.99), samples.ms(1.0)),
+        );
     }
     table.row(
         TIMING,
