@@ -309,7 +309,7 @@ pub async fn run(
         ),
         namespace: options.namespace.clone(),
         retry: reconciler::escalation_retry(),
-        written_over: Default::default(),
+        known: Default::default(),
     });
     let mut stopping = stop_tx.subscribe();
     let reconciler = tokio::spawn(async move {

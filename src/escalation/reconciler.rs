@@ -6,14 +6,20 @@
 //! like any other (the controller never adds a decision), and optimistic
 //! concurrency makes a write based on a stale read retry instead of dropping a
 //! decision that arrived meanwhile.
+//!
+//! Only metadata is cached (10,000 pending requests in a few MiB); each step
+//! reads its request from the API server first, which also means a step never
+//! runs on a copy older than our own last write (see `Known` for the reads
+//! that are skipped).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -37,47 +43,67 @@ pub struct Context {
     pub namespace: String,
     /// Bounded so that a dead sink delays a status write by seconds, not minutes.
     pub retry: RetryPolicy,
-    /// Written over: per request, the resourceVersion our last status write replaced.
-    pub written_over: WrittenOver,
+    /// Per request, the version our last reconcile left and its next step.
+    pub known: Known,
 }
 
-/// The resourceVersions this reconciler's own status writes have replaced, per
-/// request. The watch cache can hand a reconcile a copy from before our last write
-/// (a step that outlasted its tier is requeued at once, often before the write's
-/// watch event arrives); running the step on it would repeat its notifications.
-/// Knowing the exact version we replaced is enough: resourceVersions are opaque,
-/// but equal means the same object state.
+/// What this reconciler knows of each request without reading it: the
+/// resourceVersion its last reconcile left (the one its status write produced,
+/// or the one it read when nothing changed) and when that version needs a step
+/// next. The cache holds only metadata, so a reconcile normally reads the
+/// request from the API server (a consistent read: never older than our own
+/// last write). Every status write comes back as a watch event; when the cached
+/// version is one this map knows and its next step is not due, nothing can have
+/// changed, and the read is skipped.
 #[derive(Default)]
-pub struct WrittenOver(std::sync::Mutex<std::collections::HashMap<(String, String), String>>);
+pub struct Known(std::sync::Mutex<std::collections::HashMap<(String, String), Left>>);
 
-impl WrittenOver {
-    /// Whether `ar` is a copy our own write already replaced. A newer copy forgets
-    /// the entry, so the map holds only requests whose watch event is in flight.
-    pub fn is_stale(&self, meta: &ObjectMeta) -> bool {
-        let key = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&key) {
-            Some(replaced) if Some(replaced) == meta.resource_version.as_ref() => true,
-            Some(_) => {
-                map.remove(&key);
-                false
-            }
-            None => false,
+/// The resourceVersion a reconcile left, and when that version needs a step next.
+type Left = (String, Option<jiff::Timestamp>);
+
+fn key(meta: &ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+impl Known {
+    /// What to do with this version without reading it: `Some` when it is the
+    /// version we last left and its next step is not due at `now`.
+    pub fn skip(&self, meta: &ObjectMeta, now: jiff::Timestamp) -> Option<Action> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (version, wake_at) = map.get(&key(meta))?;
+        if meta.resource_version.as_ref() != Some(version) {
+            return None;
+        }
+        match wake_at {
+            None => Some(Action::await_change()),
+            Some(at) if *at > now => Some(next_action(Some(*at), now)),
+            Some(_) => None,
         }
     }
 
-    /// Remember that a status write replaced this version.
-    pub fn record(&self, meta: &ObjectMeta) {
+    /// Remember the version a reconcile left and when it needs a step next.
+    pub fn record(&self, meta: &ObjectMeta, wake_at: Option<jiff::Timestamp>) {
         if let Some(version) = meta.resource_version.clone() {
-            let key = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, version);
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key(meta), (version, wake_at));
         }
+    }
+
+    /// Forget a deleted request.
+    pub fn forget(&self, meta: &ObjectMeta) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(meta));
     }
 }
 
-/// How soon to look again at a copy our own write replaced, in case its watch
-/// event (which triggers a reconcile by itself) is lost.
-const STALE_COPY_RECHECK: Duration = Duration::from_secs(2);
+/// Requeue at `wake_at` (capped at an hour), or wait for a change.
+fn next_action(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Action {
+    match wake_at {
+        Some(at) => {
+            let wait = at.duration_since(now).as_millis().clamp(0, 3_600_000) as u64;
+            Action::requeue(Duration::from_millis(wait))
+        }
+        None => Action::await_change(),
+    }
+}
 
 /// Delivery tries for escalation: 3 attempts within about 7 s.
 pub fn escalation_retry() -> RetryPolicy {
@@ -92,6 +118,8 @@ pub fn escalation_retry() -> RetryPolicy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    #[error("reading {0}: {1}")]
+    Read(String, kube::Error),
     #[error("writing status of {0}: {1}")]
     Write(String, kube::Error),
 }
@@ -213,18 +241,26 @@ async fn write_runbook(ctx: &Context, ar: &ApprovalRequest, name: &str, text: &s
     }
 }
 
-async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    if ctx.written_over.is_stale(&ar.metadata) {
-        return Ok(Action::requeue(STALE_COPY_RECHECK));
-    }
+async fn reconcile(
+    cached: Arc<PartialObjectMeta<ApprovalRequest>>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let now = jiff::Timestamp::now();
+    if let Some(action) = ctx.known.skip(&cached.metadata, now) {
+        return Ok(action);
+    }
+    let name = cached.name_any();
+    let namespace = cached.namespace().unwrap_or_default();
+    let api: Api<ApprovalRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(ar) = api.get_opt(&name).await.map_err(|e| ReconcileError::Read(format!("{namespace}/{name}"), e))? else {
+        ctx.known.forget(&cached.metadata);
+        return Ok(Action::await_change());
+    };
     let teams: Vec<Team> = ctx.teams.state().iter().map(|t| (**t).clone()).collect();
     let approvers: Vec<Approver> = ctx.approvers.state().iter().map(|a| (**a).clone()).collect();
     let policies = ctx.policies.load();
     let world = super::World { policies: &policies, teams: &teams, approvers: &approvers };
     let mut step = super::step(&ar, world, now);
-    let name = ar.name_any();
-    let namespace = ar.namespace().unwrap_or_default();
 
     for effect in &step.effects {
         match effect {
@@ -250,8 +286,8 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
     let excess = step.status.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
     step.status.notifications.drain(..excess);
 
+    let mut left = ar.metadata.clone();
     if ar.status.as_ref() != Some(&step.status) {
-        let api: Api<ApprovalRequest> = Api::namespaced(ctx.client.clone(), &namespace);
         // Never send decisions or admissions: approvers and the gate write those,
         // and echoing them back (Time keeps whole seconds) would read as an edit.
         let mut status = serde_json::to_value(&step.status).unwrap_or_default();
@@ -267,23 +303,19 @@ async fn reconcile(ar: Arc<ApprovalRequest>, ctx: Arc<Context>) -> Result<Action
             "metadata": { "resourceVersion": ar.metadata.resource_version },
             "status": status,
         });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        let written = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| ReconcileError::Write(format!("{namespace}/{name}"), e))?;
-        ctx.written_over.record(&ar.metadata);
+        left = written.metadata;
         info!(target: "audit", request = %format!("{namespace}/{name}"), phase = ?step.status.phase,
             tier = ?step.status.tier, effects = step.effects.len(), "approval request progressed");
     }
-    Ok(match step.wake_at {
-        Some(at) => {
-            let wait = at.duration_since(jiff::Timestamp::now()).as_millis().clamp(0, 3_600_000) as u64;
-            Action::requeue(Duration::from_millis(wait))
-        }
-        None => Action::await_change(),
-    })
+    ctx.known.record(&left, step.wake_at);
+    Ok(next_action(step.wake_at, jiff::Timestamp::now()))
 }
 
-fn error_policy(_ar: Arc<ApprovalRequest>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+fn error_policy(_ar: Arc<PartialObjectMeta<ApprovalRequest>>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     // Conflicts are normal (a decision arrived between read and write): retry soon.
     warn!(%error, "reconcile failed; retrying");
     Action::requeue(Duration::from_millis(300))
@@ -295,10 +327,19 @@ const RECONCILE_CONCURRENCY: u16 = 32;
 /// Run the reconciler until the stream ends (or the task is aborted on losing
 /// leadership).
 pub async fn run(ctx: Arc<Context>) {
-    let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
-    // The cache holds every pending request, so it drops managedFields too.
+    // The cache holds every request, so it holds their metadata only (without
+    // managedFields); a reconcile reads the request itself (see `Known`).
+    let api: Api<PartialObjectMeta<ApprovalRequest>> = Api::all(ctx.client.clone());
     let (reader, writer) = kube::runtime::reflector::store();
-    let requests = crate::operator::watch_pruned(api).reflect(writer).applied_objects();
+    let known = ctx.clone();
+    let requests = crate::operator::watch_pruned(api)
+        .inspect_ok(move |event| {
+            if let kube::runtime::watcher::Event::Delete(gone) = event {
+                known.known.forget(&gone.metadata);
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
     // Bounded: after a restart with thousands of overdue requests, unbounded
     // reconciles each open their own connections (a TLS handshake storm) and
     // all finish late instead of most finishing early.
@@ -323,16 +364,23 @@ mod tests {
         }
     }
 
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + second).unwrap()
+    }
+
     #[test]
-    fn a_copy_our_write_replaced_is_stale_until_a_newer_copy_arrives() {
-        let written = WrittenOver::default();
-        assert!(!written.is_stale(&copy("a", "10")), "nothing written yet");
-        written.record(&copy("a", "10"));
-        assert!(written.is_stale(&copy("a", "10")), "the cache still holds the version we replaced");
-        assert!(written.is_stale(&copy("a", "10")), "stale as often as it is handed back");
-        assert!(!written.is_stale(&copy("b", "10")), "another request is not affected");
-        assert!(!written.is_stale(&copy("a", "11")), "the copy after our write");
-        assert!(!written.is_stale(&copy("a", "10")), "forgotten once the cache caught up");
-        assert!(written.0.lock().unwrap().is_empty(), "no entry is kept once the cache caught up");
+    fn a_known_version_is_read_again_only_when_its_step_is_due() {
+        let known = Known::default();
+        assert!(known.skip(&copy("a", "10"), at(0)).is_none(), "never seen: read it");
+        known.record(&copy("a", "10"), Some(at(75)));
+        assert_eq!(known.skip(&copy("a", "10"), at(0)), Some(Action::requeue(Duration::from_secs(75))));
+        assert!(known.skip(&copy("a", "10"), at(75)).is_none(), "due: read it and step");
+        assert!(known.skip(&copy("a", "11"), at(0)).is_none(), "someone else wrote (a decision): read it");
+        assert!(known.skip(&copy("b", "10"), at(0)).is_none(), "another request is not affected");
+        known.record(&copy("a", "12"), None);
+        assert_eq!(known.skip(&copy("a", "12"), at(9_999)), Some(Action::await_change()), "settled: wait for a change");
+        known.forget(&copy("a", "12"));
+        assert!(known.skip(&copy("a", "12"), at(0)).is_none(), "forgotten once deleted");
+        assert!(known.0.lock().unwrap().is_empty());
     }
 }
