@@ -94,7 +94,7 @@ async fn validate(State(state): State<WebhookState>, request: axum::extract::Req
             return (StatusCode::BAD_REQUEST, format!("signoff: malformed AdmissionReview: {e}")).into_response();
         }
     };
-    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let mut req: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(req) => req,
         Err(e) => {
             state.metrics.review("malformed");
@@ -106,7 +106,7 @@ async fn validate(State(state): State<WebhookState>, request: axum::extract::Req
         state.metrics.review("malformed");
         return (StatusCode::BAD_REQUEST, "signoff: AdmissionReview request has no uid").into_response();
     }
-    let response = match tokio::time::timeout(state.deadline, review_request(&state, &req)).await {
+    let response = match tokio::time::timeout(state.deadline, review_request(&state, &mut req)).await {
         Ok(response) => response,
         Err(_) => deny(
             &req,
@@ -134,7 +134,7 @@ fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T
         .map_err(|e| format!("malformed object: {e}"))
 }
 
-async fn review_request(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+async fn review_request(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     if req.resource.group == GROUP {
         return guard_own_resource(state, req);
     }
@@ -194,7 +194,7 @@ fn namespace_object(state: &WebhookState, req: &AdmissionRequest<DynamicObject>)
     serde_json::to_value(&*cached).ok()
 }
 
-async fn gate(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let mut ns_object = namespace_object(state, req);
     if ns_object.is_none()
         && let Some(ns) = req.namespace.as_deref().filter(|n| !n.is_empty())
