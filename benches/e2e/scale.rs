@@ -375,9 +375,9 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
     let overlap = deadlines.iter().filter(|d| **d <= last_hold).count();
     table.info(
         TIMING,
-        "tier-2 deadlines: spread; before the last hold",
+        "tier-2 deadlines: spread over; first one after the last hold",
         format!(
-            "{:.0} s, from {:.0} s after the last hold; {overlap} fell during the holds",
+            "{:.0} s; {:.0} s after ({overlap} fell while holds were still being created)",
             last_due.duration_since(first_due).as_secs_f64(),
             first_due.duration_since(last_hold).as_secs_f64()
         ),

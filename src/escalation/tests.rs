@@ -225,6 +225,26 @@ fn the_same_step_twice_gives_the_same_keys() {
     assert_eq!(keys(&a), keys(&b), "a crash before the status write repeats the same notifications, deduplicable");
 }
 
+/// The reconciler's startup pass (and its skipped reads) rely on this: a
+/// request whose step was written, read back as the API server returns it, is
+/// left alone by a step before its wake time.
+#[test]
+fn a_written_step_is_a_fixed_point_until_its_wake_time() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    let first = sim.at(t0());
+    assert!(!first.effects.is_empty());
+    let wake = first.wake_at.unwrap();
+    let read_back: ApprovalRequest = serde_json::from_value(serde_json::to_value(&sim.ar).unwrap()).unwrap();
+    let world = World { policies: &sim.policies, teams: &sim.teams, approvers: &[] };
+    for now in [t0() + SignedDuration::from_millis(1500), wake - SignedDuration::from_millis(1)] {
+        let again = step(&read_back, world, now);
+        assert!(again.effects.is_empty(), "at {now}: {:?}", again.effects);
+        assert_eq!(Some(&again.status), read_back.status.as_ref(), "at {now}");
+        assert_eq!(again.wake_at, Some(wake));
+    }
+    assert!(!step(&read_back, world, wake).effects.is_empty(), "due at its wake time");
+}
+
 #[test]
 fn simultaneous_mode_notifies_every_tier_at_once() {
     let mut sim = Sim::new(request(ActionClass::Destructive, &[("engineering", "payments")]), policy_set(""));
