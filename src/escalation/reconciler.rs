@@ -175,8 +175,7 @@ async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, world: &
             record.to_notification(&msg)
         })
         .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
+        .collect::<Vec<_>>();
     // Kubernetes Events, always: one per tier reached.
     let note = match n.kind {
         NotifyKind::Escalation => format!(
@@ -198,7 +197,9 @@ async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, world: &
         action: "Notify".into(),
         secondary: None,
     };
-    let event_result = ctx.recorder.publish(&event, &reference(ar)).await;
+    // At the same time as the deliveries: under load each is an API round trip.
+    let about = reference(ar);
+    let (deliveries, event_result) = futures::join!(deliveries, ctx.recorder.publish(&event, &about));
     let mut records = vec![Notification {
         key: format!("{}/event", n.key),
         route: n.route.clone(),
@@ -261,27 +262,42 @@ async fn reconcile(
     let world = super::World { policies: &policies, teams: &teams, approvers: &approvers };
     let mut step = super::step(&ar, world, now);
 
-    for effect in &step.effects {
-        match effect {
-            Effect::Notify(n) => {
-                let records = notify(&ctx, &ar, n, &world).await;
-                step.status.notifications.extend(records);
+    // Notifications go out tier by tier, in order (a receiver sees the ladder
+    // as it is climbed); the Events and the runbook at the same time as them
+    // (under load each is an API round trip; one after the other made a step
+    // several round trips long). All are done before the status write.
+    let notifications = async {
+        let mut records = Vec::new();
+        for effect in &step.effects {
+            if let Effect::Notify(n) = effect {
+                records.extend(notify(&ctx, &ar, n, &world).await);
             }
-            Effect::Event { reason, note, warning } => {
-                let event = Event {
-                    type_: if *warning { EventType::Warning } else { EventType::Normal },
-                    reason: (*reason).into(),
-                    note: Some(note.clone()),
-                    action: "Escalate".into(),
-                    secondary: None,
-                };
-                if let Err(e) = ctx.recorder.publish(&event, &reference(&ar)).await {
-                    warn!(error = %e, reason, "could not publish event");
-                }
-            }
-            Effect::RunbookConfigMap { name, text } => write_runbook(&ctx, &ar, name, text).await,
         }
-    }
+        records
+    };
+    let others = futures::future::join_all(step.effects.iter().map(|effect| {
+        let (ctx, ar) = (&ctx, &ar);
+        async move {
+            match effect {
+                Effect::Notify(_) => {}
+                Effect::Event { reason, note, warning } => {
+                    let event = Event {
+                        type_: if *warning { EventType::Warning } else { EventType::Normal },
+                        reason: (*reason).into(),
+                        note: Some(note.clone()),
+                        action: "Escalate".into(),
+                        secondary: None,
+                    };
+                    if let Err(e) = ctx.recorder.publish(&event, &reference(ar)).await {
+                        warn!(error = %e, reason, "could not publish event");
+                    }
+                }
+                Effect::RunbookConfigMap { name, text } => write_runbook(ctx, ar, name, text).await,
+            }
+        }
+    }));
+    let (records, _) = futures::join!(notifications, others);
+    step.status.notifications.extend(records);
     let excess = step.status.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
     step.status.notifications.drain(..excess);
 
@@ -370,7 +386,6 @@ const RECONCILE_CONCURRENCY: u16 = 32;
 /// Run the reconciler until the stream ends (or the task is aborted on losing
 /// leadership).
 pub async fn run(ctx: Arc<Context>) {
-    remember_settled(&ctx).await;
     // The cache holds every request, so it holds their metadata only (without
     // managedFields); a reconcile reads the request itself (see `Known`).
     let api: Api<PartialObjectMeta<ApprovalRequest>> = Api::all(ctx.client.clone());
@@ -388,11 +403,14 @@ pub async fn run(ctx: Arc<Context>) {
     // reconciles each open their own connections (a TLS handshake storm) and
     // all finish late instead of most finishing early.
     let config = kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
-    Controller::for_stream(requests, reader)
+    // The startup read runs beside the first pass, not before it: overdue
+    // requests are read and stepped at once either way, and the first pass
+    // skips the reads of those the startup read has already remembered.
+    let controller = Controller::for_stream(requests, reader)
         .with_config(config)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    futures::join!(remember_settled(&ctx), controller);
 }
 
 #[cfg(test)]
