@@ -228,11 +228,7 @@ impl Walker<'_> {
         // Quiet hours and away periods stop the page, not the right to answer:
         // everyone the tier reaches may approve, so a teammate who is off but
         // sees the request can still sign it off.
-        for user in &reached.users {
-            if !lane.eligible.contains(user) {
-                lane.eligible.push(user.clone());
-            }
-        }
+        add_new(&mut lane.eligible, reached.users.iter().cloned());
         if available.is_empty() && reached.groups.is_empty() {
             let why = if reached.users.is_empty() { "resolves to nobody" } else { "has nobody available" };
             self.skips.push(Skip {
@@ -250,11 +246,7 @@ impl Walker<'_> {
             });
             return false;
         }
-        for group in &reached.groups {
-            if !lane.eligible_groups.contains(group) {
-                lane.eligible_groups.push(group.clone());
-            }
-        }
+        add_new(&mut lane.eligible_groups, reached.groups.iter().cloned());
         if notify {
             let deadline = ceil_micro(start + chain.tier_timeout(i));
             self.effects.push(Effect::Notify(Notify {
@@ -358,6 +350,16 @@ fn counts_for(lane: &Lane, decision: &Decision) -> bool {
 }
 
 /// One step of the state machine.
+/// Append the names `list` does not hold yet, in order (eligible people and
+/// groups are sets kept in the order they were reached).
+fn add_new(list: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
+    for name in names {
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+}
+
 pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
     let mut status = ar.status.clone().unwrap_or_default();
     let mut effects = Vec::new();
@@ -415,16 +417,8 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
                 // Anyone in the chain may approve at any time; they are notified as reached.
                 for tier in &chain.tiers {
                     let reached = people::resolve(tier, team, &chain.admin_team, world.teams, now);
-                    for user in reached.users {
-                        if !lane.eligible.contains(&user) {
-                            lane.eligible.push(user);
-                        }
-                    }
-                    for group in reached.groups {
-                        if !lane.eligible_groups.contains(&group) {
-                            lane.eligible_groups.push(group);
-                        }
-                    }
+                    add_new(&mut lane.eligible, reached.users);
+                    add_new(&mut lane.eligible_groups, reached.groups);
                 }
             }
             if chain.mode == NotifyMode::Simultaneous {
