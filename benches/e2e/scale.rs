@@ -332,6 +332,7 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
         ),
     );
     let created = t.elapsed();
+    let last_hold = Timestamp::now();
     eprintln!(
         "bench: [4] {total} held in {:.0}s ({:.0}/s)",
         created.as_secs_f64(),
@@ -371,7 +372,6 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
         deadlines.iter().min().copied().ok_or("no deadlines")?,
         deadlines.iter().max().copied().ok_or("no deadlines")?,
     );
-    let last_hold = Timestamp::now() - jiff::SignedDuration::try_from(t.elapsed().saturating_sub(created)).unwrap();
     let overlap = deadlines.iter().filter(|d| **d <= last_hold).count();
     table.info(
         TIMING,

@@ -349,7 +349,6 @@ fn counts_for(lane: &Lane, decision: &Decision) -> bool {
     reached && (decision.routes.is_empty() || decision.routes.contains(&lane.route))
 }
 
-/// One step of the state machine.
 /// Append the names `list` does not hold yet, in order (eligible people and
 /// groups are sets kept in the order they were reached).
 fn add_new(list: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
@@ -360,6 +359,7 @@ fn add_new(list: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
     }
 }
 
+/// One step of the state machine.
 pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
     let mut status = ar.status.clone().unwrap_or_default();
     let mut effects = Vec::new();

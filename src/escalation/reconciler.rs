@@ -301,7 +301,7 @@ async fn reconcile(
     let excess = step.status.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
     step.status.notifications.drain(..excess);
 
-    let mut left = ar.metadata.clone();
+    let mut written = None;
     if ar.status.as_ref() != Some(&step.status) {
         // Never send decisions or admissions: approvers and the gate write those,
         // and echoing them back (Time keeps whole seconds) would read as an edit.
@@ -318,15 +318,16 @@ async fn reconcile(
             "metadata": { "resourceVersion": ar.metadata.resource_version },
             "status": status,
         });
-        let written = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| ReconcileError::Write(format!("{namespace}/{name}"), e))?;
-        left = written.metadata;
+        written = Some(
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| ReconcileError::Write(format!("{namespace}/{name}"), e))?,
+        );
         info!(target: "audit", request = %format!("{namespace}/{name}"), phase = ?step.status.phase,
             tier = ?step.status.tier, effects = step.effects.len(), "approval request progressed");
     }
-    ctx.known.record(&left, step.wake_at);
+    // The version we leave: the one our write produced, or the one we read.
+    ctx.known.record(&written.as_ref().unwrap_or(&ar).metadata, step.wake_at);
     Ok(next_action(step.wake_at, jiff::Timestamp::now()))
 }
 
