@@ -133,22 +133,25 @@ fn check_gate(input: &ReviewInput, assessment: &Assessment) {
 /// digest, so a digest never depends on how the same request was spelled.
 pub fn admission_review(data: &[u8]) {
     let Ok(review) = serde_json::from_slice::<AdmissionReview<DynamicObject>>(data) else { return };
-    let Ok(req): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else { return };
+    let Ok(mut req): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else { return };
     // Every decoded request can be answered.
     serde_json::to_vec(&AdmissionResponse::from(&req).into_review()).expect("an AdmissionReview response serializes");
+    // Encoded before from_admission, which moves the objects out of the request.
+    let encoded = serde_json::to_value(&req).expect("an AdmissionRequest serializes");
     let ns = req.namespace.as_deref().and_then(namespace_object);
-    let Ok(input) = ReviewInput::from_admission(&req, ns.clone()) else { return };
+    let Ok(input) = ReviewInput::from_admission(&mut req, ns.clone()) else { return };
     let assessment = policy_classify(&input, &POLICIES);
     check_gate(&input, &assessment);
 
     let again: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
-        "request": serde_json::to_value(&req).expect("an AdmissionRequest serializes"),
+        "request": encoded,
     }))
     .expect("a re-encoded AdmissionReview decodes");
-    let again: AdmissionRequest<DynamicObject> = again.try_into().expect("a re-encoded AdmissionReview has a request");
-    let again = ReviewInput::from_admission(&again, ns).expect("a re-encoded request converts");
+    let mut again: AdmissionRequest<DynamicObject> =
+        again.try_into().expect("a re-encoded AdmissionReview has a request");
+    let again = ReviewInput::from_admission(&mut again, ns).expect("a re-encoded request converts");
     if !signoff::webhook::review::subject(&input).is_some_and(has_float) {
         assert_eq!(digest_of(&again), digest_of(&input), "re-encoding changed the digest");
     }
