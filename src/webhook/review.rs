@@ -333,16 +333,84 @@ impl std::io::Write for Capped {
     }
 }
 
-/// YAML of `value`, cut at MAX_PACKET_TEXT on a line boundary with a note saying so.
+/// YAML of `value`, at most MAX_PACKET_TEXT, with a note when something was left
+/// out. Renders a bounded preview, not the object: libyaml scans a whole scalar
+/// before writing any of it, so a multi-MiB string cost a hold a second even with
+/// the output capped.
 fn bounded_yaml(value: &serde_json::Value) -> String {
+    // Half the cap: YAML adds indentation, quotes and escapes to what is shown.
+    let mut budget = MAX_PACKET_TEXT / 2;
+    let mut cut = false;
+    let shown = preview(value, &mut budget, &mut cut);
     let mut out = Capped::new(MAX_PACKET_TEXT);
-    let written = serde_yaml::to_writer(&mut out, value).is_ok();
+    let written = serde_yaml::to_writer(&mut out, &shown).is_ok();
     let text = String::from_utf8_lossy(&out.text).into_owned();
     if written && out.complete() {
-        return text;
+        if !cut {
+            return text;
+        }
+        return format!(
+            "{text}# … manifest truncated: long values end in …, later entries are left out; the digest covers the \
+             whole object.\n"
+        );
     }
     let cut = text.rfind('\n').map_or(0, |i| i + 1);
     format!("{}# … manifest truncated at {cut} bytes; the digest covers the whole object.\n", &text[..cut])
+}
+
+/// The most of one string a manifest shows: one huge value must not crowd out the
+/// rest of the object (its name, its other fields).
+const MAX_PREVIEW_STRING: usize = 16 * 1024;
+
+/// A copy of `value` with at most about `budget` bytes of keys and strings: a
+/// string over MAX_PREVIEW_STRING (or the budget left) is cut and ends in "…", and
+/// once the budget is spent the remaining entries of arrays and maps are left out
+/// (`cut` says whether anything was). Its cost is bounded by the budget, not by
+/// the size of `value`.
+fn preview(value: &serde_json::Value, budget: &mut usize, cut: &mut bool) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text.len() > MAX_PREVIEW_STRING.min(*budget) => {
+            let mut end = MAX_PREVIEW_STRING.min(*budget);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            *budget -= end;
+            *cut = true;
+            Value::String(format!("{}…", &text[..end]))
+        }
+        Value::String(text) => {
+            *budget -= text.len();
+            value.clone()
+        }
+        Value::Array(items) => {
+            let mut shown = Vec::new();
+            for item in items {
+                if *budget == 0 {
+                    *cut = true;
+                    break;
+                }
+                shown.push(preview(item, budget, cut));
+            }
+            Value::Array(shown)
+        }
+        Value::Object(map) => {
+            let mut shown = serde_json::Map::new();
+            for (key, item) in map {
+                if *budget == 0 {
+                    *cut = true;
+                    break;
+                }
+                *budget = budget.saturating_sub(key.len());
+                shown.insert(key.clone(), preview(item, budget, cut));
+            }
+            Value::Object(shown)
+        }
+        scalar => {
+            *budget = budget.saturating_sub(8);
+            scalar.clone()
+        }
+    }
 }
 
 /// Whether `value`'s JSON fits in `cap` bytes; stops serializing once it does not.

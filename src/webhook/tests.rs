@@ -612,7 +612,29 @@ fn a_huge_object_gets_a_bounded_packet_that_still_fits_in_etcd() {
     let ar = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name);
     let manifest = ar.spec.manifest.unwrap();
     assert!(manifest.len() <= MAX_PACKET_TEXT + 200, "{}", manifest.len());
-    assert!(manifest.contains("manifest truncated at"), "{}", &manifest[manifest.len() - 200..]);
+    assert!(manifest.contains("# … manifest truncated"), "{}", &manifest[manifest.len() - 200..]);
+    assert!(manifest.contains("k0: "), "the first entries are shown: {}", &manifest[..200]);
     let diff = ar.spec.diff.unwrap();
     assert!(diff.contains("too large to diff") && diff.len() < 1000, "{diff}");
+}
+
+#[test]
+fn a_multi_megabyte_string_is_shown_cut_with_the_rest_of_the_object() {
+    let mut input = pvc_delete(&user("alice", &[]));
+    input.operation = Operation::Create;
+    input.old_object = None;
+    input.object = Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+        "data": {"blob": "é".repeat(1_500_000), "small": "kept"}}));
+    let a = held_assessment();
+    let Preliminary::Held { digest, namespace, name } = preliminary(&input, &a, &settings()) else { panic!("held") };
+    let manifest = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name).spec.manifest.unwrap();
+    assert!(manifest.len() <= MAX_PACKET_TEXT + 200, "{}", manifest.len());
+    assert!(manifest.contains("éé…"), "the long value is cut, visibly");
+    assert!(manifest.contains("small: kept") && manifest.contains("name: big"), "the rest is shown: {manifest}");
+    assert!(manifest.ends_with("the digest covers the whole object.\n"), "{}", &manifest[manifest.len() - 200..]);
+    // A small object is shown whole, with no note.
+    input.object =
+        Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "small"}, "data": {"a": "b"}}));
+    let manifest = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name).spec.manifest.unwrap();
+    assert!(!manifest.contains("truncated") && manifest.contains("a: b"), "{manifest}");
 }
