@@ -94,6 +94,9 @@ async fn validate(State(state): State<WebhookState>, request: axum::extract::Req
             return (StatusCode::BAD_REQUEST, format!("signoff: malformed AdmissionReview: {e}")).into_response();
         }
     };
+    // Parsed: free the raw body now, not after the API calls a held change waits on
+    // (a 3 MiB review would otherwise hold both copies for seconds under load).
+    drop(body);
     let mut req: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(req) => req,
         Err(e) => {
