@@ -46,13 +46,15 @@ fn a_held_change_walks_tier_1_2_3_with_notifications_in_order_and_on_time() {
         .map(|r| r.body["tier"].as_u64().unwrap())
         .collect();
     assert!(route.starts_with(&[0, 1, 2]), "route sink got tiers {route:?}");
-    // And every delivery is recorded in status.
-    let ar = request(&ns, &name);
-    let records = ar["status"]["notifications"].as_array().unwrap();
-    assert!(
-        records.iter().any(|n| n["sink"] == "Webhook" && n["result"] == "Delivered" && n["recipient"] == "user/dave"),
-        "{records:?}"
-    );
+    // And every delivery is recorded in status (written after the deliveries).
+    eventually(10, "dave's delivery recorded in status", || {
+        let ar = request(&ns, &name);
+        let records = ar["status"]["notifications"].as_array()?.clone();
+        records
+            .iter()
+            .any(|n| n["sink"] == "Webhook" && n["result"] == "Delivered" && n["recipient"] == "user/dave")
+            .then_some(())
+    });
 }
 
 #[test]
@@ -82,7 +84,11 @@ fn an_approver_in_quiet_hours_is_skipped_and_the_skip_is_in_the_status() {
     });
     assert!(got.iter().all(|r| r.path != "/user/grace"), "grace is in quiet hours");
     assert_eq!(got[0].path, "/user/frank");
-    let yaml = kubectl_ok(cp(), ADMIN, &["get", "ar", "-n", &ns, &name, "-o", "yaml"], None);
+    // The step writes its status after the notifications: wait for it.
+    let yaml = eventually(10, "the skip recorded in status", || {
+        let yaml = kubectl_ok(cp(), ADMIN, &["get", "ar", "-n", &ns, &name, "-o", "yaml"], None);
+        yaml.contains("skips:").then_some(yaml)
+    });
     assert!(yaml.contains("user: grace"), "{yaml}");
     assert!(yaml.contains("reason: quiet hours"), "{yaml}");
     assert!(yaml.contains("setting: Approver/grace spec.quietHours[0]"), "{yaml}");
