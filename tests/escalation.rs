@@ -49,8 +49,8 @@ fn a_held_change_walks_tier_1_2_3_with_notifications_in_order_and_on_time() {
     // And every delivery is recorded in status (written after the deliveries).
     eventually(10, "dave's delivery recorded in status", || {
         let ar = request(&ns, &name);
-        let records = ar["status"]["notifications"].as_array()?.clone();
-        records
+        ar["status"]["notifications"]
+            .as_array()?
             .iter()
             .any(|n| n["sink"] == "Webhook" && n["result"] == "Delivered" && n["recipient"] == "user/dave")
             .then_some(())

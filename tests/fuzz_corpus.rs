@@ -6,7 +6,7 @@
 //! corpus, becomes a regression test. Pure: no control plane.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[path = "../fuzz/src/lib.rs"]
 mod signoff_fuzz;
@@ -14,31 +14,40 @@ mod signoff_fuzz;
 /// A fuzz target's body: panics when an input breaks what it checks.
 type Target = fn(&[u8]);
 
-/// Every input of the target's corpus passes its checks; returns how many ran.
-fn replay(target: &str, check: Target) -> usize {
+/// The committed inputs of a target, by path, in order.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("a corpus entry").path())
         .collect();
     paths.sort();
-    let failed: Vec<String> = paths
-        .iter()
-        .filter(|path| {
-            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-            catch_unwind(AssertUnwindSafe(|| check(&bytes))).is_err()
+    paths
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            (path, bytes)
         })
-        .map(|path| path.display().to_string())
+        .collect()
+}
+
+/// Every input of the target's corpus passes its checks; returns how many ran.
+fn replay(target: &str, check: Target) -> usize {
+    let inputs = corpus(target);
+    let failed: Vec<String> = inputs
+        .iter()
+        .filter(|(_, bytes)| catch_unwind(AssertUnwindSafe(|| check(bytes))).is_err())
+        .map(|(path, _)| path.display().to_string())
         .collect();
     assert!(
         failed.is_empty(),
         "{} of {} {target} inputs fail the target's checks (panics above); reproduce with \
          `cargo +nightly fuzz run --fuzz-dir fuzz {target} <file>`:\n{}",
         failed.len(),
-        paths.len(),
+        inputs.len(),
         failed.join("\n")
     );
-    paths.len()
+    inputs.len()
 }
 
 #[test]
@@ -60,10 +69,9 @@ fn every_committed_fuzz_input_passes_its_targets_checks() {
 /// returns (undecodable input) would pass while checking nothing.
 #[test]
 fn the_classify_corpus_reaches_held_changes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/classify");
-    let held = std::fs::read_dir(&dir)
-        .expect("the classify corpus")
-        .filter_map(|entry| signoff_fuzz::classify_input(&std::fs::read(entry.expect("an entry").path()).ok()?))
+    let held = corpus("classify")
+        .iter()
+        .filter_map(|(_, bytes)| signoff_fuzz::classify_input(bytes))
         .filter(|input| signoff::policy::classify(input, &signoff_fuzz::POLICIES).held())
         .count();
     assert!(held >= 10, "only {held} classify inputs are held by the example policies");
