@@ -1,10 +1,18 @@
 # signoff — see README.md. Cargo's target directory and the control-plane binaries
 # are cached outside the clone so a fresh clone (and CI) does not rebuild them.
 SHELL := /bin/bash
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/signoff/target
+# One target directory per checkout (hack/target-dir.sh: keyed by the checkout's
+# path, seeded from another checkout's so a fresh clone reuses its dependencies).
+ifeq ($(origin CARGO_TARGET_DIR),undefined)
+CARGO_TARGET_DIR := $(shell $(CURDIR)/hack/target-dir.sh)
+endif
+ifeq ($(CARGO_TARGET_DIR),)
+$(error hack/target-dir.sh printed no target directory; set CARGO_TARGET_DIR)
+endif
+export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers
+.PHONY: test dev crds controlplane chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -76,12 +84,16 @@ bench-peers: controlplane
 	src=$$(cd hack/peers/kyverno && GOTOOLCHAIN=local GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' github.com/kyverno/kyverno) && \
 	SIGNOFF_BENCH_KYVERNO=$$kyverno/kyverno SIGNOFF_BENCH_KYVERNO_SRC=$$src $(CARGO) bench --locked --bench e2e
 
+# This checkout's Cargo target directory (see hack/target-dir.sh).
+print-target-dir:
+	@echo "$(CARGO_TARGET_DIR)"
+
 crds:
 	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/crds
 
 dev: controlplane
 	$(CARGO) build --locked --bin signoff --bin kubectl-signoff --bin signoff-dev
-	exec "$(CARGO_TARGET_DIR)/debug/signoff-dev"
+	exec "$(CARGO_TARGET_DIR)/debug/signoff-dev" --root "$(CURDIR)"
 
 # cargo-fuzz targets (fuzz/README.md), not part of `make test`: installs cargo-fuzz
 # into ~/.cache/signoff on first use, builds with nightly into its own target dir,

@@ -9,7 +9,6 @@
 mod fixture;
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -43,7 +42,7 @@ fn input() -> ReviewInput {
 }
 
 fn example_policies() -> PolicySet {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let dir = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("examples/policies");
     signoff::cli::check::load_policies(&dir).expect("example policies compile")
 }
 

@@ -11,7 +11,8 @@ seconds=${FUZZ_SECONDS:-60}
 targets=${FUZZ_TARGETS:-"admission_review digest classify"}
 cache=${SIGNOFF_CACHE:-$HOME/.cache/signoff}
 # Sanitizer builds differ from the main ones: never share the main target dir.
-export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$cache/fuzz-target}
+# This checkout's own (hack/target-dir.sh), so two clones never share one.
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$(hack/target-dir.sh)/fuzz}
 fuzz_root=$cache/cargo-fuzz
 export PATH=$fuzz_root/bin:$PATH
 

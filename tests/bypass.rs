@@ -287,7 +287,8 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
     // `fin` is being deleted (its finalizer keeps it): the deletion started before any policy held it.
     kubectl_ok(cp, ADMIN, &["delete", "configmap", "fin", "-n", &ns, "--wait=false"], None);
 
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bypass-policies.yaml");
+    let fixture =
+        signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("tests/fixtures/bypass-policies.yaml");
     kubectl_ok(cp, ADMIN, &["apply", "-f", &fixture.display().to_string()], None);
     eventually(60, "the bypass policy to be enforced", || {
         let (ok, _, err) = cp
@@ -909,7 +910,7 @@ const END: &str = "<!-- bypass-matrix:end -->";
 
 /// The doc's table must be the one this run produced.
 fn check_doc(table: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/security.md");
+    let path = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("docs/security.md");
     let doc = std::fs::read_to_string(&path).unwrap();
     let (start, end) = (doc.find(BEGIN).expect("begin marker") + BEGIN.len(), doc.find(END).expect("end marker"));
     if doc[start..end] == *table {

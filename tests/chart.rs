@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -12,8 +11,8 @@ use common::{ADMIN, cp, kubectl_ok};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> std::path::PathBuf {
+    signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The helm binary (built once, cached outside the clone).

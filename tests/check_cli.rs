@@ -1,11 +1,10 @@
 //! `kubectl signoff check` run as a process on the example manifests.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> std::path::PathBuf {
+    signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn check(args: &[&str]) -> (i32, String, String) {

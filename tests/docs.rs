@@ -15,8 +15,8 @@ use serde_yaml::Value;
 use signoff::crd::EscalationPolicy;
 use signoff::policy::CompiledPolicy;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> std::path::PathBuf {
+    signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Block {

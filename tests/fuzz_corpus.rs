@@ -6,7 +6,7 @@
 //! corpus, becomes a regression test. Pure: no control plane.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[path = "../fuzz/src/lib.rs"]
 mod signoff_fuzz;
@@ -16,7 +16,7 @@ type Target = fn(&[u8]);
 
 /// The committed inputs of a target, by path, in order.
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("fuzz/corpus").join(target);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("a corpus entry").path())

@@ -63,7 +63,7 @@ fn exempt_args() -> Vec<String> {
 impl Env {
     pub fn start(kyverno: Option<&str>) -> Result<Env, String> {
         let t = Instant::now();
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = signoff::controlplane::checkout().map_err(|e| e.to_string())?;
         let cp = ControlPlane::start(Options::default()).map_err(|e| e.to_string())?;
         eprintln!("bench: control plane {} at {} ({:.1}s)", cp.version, cp.server, t.elapsed().as_secs_f64());
         cp.install_crds().map_err(|e| e.to_string())?;

@@ -13,8 +13,33 @@ use std::time::Instant;
 
 use signoff::controlplane::{ADMIN, ControlPlane, Options, Supervised, USERS};
 
+/// `make dev`: a local control plane with signoff, demo policies, teams and people.
+#[derive(clap::Parser)]
+#[command(name = "signoff-dev")]
+struct Args {
+    /// The signoff checkout whose examples are installed and where `.dev/` is
+    /// written (`make dev` passes its own). Default: SIGNOFF_ROOT, else the
+    /// checkout at or above the working directory.
+    #[arg(long)]
+    root: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let args = <Args as clap::Parser>::parse();
+    let root = match args.root {
+        Some(root) if signoff::controlplane::is_checkout(&root) => root,
+        Some(root) => {
+            eprintln!("make dev: --root {} is not a signoff checkout (no Cargo.toml naming signoff)", root.display());
+            return ExitCode::FAILURE;
+        }
+        None => match signoff::controlplane::checkout() {
+            Ok(root) => root,
+            Err(e) => {
+                eprintln!("make dev: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let dev = root.join(".dev");
     match run(&root, &dev) {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,8 +77,13 @@ fn run(root: &Path, dev: &Path) -> Result<(), String> {
     eprintln!("make dev: starting etcd, kube-apiserver and kube-controller-manager on loopback...");
     let cluster_dir = dev.join("cluster");
     let _ = std::fs::remove_dir_all(&cluster_dir);
-    let cp = ControlPlane::start(Options { controller_manager: true, dir: Some(cluster_dir), ..Default::default() })
-        .map_err(|e| e.to_string())?;
+    let cp = ControlPlane::start(Options {
+        controller_manager: true,
+        dir: Some(cluster_dir),
+        checkout: Some(root.to_path_buf()),
+        ..Default::default()
+    })
+    .map_err(|e| e.to_string())?;
 
     let kubeconfig = dev.join("kubeconfig");
     let mut operator = None;

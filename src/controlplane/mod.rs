@@ -36,6 +36,9 @@ pub struct Options {
     pub keep_dir: bool,
     /// Working directory; a fresh temporary one when unset.
     pub dir: Option<PathBuf>,
+    /// The checkout whose `hack/controlplane/build.sh` provides the binaries;
+    /// [`checkout`] when unset.
+    pub checkout: Option<PathBuf>,
 }
 
 /// The last `lines` lines of `text`.
@@ -146,11 +149,54 @@ pub struct ControlPlane {
     pub version: String,
 }
 
-/// Locate (building on first use) the control-plane binaries.
-pub fn binaries() -> Result<PathBuf> {
+/// Whether `dir` is the root of a signoff checkout: its Cargo.toml names the
+/// `signoff` package and it has the control-plane build script.
+pub fn is_checkout(dir: &Path) -> bool {
+    dir.join("hack/controlplane/build.sh").is_file()
+        && fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|toml| toml.lines().any(|l| l.trim().replace(' ', "") == "name=\"signoff\""))
+}
+
+/// The checkout at or above `start`, if any.
+pub fn find_checkout(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|dir| is_checkout(dir)).map(Path::to_path_buf)
+}
+
+/// The signoff checkout this process works in, found at run time (never from a
+/// path fixed when it was compiled: a binary built in one clone must not use
+/// another clone's files): `SIGNOFF_ROOT` when set, otherwise the checkout at or
+/// above the working directory (`make` and `cargo test` run in it).
+pub fn checkout() -> Result<PathBuf> {
+    if let Some(root) = std::env::var_os("SIGNOFF_ROOT").filter(|r| !r.is_empty()) {
+        let root = PathBuf::from(root);
+        if !is_checkout(&root) {
+            return Err(Error::ControlPlane(format!(
+                "SIGNOFF_ROOT={} is not a signoff checkout (no Cargo.toml naming signoff with \
+                 hack/controlplane/build.sh); point it at the clone's top directory",
+                root.display()
+            )));
+        }
+        return Ok(root);
+    }
+    let cwd = std::env::current_dir().map_err(io("reading the working directory"))?;
+    find_checkout(&cwd).ok_or_else(|| {
+        Error::ControlPlane(format!(
+            "{} is not inside a signoff checkout; run from the clone (as `make` does) or set SIGNOFF_ROOT",
+            cwd.display()
+        ))
+    })
+}
+
+/// Locate (building on first use) the control-plane binaries with the build
+/// script of `root` ([`checkout`] when None). The result is kept for the process.
+pub fn binaries(root: Option<&Path>) -> Result<PathBuf> {
     static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane/build.sh");
+        let root = match root {
+            Some(root) => root.to_path_buf(),
+            None => checkout().map_err(|e| e.to_string())?,
+        };
+        let script = root.join("hack/controlplane/build.sh");
         let out = Command::new("bash")
             .arg(&script)
             .stderr(Stdio::inherit())
@@ -165,10 +211,33 @@ pub fn binaries() -> Result<PathBuf> {
     .map_err(Error::ControlPlane)
 }
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback (bound, then released), below the kernel's
+/// ephemeral range: a port the kernel hands out (bind to port 0) is also the
+/// local port of outgoing connections, so between its release and the server's
+/// bind another process's connection could take it ("address already in use").
 pub fn free_port() -> Result<u16> {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        let span = u32::from(ephemeral_low - 11_000);
+        for _ in 0..64 {
+            let port = 11_000 + (random_u32()? % span) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io("binding a free loopback port"))?;
     Ok(listener.local_addr().map_err(io("reading a bound port"))?.port())
+}
+
+fn random_u32() -> Result<u32> {
+    let mut bytes = [0u8; 4];
+    let mut f = fs::File::open("/dev/urandom").map_err(io("opening /dev/urandom"))?;
+    std::io::Read::read_exact(&mut f, &mut bytes).map_err(io("reading /dev/urandom"))?;
+    Ok(u32::from_le_bytes(bytes))
 }
 
 fn random_token() -> Result<String> {
@@ -190,18 +259,28 @@ fn write(path: &Path, contents: &str) -> Result<()> {
 /// The supervisor: starts the command; a watcher stops it (TERM, then KILL after
 /// 5 s) as soon as the supervisor's stdin (the lifeline pipe) closes. The supervisor
 /// exits with its child, then optionally removes a directory. Background jobs get
-/// /dev/null as stdin, hence the explicit fd 3.
+/// /dev/null as stdin, hence the explicit fd 3. The child runs in its own session
+/// (`setsid`), so a signal to the whole process group (Ctrl-C in a terminal, a
+/// SIGTERM to `make dev`'s group) does not reach it directly: the owner stops its
+/// processes in its own order through the lifelines (etcd stopped before
+/// kube-apiserver left the API server retrying it for 30 s). The supervisor
+/// survives such a signal (a trap) and keeps waiting for its child, so whoever
+/// waits for the supervisor waits for the child.
 const SUPERVISOR: &str = r#"
 trap '' INT
+trap ':' TERM
 cleanup=$1; shift
 exec 3<&0
-"$@" </dev/null &
+setsid "$@" </dev/null &
 child=$!
-( while read -r _ <&3; do :; done; kill -TERM "$child" 2>/dev/null; sleep 5; kill -KILL "$child" 2>/dev/null ) &
+( trap '' TERM; while read -r _ <&3; do :; done; kill -TERM "$child" 2>/dev/null; sleep 5; kill -KILL "$child" 2>/dev/null ) &
 watcher=$!
 exec 3<&-
-wait "$child"
-status=$?
+while :; do
+  wait "$child"
+  status=$?
+  kill -0 "$child" 2>/dev/null || break
+done
 kill "$watcher" 2>/dev/null
 if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi
 exit $status
@@ -212,7 +291,7 @@ impl ControlPlane {
     /// wait until the apiserver is ready. Blocking; takes about two seconds.
     pub fn start(options: Options) -> Result<ControlPlane> {
         let started = Instant::now();
-        let bin_dir = binaries()?;
+        let bin_dir = binaries(options.checkout.as_deref())?;
         let dir = match &options.dir {
             Some(d) => {
                 fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;

@@ -62,7 +62,7 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
 pub fn install_demo(cp: &ControlPlane) {
     static DEMO: Once = Once::new();
     DEMO.call_once(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"));
         for dir in ["examples/demo", "examples/teams"] {
             kubectl_ok(cp, ADMIN, &["apply", "-f", &root.join(dir).display().to_string()], None);
         }
@@ -99,7 +99,9 @@ pub fn start_signoff(extra_args: &[&str]) -> Signoff {
         // would need the webhook of the signoff that is gone (fail closed).
         static FIXTURES: Once = Once::new();
         FIXTURES.call_once(|| {
-            let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate-policies.yaml");
+            let fixtures = signoff::controlplane::checkout()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .join("tests/fixtures/gate-policies.yaml");
             kubectl_ok(cp, ADMIN, &["apply", "-f", &fixtures.display().to_string()], None);
         });
         let log = cp.dir.join("signoff.log");
