@@ -308,6 +308,7 @@ pub async fn run(
             Reporter { controller: "signoff".into(), instance: Some(options.identity.clone()) },
         ),
         namespace: options.namespace.clone(),
+        notifier: crate::notify::Notifier::new(),
         retry: reconciler::escalation_retry(),
         known: Default::default(),
     });

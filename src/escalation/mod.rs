@@ -9,6 +9,9 @@
 //! late or restarted controller recomputes the very same schedule and never
 //! skips a tier. All progress lives in the status.
 
+pub mod effects;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod leader;
 pub mod people;
 pub mod reconciler;

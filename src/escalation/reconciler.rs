@@ -1,6 +1,7 @@
-//! The reconciler: runs `step` for each ApprovalRequest, executes its effects
-//! (notifications, Events, a runbook ConfigMap), then writes the status, as
-//! signoff's own identity. Effects come first: a crash before the status write
+//! The reconciler, the I/O shell of the escalation core: runs `step` for each
+//! ApprovalRequest, executes its effects (the deliveries and Events that
+//! [`effects`] works out, a runbook ConfigMap), then writes the status patch that
+//! [`effects::status_patch`] shapes, as signoff's own identity. Effects come first: a crash before the status write
 //! repeats the step with the same idempotency keys (at most one duplicate per
 //! failover); a crash after it loses nothing. The webhook checks the status write
 //! like any other (the controller never adds a decision), and optimistic
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -27,9 +28,9 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::{Effect, NotifyKind};
+use super::{Effect, World, effects};
 use crate::crd::{ApprovalRequest, Approver, Notification, Team};
-use crate::notify::{Message, MessageKind, Notifier, Recipient, RetryPolicy};
+use crate::notify::{Notifier, RetryPolicy};
 use crate::policy::PolicySet;
 
 /// What the reconciler reads and uses: caches shared with the webhook.
@@ -41,6 +42,8 @@ pub struct Context {
     pub recorder: crate::events::Events,
     /// signoff's namespace: where contact Secrets live.
     pub namespace: String,
+    /// Delivers notifications (one connection pool for the process).
+    pub notifier: Notifier,
     /// Bounded so that a dead sink delays a status write by seconds, not minutes.
     pub retry: RetryPolicy,
     /// Per request, the version our last reconcile left and its next step.
@@ -124,95 +127,38 @@ pub enum ReconcileError {
     Write(String, kube::Error),
 }
 
-/// Status keeps the most recent notifications (the CRD caps the list).
-const MAX_NOTIFICATIONS: usize = 500;
-
 fn reference(ar: &ApprovalRequest) -> ObjectReference {
     ar.object_ref(&())
 }
 
-async fn notify(ctx: &Context, ar: &ApprovalRequest, n: &super::Notify, world: &super::World<'_>) -> Vec<Notification> {
-    let (teams, approvers) = (world.teams, world.approvers);
-    let kind = match n.kind {
-        NotifyKind::Escalation => MessageKind::Escalation,
-        NotifyKind::Expired => MessageKind::Expired,
-    };
-    let deadline = n.deadline.unwrap_or_else(jiff::Timestamp::now);
-    let mut jobs = Vec::new();
-    let mut recipients: Vec<(Recipient, Vec<crate::crd::Contact>)> = n
-        .users
-        .iter()
-        .map(|u| {
-            let contacts =
-                approvers.iter().find(|a| a.spec.user == *u).map(|a| a.spec.contacts.clone()).unwrap_or_default();
-            (Recipient::User(u.clone()), contacts)
-        })
-        .collect();
-    if let Some(team) = &n.team {
-        let contacts =
-            teams.iter().find(|t| t.name_any() == *team).map(|t| t.spec.contacts.clone()).unwrap_or_default();
-        recipients.push((Recipient::Team(team.clone()), contacts));
-    }
-    let route_contacts = world
-        .policies
-        .get(&n.policy)
-        .and_then(|p| p.spec().routes.iter().find(|r| r.name == n.route).map(|r| r.contacts.clone()))
-        .unwrap_or_default();
-    if !route_contacts.is_empty() {
-        recipients.push((Recipient::Route(format!("{}/{}", n.policy, n.route)), route_contacts));
-    }
-    for (recipient, contacts) in recipients {
-        let key = format!("{}/{recipient}", n.key);
-        let msg = Message::from_request(ar, kind, &n.route, n.tier, &n.tier_name, recipient, &key, deadline);
-        for contact in contacts {
-            jobs.push((contact, msg.clone()));
-        }
-    }
-    let notifier = Notifier::shared();
-    let deliveries = futures::stream::iter(jobs)
-        .map(|(contact, msg)| async move {
-            let record = notifier.deliver_contact(&ctx.client, &ctx.namespace, &contact, &msg, &ctx.retry).await;
-            record.to_notification(&msg)
+/// Executes one Notify effect: its deliveries (worked out by
+/// [`effects::deliveries`]) and its Event, at the same time (under load each is
+/// an API round trip). Returns their status records.
+async fn notify(
+    ctx: &Context,
+    ar: &ApprovalRequest,
+    n: &super::Notify,
+    world: World<'_>,
+    now: jiff::Timestamp,
+) -> Vec<Notification> {
+    let deliveries = futures::stream::iter(effects::deliveries(n, world, ar, now))
+        .map(|d| async move {
+            let record =
+                ctx.notifier.deliver_contact(&ctx.client, &ctx.namespace, &d.contact, &d.message, &ctx.retry).await;
+            record.to_notification(&d.message)
         })
         .buffer_unordered(8)
         .collect::<Vec<_>>();
-    // Kubernetes Events, always: one per tier reached.
-    let note = match n.kind {
-        NotifyKind::Escalation => format!(
-            "{} tier {} ({}): notified {}{}",
-            n.route,
-            n.tier + 1,
-            n.tier_name,
-            if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") },
-            n.team.as_ref().map(|t| format!(" and team {t}")).unwrap_or_default()
-        ),
-        NotifyKind::Expired => {
-            format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", "))
-        }
-    };
     let event = Event {
         type_: EventType::Normal,
         reason: "Notified".into(),
-        note: Some(note),
+        note: Some(effects::event_note(n)),
         action: "Notify".into(),
         secondary: None,
     };
-    // At the same time as the deliveries: under load each is an API round trip.
     let about = reference(ar);
-    let (deliveries, event_result) = futures::join!(deliveries, ctx.recorder.publish(&event, &about));
-    let mut records = vec![Notification {
-        key: format!("{}/event", n.key),
-        route: n.route.clone(),
-        tier: n.tier,
-        recipient: n.users.join(","),
-        sink: "Event".into(),
-        attempts: 1,
-        result: if event_result.is_ok() { "Delivered".into() } else { "Failed".into() },
-        message: event_result.err().map(|e| e.to_string()),
-        at: Time(
-            jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now()),
-        ),
-    }];
+    let (deliveries, published) = futures::join!(deliveries, ctx.recorder.publish(&event, &about));
+    let mut records = vec![effects::event_record(n, published.map_err(|e| e.to_string()), jiff::Timestamp::now())];
     records.extend(deliveries);
     records
 }
@@ -259,7 +205,7 @@ async fn reconcile(
     };
     let (teams, approvers) = people(&ctx);
     let policies = ctx.policies.load();
-    let world = super::World { policies: &policies, teams: &teams, approvers: &approvers };
+    let world = World { policies: &policies, teams: &teams, approvers: &approvers };
     let mut step = super::step(&ar, world, now);
 
     // Notifications go out tier by tier, in order (a receiver sees the ladder
@@ -270,7 +216,7 @@ async fn reconcile(
         let mut records = Vec::new();
         for effect in &step.effects {
             if let Effect::Notify(n) = effect {
-                records.extend(notify(&ctx, &ar, n, &world).await);
+                records.extend(notify(&ctx, &ar, n, world, now).await);
             }
         }
         records
@@ -297,27 +243,10 @@ async fn reconcile(
         }
     }));
     let (records, _) = futures::join!(notifications, others);
-    step.status.notifications.extend(records);
-    let excess = step.status.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
-    step.status.notifications.drain(..excess);
+    effects::record_notifications(&mut step.status, records);
 
     let mut written = None;
-    if ar.status.as_ref() != Some(&step.status) {
-        // Never send decisions or admissions: approvers and the gate write those,
-        // and echoing them back (Time keeps whole seconds) would read as an edit.
-        let mut status = serde_json::to_value(&step.status).unwrap_or_default();
-        if let Some(fields) = status.as_object_mut() {
-            fields.remove("decisions");
-            fields.remove("admissions");
-            // A reopen clears these; a merge patch removes a field only when told to.
-            for cleared in ["notAfter", "runbook", "runbookConfigMap"] {
-                fields.entry(cleared).or_insert(serde_json::Value::Null);
-            }
-        }
-        let patch = serde_json::json!({
-            "metadata": { "resourceVersion": ar.metadata.resource_version },
-            "status": status,
-        });
+    if let Some(patch) = effects::status_patch(&ar, &step.status) {
         written = Some(
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -357,7 +286,7 @@ async fn remember_settled(ctx: &Context) {
     let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
     let (teams, approvers) = people(ctx);
     let policies = ctx.policies.load();
-    let world = super::World { policies: &policies, teams: &teams, approvers: &approvers };
+    let world = World { policies: &policies, teams: &teams, approvers: &approvers };
     let now = jiff::Timestamp::now();
     let mut params = ListParams::default().limit(STARTUP_PAGE);
     loop {
@@ -417,6 +346,150 @@ pub async fn run(ctx: Arc<Context>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::{ActionClass, Decision, Verdict};
+    use crate::escalation::fixtures::{Call, MockApi, conflict, policy_set, request, teams};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::runtime::events::Reporter;
+
+    const REQUEST: &str = "/apis/signoff.dev/v1alpha1/namespaces/prod/approvalrequests/ar-1";
+    const STATUS: &str = "/apis/signoff.dev/v1alpha1/namespaces/prod/approvalrequests/ar-1/status";
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/prod/events";
+
+    /// The reconciler's context on a mock API server, with the test teams.
+    fn context(api: &MockApi) -> Arc<Context> {
+        let client = api.client();
+        let (team_store, mut team_writer) = kube::runtime::reflector::store();
+        for team in teams() {
+            team_writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(team));
+        }
+        let (approvers, _) = kube::runtime::reflector::store();
+        Arc::new(Context {
+            client: client.clone(),
+            policies: Arc::new(arc_swap::ArcSwap::from_pointee(policy_set(""))),
+            teams: team_store,
+            approvers,
+            recorder: crate::events::Events::new(client, Reporter { controller: "signoff".into(), instance: None }),
+            namespace: "signoff-system".into(),
+            notifier: Notifier::new(),
+            retry: escalation_retry(),
+            known: Known::default(),
+        })
+    }
+
+    /// A fresh request as the API server returns it, with a decision by
+    /// someone the step does not count (it stays Pending and escalates).
+    fn stored_request() -> ApprovalRequest {
+        let mut ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+        ar.metadata.resource_version = Some("7".into());
+        ar.status = Some(crate::crd::ApprovalRequestStatus {
+            decisions: vec![Decision {
+                approver: "mallory".into(),
+                uid: None,
+                groups: vec![],
+                decision: Verdict::Approve,
+                routes: vec![],
+                comment: Some("not eligible".into()),
+                at: Time(jiff::Timestamp::now()),
+                attempt: 1,
+            }],
+            ..Default::default()
+        });
+        ar
+    }
+
+    /// The API server: the request on GET, events echoed, status writes
+    /// answered by `status` (the stored request with a new version on 200).
+    fn serve(api: &MockApi, ar: &ApprovalRequest, mut status: impl FnMut(usize) -> u16 + Send + 'static) {
+        let read = serde_json::to_value(ar).unwrap();
+        let mut written = read.clone();
+        written["metadata"]["resourceVersion"] = "8".into();
+        let mut writes = 0;
+        api.on("GET", REQUEST, move |_| (200, read.clone())).on("POST", EVENTS, |call| (201, call.body.clone())).on(
+            "PATCH",
+            STATUS,
+            move |_| {
+                writes += 1;
+                match status(writes) {
+                    409 => (409, conflict()),
+                    code => (code, written.clone()),
+                }
+            },
+        );
+    }
+
+    fn cached(ar: &ApprovalRequest) -> Arc<PartialObjectMeta<ApprovalRequest>> {
+        Arc::new(PartialObjectMeta { types: None, metadata: ar.metadata.clone(), _phantom: Default::default() })
+    }
+
+    /// One step's calls: the read, then its Events (at least the tier's; in any
+    /// order, they go out together), and the status write last.
+    fn assert_step(calls: &[Call], what: &str) {
+        let lines: Vec<String> = calls.iter().map(Call::line).collect();
+        let (read, rest) = lines.split_first().unwrap_or_else(|| panic!("{what}: no calls"));
+        let (write, effects) = rest.split_last().unwrap_or_else(|| panic!("{what}: no write: {lines:?}"));
+        assert_eq!(*read, format!("GET {REQUEST}"), "{what}: {lines:?}");
+        assert_eq!(*write, format!("PATCH {STATUS}"), "{what}: {lines:?}");
+        assert!(!effects.is_empty(), "{what}: effects before the write: {lines:?}");
+        assert!(effects.iter().all(|l| *l == format!("POST {EVENTS}")), "{what}: {lines:?}");
+    }
+
+    #[tokio::test]
+    async fn effects_go_out_before_the_status_write_which_never_carries_decisions() {
+        let api = MockApi::default();
+        let ar = stored_request();
+        serve(&api, &ar, |_| 200);
+        let ctx = context(&api);
+
+        let action = reconcile(cached(&ar), ctx.clone()).await.expect("the step is written");
+        assert_ne!(action, Action::await_change(), "a pending request wakes at its tier deadline");
+
+        let calls = api.calls();
+        assert_step(&calls, "read, then the tier's Events, then the status: a crash in between repeats the step");
+        let patch = &calls[calls.len() - 1].body;
+        assert_eq!(patch["metadata"]["resourceVersion"], "7", "bound to the version read");
+        let status = patch["status"].as_object().expect("a status");
+        assert!(!status.contains_key("decisions"), "the controller never sends decisions: {patch}");
+        assert!(!status.contains_key("admissions"), "nor admissions: {patch}");
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(status["lanes"][0]["tier"], 0);
+        let notified = calls.iter().find(|c| c.body["reason"] == "Notified").expect("the tier's Event");
+        assert!(notified.body["note"].as_str().unwrap().contains("engineering tier 1"), "{}", notified.body);
+
+        // Our own write comes back as a watch event: nothing is due, nothing is read.
+        let mut echoed = ar.clone();
+        echoed.metadata.resource_version = Some("8".into());
+        reconcile(cached(&echoed), ctx).await.expect("skipped");
+        assert_eq!(api.calls().len(), calls.len(), "our own write is not read back before it is due");
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_status_write_is_retried_from_a_fresh_read() {
+        let api = MockApi::default();
+        let ar = stored_request();
+        serve(&api, &ar, |write| if write == 1 { 409 } else { 200 });
+        let ctx = context(&api);
+
+        let error = reconcile(cached(&ar), ctx.clone()).await.expect_err("409 fails the reconcile");
+        assert!(matches!(error, ReconcileError::Write(..)), "{error}");
+        assert_eq!(
+            error_policy(cached(&ar), &error, ctx.clone()),
+            Action::requeue(Duration::from_millis(300)),
+            "retried soon"
+        );
+        let first = api.calls();
+        assert_step(&first, "the failed attempt");
+        reconcile(cached(&ar), ctx).await.expect("the retry is written");
+        let calls = api.calls();
+        let retry = &calls[first.len()..];
+        assert_step(retry, "the retry reads the request again (a decision may have arrived) and repeats the step");
+        let (first, retry) = (&first[first.len() - 1], &retry[retry.len() - 1]);
+        let keys = |patch: &serde_json::Value| -> Vec<String> {
+            let records = patch["status"]["notifications"].as_array().cloned().unwrap_or_default();
+            records.iter().map(|n| n["key"].as_str().unwrap_or_default().to_string()).collect()
+        };
+        assert!(!keys(&first.body).is_empty());
+        assert_eq!(keys(&first.body), keys(&retry.body), "the same step, the same idempotency keys");
+    }
 
     fn copy(name: &str, version: &str) -> ObjectMeta {
         ObjectMeta {

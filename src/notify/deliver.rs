@@ -1,7 +1,7 @@
 //! Sending rendered notifications over HTTP(S) with retries and exponential
 //! backoff, one attempt timeout each, many targets at once.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -206,12 +206,6 @@ impl Notifier {
         Notifier { client }
     }
 
-    /// One process-wide notifier.
-    pub fn shared() -> &'static Notifier {
-        static SHARED: OnceLock<Notifier> = OnceLock::new();
-        SHARED.get_or_init(Notifier::new)
-    }
-
     async fn attempt(&self, req: &HttpRequest, timeout: Duration) -> Attempt {
         let mut builder = hyper::Request::post(&req.url);
         for (k, v) in &req.headers {
@@ -351,20 +345,6 @@ impl Notifier {
             }
         }
     }
-}
-
-/// [`Notifier::deliver`] on the process-wide notifier.
-pub async fn deliver(target: &Target, msg: &Message, policy: &RetryPolicy) -> DeliveryRecord {
-    Notifier::shared().deliver(target, msg, policy).await
-}
-
-/// [`Notifier::deliver_all`] on the process-wide notifier.
-pub async fn deliver_all(
-    jobs: Vec<(Target, Message)>,
-    policy: &RetryPolicy,
-    concurrency: usize,
-) -> Vec<DeliveryRecord> {
-    Notifier::shared().deliver_all(jobs, policy, concurrency).await
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -8,16 +8,17 @@
 //! - [`deliver`]: HTTP delivery with exponential backoff, a per-attempt timeout,
 //!   and many targets at once; a [`DeliveryRecord`] maps to the status entry.
 //!
-//! Delivery can take a while when a sink is down (see
-//! [`RetryPolicy::worst_case`]): callers run it off the escalation path (spawned),
-//! so a failing sink never delays the next tier.
+//! Delivery can take a while when a sink is down (see [`RetryPolicy::worst_case`]):
+//! the reconciler awaits it before writing the status (effects first, so a crash
+//! repeats a step rather than losing a notification), with a bounded retry policy
+//! so that a dead sink delays a step by seconds, not minutes.
 
 pub mod deliver;
 pub mod message;
 pub mod payload;
 pub mod target;
 
-pub use deliver::{DeliveryRecord, DeliveryResult, Notifier, RetryPolicy, deliver, deliver_all};
+pub use deliver::{DeliveryRecord, DeliveryResult, Notifier, RetryPolicy};
 pub use message::{ActionSummary, Message, MessageKind, Recipient, RequestRef};
 pub use payload::{HttpRequest, render};
 pub use target::{ResolveError, Target};

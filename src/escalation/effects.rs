@@ -1,0 +1,249 @@
+//! What the reconciler sends, worked out without I/O: the messages one
+//! [`Notify`] effect delivers (recipients, contacts, idempotency keys), the
+//! Event that always goes with it and its status record, and the status patch
+//! the controller writes. The reconciler only executes these.
+//!
+//! The status patch is security-relevant: the controller may move phase and
+//! tiers, but never sends decisions or admissions (approvers and the gate write
+//! those; invariant 2), and it is bound to the version it read (optimistic
+//! concurrency: a decision that arrived meanwhile makes the write conflict and
+//! the step run again, instead of being overwritten).
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::{Notify, NotifyKind, World};
+use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Contact, Notification};
+use crate::notify::{Message, MessageKind, Recipient};
+
+/// Status keeps the most recent notifications (the CRD caps the list).
+pub const MAX_NOTIFICATIONS: usize = 500;
+
+/// One message to one contact.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub contact: Contact,
+    pub message: Message,
+}
+
+/// Every delivery of one Notify effect: for each named user, their Approver's
+/// contacts; for the team, the Team's contacts; for the route, the route's own
+/// contacts in its policy. Each recipient's message carries the tier's key plus
+/// the recipient, so a receiver can drop a repeat after a failover.
+pub fn deliveries(n: &Notify, world: World, ar: &ApprovalRequest, now: Timestamp) -> Vec<Delivery> {
+    let kind = match n.kind {
+        NotifyKind::Escalation => MessageKind::Escalation,
+        NotifyKind::Expired => MessageKind::Expired,
+    };
+    let deadline = n.deadline.unwrap_or(now);
+    let mut recipients: Vec<(Recipient, Vec<Contact>)> = n
+        .users
+        .iter()
+        .map(|u| {
+            let approver = world.approvers.iter().find(|a| a.spec.user == *u);
+            (Recipient::User(u.clone()), approver.map(|a| a.spec.contacts.clone()).unwrap_or_default())
+        })
+        .collect();
+    if let Some(team) = &n.team {
+        let found = world.teams.iter().find(|t| t.name_any() == *team);
+        recipients.push((Recipient::Team(team.clone()), found.map(|t| t.spec.contacts.clone()).unwrap_or_default()));
+    }
+    let route_contacts = world
+        .policies
+        .get(&n.policy)
+        .and_then(|p| p.spec().routes.iter().find(|r| r.name == n.route).map(|r| r.contacts.clone()))
+        .unwrap_or_default();
+    if !route_contacts.is_empty() {
+        recipients.push((Recipient::Route(format!("{}/{}", n.policy, n.route)), route_contacts));
+    }
+    let mut out = Vec::new();
+    for (recipient, contacts) in recipients {
+        let key = format!("{}/{recipient}", n.key);
+        let message = Message::from_request(ar, kind, &n.route, n.tier, &n.tier_name, recipient, &key, deadline);
+        out.extend(contacts.into_iter().map(|contact| Delivery { contact, message: message.clone() }));
+    }
+    out
+}
+
+/// The note of the Kubernetes Event that goes with every Notify effect.
+pub fn event_note(n: &Notify) -> String {
+    match n.kind {
+        NotifyKind::Escalation => format!(
+            "{} tier {} ({}): notified {}{}",
+            n.route,
+            n.tier + 1,
+            n.tier_name,
+            if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") },
+            n.team.as_ref().map(|t| format!(" and team {t}")).unwrap_or_default()
+        ),
+        NotifyKind::Expired => {
+            format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", "))
+        }
+    }
+}
+
+/// The status record of that Event: delivered, or failed with the API's error.
+pub fn event_record(n: &Notify, published: Result<(), String>, now: Timestamp) -> Notification {
+    Notification {
+        key: format!("{}/event", n.key),
+        route: n.route.clone(),
+        tier: n.tier,
+        recipient: n.users.join(","),
+        sink: "Event".into(),
+        attempts: 1,
+        result: if published.is_ok() { "Delivered".into() } else { "Failed".into() },
+        message: published.err(),
+        at: Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
+    }
+}
+
+/// Appends delivery records, keeping the most recent [`MAX_NOTIFICATIONS`].
+pub fn record_notifications(status: &mut ApprovalRequestStatus, records: Vec<Notification>) {
+    status.notifications.extend(records);
+    let excess = status.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
+    status.notifications.drain(..excess);
+}
+
+/// The merge patch that moves `read` to `status`, or None when nothing changed.
+/// It never carries decisions or admissions (echoing them back, with Time's
+/// whole seconds, would read as an edit, and the controller must never add
+/// one); it clears what a reopen clears (a merge patch removes a field only when
+/// told to); and it names the resourceVersion that was read, so the API server
+/// refuses it if anyone wrote in between.
+pub fn status_patch(read: &ApprovalRequest, status: &ApprovalRequestStatus) -> Option<serde_json::Value> {
+    if read.status.as_ref() == Some(status) {
+        return None;
+    }
+    let mut fields = match serde_json::to_value(status) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    fields.remove("decisions");
+    fields.remove("admissions");
+    for cleared in ["notAfter", "runbook", "runbookConfigMap"] {
+        fields.entry(cleared).or_insert(serde_json::Value::Null);
+    }
+    Some(serde_json::json!({
+        "metadata": { "resourceVersion": read.metadata.resource_version },
+        "status": fields,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ActionClass, Approver, ApproverSpec, ContactKind, Phase};
+    use crate::escalation::fixtures::{mins, policy_set, request, t0, teams};
+
+    fn webhook(url: &str) -> Contact {
+        Contact {
+            kind: ContactKind::Webhook,
+            url: Some(url.into()),
+            url_secret_ref: None,
+            signing_secret_ref: None,
+            routing_key_secret_ref: None,
+        }
+    }
+
+    fn notify(users: &[&str], team: Option<&str>) -> Notify {
+        Notify {
+            key: "uid-1/engineering/0".into(),
+            kind: NotifyKind::Escalation,
+            policy: "p".into(),
+            route: "engineering".into(),
+            tier: 0,
+            tier_name: "team payments".into(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+            team: team.map(str::to_string),
+            deadline: Some(t0() + mins(10)),
+        }
+    }
+
+    #[test]
+    fn each_recipient_gets_its_contacts_under_its_own_key() {
+        let route = "  routes:\n  - name: engineering\n    tiers: [{kind: Team}]\n    contacts: [{kind: Webhook, url: 'http://127.0.0.1:9/route'}]\n";
+        let policies = policy_set(route);
+        let mut teams = teams();
+        teams[0].spec.contacts = vec![webhook("http://127.0.0.1:9/payments")];
+        let bob = Approver::new(
+            "bob",
+            ApproverSpec {
+                user: "bob".into(),
+                time_zone: "UTC".into(),
+                quiet_hours: vec![],
+                away: vec![],
+                contacts: vec![webhook("http://127.0.0.1:9/bob-1"), webhook("http://127.0.0.1:9/bob-2")],
+            },
+        );
+        let approvers = [bob];
+        let world = World { policies: &policies, teams: &teams, approvers: &approvers };
+        let ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+        let out = deliveries(&notify(&["alice", "bob"], Some("payments")), world, &ar, t0());
+        let sent: Vec<(String, String)> =
+            out.iter().map(|d| (d.contact.url.clone().unwrap(), d.message.key.clone())).collect();
+        assert_eq!(
+            sent,
+            vec![
+                ("http://127.0.0.1:9/bob-1".to_string(), "uid-1/engineering/0/user/bob".to_string()),
+                ("http://127.0.0.1:9/bob-2".to_string(), "uid-1/engineering/0/user/bob".to_string()),
+                ("http://127.0.0.1:9/payments".to_string(), "uid-1/engineering/0/team/payments".to_string()),
+                ("http://127.0.0.1:9/route".to_string(), "uid-1/engineering/0/route/p/engineering".to_string()),
+            ],
+            "alice has no Approver, so no contact; bob twice, the team and the route once"
+        );
+        assert!(out.iter().all(|d| d.message.deadline == t0() + mins(10)), "the tier's deadline");
+    }
+
+    #[test]
+    fn the_event_names_who_was_notified() {
+        assert_eq!(
+            event_note(&notify(&["alice", "bob"], Some("payments"))),
+            "engineering tier 1 (team payments): notified alice, bob and team payments"
+        );
+        assert_eq!(event_note(&notify(&[], None)), "engineering tier 1 (team payments): notified nobody by name");
+        let failed = event_record(&notify(&["dave"], None), Err("forbidden".into()), t0());
+        assert_eq!((failed.key.as_str(), failed.result.as_str()), ("uid-1/engineering/0/event", "Failed"));
+        assert_eq!(failed.message.as_deref(), Some("forbidden"));
+    }
+
+    #[test]
+    fn the_status_patch_never_carries_decisions_and_is_bound_to_the_read() {
+        let mut read = request(ActionClass::Routine, &[("engineering", "payments")]);
+        read.metadata.resource_version = Some("41".into());
+        let mut status = ApprovalRequestStatus { phase: Phase::Pending, ..Default::default() };
+        read.status = Some(status.clone());
+        assert_eq!(status_patch(&read, &status), None, "nothing changed, nothing written");
+
+        status.phase = Phase::Expired;
+        status.decisions.push(crate::crd::Decision {
+            approver: "bob".into(),
+            uid: None,
+            groups: vec![],
+            decision: crate::crd::Verdict::Reject,
+            routes: vec![],
+            comment: None,
+            at: Time(t0()),
+            attempt: 1,
+        });
+        let patch = status_patch(&read, &status).expect("a change");
+        assert_eq!(patch["metadata"]["resourceVersion"], "41");
+        let fields = patch["status"].as_object().unwrap();
+        assert_eq!(fields["phase"], "Expired");
+        assert!(!fields.contains_key("decisions") && !fields.contains_key("admissions"), "{patch}");
+        for cleared in ["notAfter", "runbook", "runbookConfigMap"] {
+            assert_eq!(fields[cleared], serde_json::Value::Null, "{cleared} is cleared explicitly");
+        }
+    }
+
+    #[test]
+    fn status_keeps_the_most_recent_notifications() {
+        let mut status = ApprovalRequestStatus::default();
+        let record = |i: usize| event_record(&notify(&[&format!("u{i}")], None), Ok(()), t0());
+        record_notifications(&mut status, (0..MAX_NOTIFICATIONS).map(record).collect());
+        record_notifications(&mut status, vec![record(MAX_NOTIFICATIONS)]);
+        assert_eq!(status.notifications.len(), MAX_NOTIFICATIONS);
+        assert_eq!(status.notifications[0].recipient, "u1", "the oldest went");
+        assert_eq!(status.notifications.last().unwrap().recipient, format!("u{MAX_NOTIFICATIONS}"));
+    }
+}
