@@ -5,6 +5,7 @@
 //! Library first: pure logic (policy, digest, escalation) is separate from I/O
 //! (webhook server, reconciler, notifiers, CLI). See DESIGN.md.
 
+pub mod approval;
 pub mod certs;
 pub mod cli;
 pub mod controlplane;

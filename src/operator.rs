@@ -20,12 +20,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
+use crate::approval::Identities;
 use crate::crd::{Approver, EscalationPolicy, Team};
 use crate::escalation::{leader, reconciler};
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 use crate::webhook::config::{Endpoint, WebhookSettings, gate_rules, webhook_configuration};
-use crate::webhook::guard::Identities;
 use crate::webhook::review::GateSettings;
 use crate::webhook::server::{WebhookState, router};
 use crate::webhook::tls;

@@ -1444,7 +1444,7 @@ fn adversarial_status_writes_never_break_an_invariant() {
 
 /// Targeted: an identity the API server gives no uid (a client-certificate user,
 /// like the admin) must not write a decision that claims someone else's uid.
-/// Found by the adversarial run: `guard::decision_allowed` skipped the uid check
+/// Found by the adversarial run: `approval::decision_allowed` skipped the uid check
 /// when the writer had no uid (fixed; regression test).
 #[test]
 fn a_writer_without_a_uid_cannot_claim_one() {

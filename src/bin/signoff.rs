@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use signoff::approval::Identities;
 use signoff::operator::{RunOptions, TlsSource};
 use signoff::webhook::config::Endpoint;
-use signoff::webhook::guard::Identities;
 
 /// signoff: hold risky Kubernetes changes until the right people approve them.
 #[derive(Parser)]

@@ -9,9 +9,9 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchPa
 use kube::discovery::Scope;
 
 use super::decide::{one_line, whoami};
+use crate::approval::waiting_for;
 use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Phase, REOPEN_ANNOTATION, Verdict};
 use crate::policy::UserInfo;
-use crate::webhook::guard::eligible_routes;
 
 /// Which phases `list` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,15 +45,6 @@ fn qualified(ar: &ApprovalRequest) -> String {
         ar.metadata.namespace.as_deref().unwrap_or_default(),
         ar.metadata.name.as_deref().unwrap_or_default()
     )
-}
-
-/// True when `me` may decide this request now and has not yet decided in this attempt.
-pub fn waiting_for(ar: &ApprovalRequest, me: &UserInfo) -> bool {
-    let status = status_of(ar);
-    status.phase == Phase::Pending
-        && ar.spec.requester.username != me.username
-        && !eligible_routes(&status, me).is_empty()
-        && !status.decisions.iter().any(|d| d.approver == me.username && d.attempt == status.attempt)
 }
 
 /// The earliest tier deadline among pending lanes.
@@ -453,17 +444,15 @@ pub async fn request_for_manifest(
 use serde::Deserialize as _;
 
 /// The attempt a reopen asked for that signoff has not started yet.
-fn reopening(ar: &ApprovalRequest) -> Option<u32> {
-    let status = status_of(ar);
-    crate::escalation::reopen_attempt(ar)
-        .filter(|next| *next > status.attempt && status.reopenable(jiff::Timestamp::now()))
+fn reopening(ar: &ApprovalRequest, now: Timestamp) -> Option<u32> {
+    crate::approval::reopen_requested(ar, &status_of(ar), now)
 }
 
 /// One observation of a request, for `wait`: what changed is printed.
 fn describe(ar: Option<&ApprovalRequest>, now: Timestamp) -> String {
     let Some(ar) = ar else { return "not found yet (apply the change to create it)".into() };
     let status = status_of(ar);
-    if let Some(next) = reopening(ar) {
+    if let Some(next) = reopening(ar, now) {
         return format!("reopening (attempt {next} requested after {:?})", status.phase);
     }
     let mut text = format!("{:?} (attempt {}", status.phase, status.attempt);
@@ -513,7 +502,7 @@ pub async fn wait(
             let _ = out.flush();
             last = state;
         }
-        if let Some(ar) = ar.as_ref().filter(|ar| reopening(ar).is_none()) {
+        if let Some(ar) = ar.as_ref().filter(|ar| reopening(ar, now).is_none()) {
             let status = status_of(ar);
             match status.phase {
                 Phase::Approved if status.not_after.as_ref().is_none_or(|t| t.0 > now) => return Ok(EXIT_APPROVED),

@@ -439,17 +439,4 @@ impl ApprovalRequestStatus {
     pub fn approved_admission(&self) -> Option<&Admission> {
         self.admissions.iter().find(|a| a.attempt == self.attempt && !a.break_glass)
     }
-
-    /// An Approved request whose approval can no longer admit anything: it was
-    /// used (an approval admits its change once) or `notAfter` has passed. Like
-    /// Rejected and Expired, it can be reopened.
-    pub fn approval_spent(&self, now: jiff::Timestamp) -> bool {
-        self.phase == Phase::Approved
-            && (self.approved_admission().is_some() || self.not_after.as_ref().is_none_or(|t| t.0 <= now))
-    }
-
-    /// Whether the requester (or an admin) may start a new attempt now.
-    pub fn reopenable(&self, now: jiff::Timestamp) -> bool {
-        matches!(self.phase, Phase::Rejected | Phase::Expired) || self.approval_spent(now)
-    }
 }

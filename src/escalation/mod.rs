@@ -21,8 +21,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use crate::crd::{
-    ApprovalRequest, ApprovalRequestStatus, Approver, Decision, Lane, NotifyMode, Phase, Risk, Skip, Team, TierSpec,
-    Verdict, default_chain,
+    ApprovalRequest, ApprovalRequestStatus, Approver, Lane, NotifyMode, Phase, Risk, Skip, Team, TierSpec,
+    default_chain,
 };
 use crate::policy::PolicySet;
 
@@ -294,11 +294,6 @@ impl Walker<'_> {
     }
 }
 
-/// The attempt the requester asked for with the reopen annotation, if any.
-pub fn reopen_attempt(ar: &ApprovalRequest) -> Option<u32> {
-    ar.metadata.annotations.as_ref()?.get(crate::crd::REOPEN_ANNOTATION)?.parse().ok()
-}
-
 /// Every lane must approve with its quorum; an eligible rejection wins.
 fn apply_decisions(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, world: World) {
     let requester = &ar.spec.requester.username;
@@ -307,7 +302,7 @@ fn apply_decisions(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, wor
         .iter()
         .map(|lane| {
             (lane.phase == Phase::Pending).then(|| {
-                let (approvers, rejected) = lane_votes(requester, status, lane);
+                let (approvers, rejected) = crate::approval::lane_votes(requester, status, lane);
                 (approvers.len(), rejected)
             })
         })
@@ -320,36 +315,6 @@ fn apply_decisions(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, wor
             lane.phase = Phase::Approved;
         }
     }
-}
-
-/// The decisions that count for `lane`: the distinct people whose approvals count,
-/// and whether a counted decision rejects. Only the current attempt's decisions
-/// count, never the requester's or a service account's, and only from someone the
-/// lane has reached. The webhook's guard uses it too: the controller may mark a
-/// lane Approved only when it has approvals that count.
-pub fn lane_votes<'a>(requester: &str, status: &'a ApprovalRequestStatus, lane: &Lane) -> (Vec<&'a str>, bool) {
-    let mut approvers: Vec<&str> = Vec::new();
-    let mut rejected = false;
-    let counted = status.decisions.iter().filter(|d| {
-        d.attempt == status.attempt
-            && d.approver != requester
-            && !d.approver.starts_with("system:serviceaccount:")
-            && counts_for(lane, d)
-    });
-    for d in counted {
-        match d.decision {
-            Verdict::Reject => rejected = true,
-            Verdict::Approve if !approvers.contains(&d.approver.as_str()) => approvers.push(&d.approver),
-            Verdict::Approve => {}
-        }
-    }
-    (approvers, rejected)
-}
-
-fn counts_for(lane: &Lane, decision: &Decision) -> bool {
-    let reached =
-        lane.eligible.contains(&decision.approver) || decision.groups.iter().any(|g| lane.eligible_groups.contains(g));
-    reached && (decision.routes.is_empty() || decision.routes.contains(&lane.route))
 }
 
 /// Append the names `list` does not hold yet, in order (eligible people and
@@ -366,10 +331,7 @@ fn add_new(list: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
 pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
     let mut status = ar.status.clone().unwrap_or_default();
     let mut effects = Vec::new();
-    if let Some(next) = reopen_attempt(ar)
-        && status.reopenable(now)
-        && next > status.attempt
-    {
+    if let Some(next) = crate::approval::reopen_requested(ar, &status, now) {
         // A new attempt, re-opened from now; decisions, skips and notifications stay as history.
         effects.push(Effect::Event {
             reason: "Reopened",

@@ -20,8 +20,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use super::guard::{self, Identities};
+use super::guard;
 use super::review::{self, Answer, EXEMPT_RESOURCES, GateSettings, Preliminary};
+use crate::approval::{self, Identities};
 use crate::crd::{Admission, ApprovalRequest, Approver, EscalationPolicy, GROUP};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, ReviewInput, UserInfo, classify, operation_str};
@@ -156,7 +157,7 @@ fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject
             let old: Option<ApprovalRequest> = typed(&req.old_object)?;
             let new: Option<ApprovalRequest> = typed(&req.object)?;
             let sub = req.sub_resource.as_deref().unwrap_or_default();
-            guard::approval_write(
+            approval::approval_write(
                 &op,
                 sub,
                 old.as_ref(),

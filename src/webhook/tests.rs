@@ -4,8 +4,9 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-use super::guard::{Identities, approval_write, approver_write, policy_write};
+use super::guard::{approver_write, policy_write};
 use super::review::*;
+use crate::approval::{Identities, approval_write};
 use crate::crd::*;
 use crate::policy::{Assessment, FiredRule, Gvk, Gvr, PolicySet, ReviewInput, UserInfo as User};
 
