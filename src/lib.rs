@@ -16,8 +16,8 @@ pub mod escalation;
 pub mod events;
 pub mod metrics;
 pub mod notify;
-pub mod operator;
 pub mod policy;
+pub mod runtime;
 pub mod webhook;
 
 /// Errors surfaced by signoff. Messages say what went wrong and what to do.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use signoff::approval::Identities;
-use signoff::operator::{RunOptions, TlsSource};
+use signoff::runtime::{RunOptions, TlsSource};
 use signoff::webhook::config::Endpoint;
 
 /// signoff: hold risky Kubernetes changes until the right people approve them.
@@ -202,7 +202,7 @@ async fn run(args: RunArgs) -> signoff::Result<()> {
         }),
         lease_duration: args.lease_duration,
     };
-    signoff::operator::run(client, options, shutdown_signal()).await
+    signoff::runtime::run(client, options, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

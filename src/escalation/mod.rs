@@ -12,7 +12,6 @@
 pub mod effects;
 #[cfg(test)]
 pub(crate) mod fixtures;
-pub mod leader;
 pub mod people;
 pub mod reconciler;
 mod runbook;

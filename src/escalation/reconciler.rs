@@ -321,7 +321,7 @@ pub async fn run(ctx: Arc<Context>) {
     let api: Api<PartialObjectMeta<ApprovalRequest>> = Api::all(ctx.client.clone());
     let (reader, writer) = kube::runtime::reflector::store();
     let known = ctx.clone();
-    let requests = crate::operator::watch_pruned(api)
+    let requests = crate::runtime::watch::watch_pruned(api)
         .inspect_ok(move |event| {
             if let kube::runtime::watcher::Event::Delete(gone) = event {
                 known.known.forget(&gone.metadata);

@@ -2,7 +2,7 @@
 //! rules are the union of the policies' match rules (so kinds no policy matches
 //! never reach signoff), system namespaces and exempt resources are excluded
 //! before the API server calls the webhook, and signoff's own resources are
-//! always guarded. Pure: builds the object; `operator.rs` applies it.
+//! always guarded. Pure: builds the object; `runtime::config_sync` applies it.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{

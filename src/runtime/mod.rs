@@ -1,0 +1,209 @@
+//! `signoff run`, wired: the caches ([`watch`]), the webhook server over TLS, the
+//! webhook configuration kept in sync ([`config_sync`]), the leader-gated
+//! reconciler ([`supervisor`], [`leader`]), and health/readiness/metrics on a
+//! plain port ([`health`]).
+
+mod config_sync;
+mod health;
+pub mod leader;
+mod supervisor;
+pub(crate) mod watch;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::runtime::events::Reporter;
+use tokio::sync::{Notify, watch as watch_channel};
+use tracing::info;
+
+use crate::approval::Identities;
+use crate::crd::{Approver, EscalationPolicy, Team};
+use crate::escalation::reconciler;
+use crate::metrics::Metrics;
+use crate::webhook::config::{Endpoint, WebhookSettings};
+use crate::webhook::review::GateSettings;
+use crate::webhook::server::{WebhookState, router};
+use crate::webhook::tls;
+use crate::{Error, Result};
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// signoff keeps a CA and serving certificate in a Secret and rotates them.
+    SelfManaged { secret: String, dns_names: Vec<String>, ip_addresses: Vec<IpAddr>, rotation: tls::RotationPolicy },
+    /// Mounted files (e.g. from cert-manager), hot-reloaded; `ca_file` feeds the caBundle.
+    Files { cert: PathBuf, key: PathBuf, ca_file: Option<PathBuf> },
+}
+
+/// Everything `signoff run` is told.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub namespace: String,
+    pub webhook_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub endpoint: Endpoint,
+    pub webhook_config_name: String,
+    /// Write the ValidatingWebhookConfiguration at runtime (else a chart owns it).
+    pub manage_webhook_config: bool,
+    pub tls: TlsSource,
+    pub identities: Identities,
+    pub break_glass_groups: Vec<String>,
+    pub timeout_seconds: i32,
+    /// Namespaces the gate's namespaceSelector leaves out, besides the system ones.
+    pub exempt_namespaces: Vec<String>,
+    /// This replica's identity in the leader Lease.
+    pub identity: String,
+    /// How long a leader's Lease lasts without renewal (failover time).
+    pub lease_duration: Duration,
+}
+
+/// Run until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch_channel::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let health_task = tokio::spawn(health::serve(options.health_addr, ready.clone(), metrics.clone(), stopped()));
+
+    let policy_changed = Arc::new(Notify::new());
+    let policy_store = watch::cache(Api::<EscalationPolicy>::all(client.clone()), Some(policy_changed.clone()));
+    let namespaces = watch::cache(Api::<Namespace>::all(client.clone()), None);
+    let teams = watch::cache(Api::<Team>::all(client.clone()), None);
+    let approvers = watch::cache(Api::<Approver>::all(client.clone()), None);
+    for (what, r) in [
+        ("EscalationPolicies", policy_store.wait_until_ready().await),
+        ("Namespaces", namespaces.wait_until_ready().await),
+        ("Teams", teams.wait_until_ready().await),
+        ("Approvers", approvers.wait_until_ready().await),
+    ] {
+        r.map_err(|e| Error::Config(format!("cache of {what} never synced: {e}")))?;
+    }
+    let policies = Arc::new(arc_swap::ArcSwap::from_pointee(watch::compile(&policy_store)));
+    let config_changed = Arc::new(Notify::new());
+    watch::recompile_on_change(policies.clone(), policy_store.clone(), policy_changed.clone(), config_changed.clone());
+
+    // `_managed` rotates the certificates until it is dropped, when `run` returns.
+    let (store, ca_bundle, _managed) = start_tls(&client, &options).await?;
+
+    let reporter = Reporter { controller: "signoff".into(), instance: std::env::var("POD_NAME").ok() };
+    let state = WebhookState {
+        client: client.clone(),
+        policies: policies.clone(),
+        namespaces,
+        settings: GateSettings {
+            controller_namespace: options.namespace.clone(),
+            break_glass_groups: options.break_glass_groups.clone(),
+            refuse_uncovered: options.manage_webhook_config,
+        },
+        identities: options.identities.clone(),
+        recorder: crate::events::Events::new(client.clone(), reporter),
+        metrics: metrics.clone(),
+        // Leave the API server a second of its timeoutSeconds to receive our answer.
+        deadline: Duration::from_secs((options.timeout_seconds.max(2) - 1) as u64),
+    };
+    let listener = tokio::net::TcpListener::bind(options.webhook_addr)
+        .await
+        .map_err(crate::io(format!("binding {}", options.webhook_addr)))?;
+    info!(addr = %listener.local_addr().map_err(crate::io("reading the bound address"))?, "webhook listening");
+    let server = tokio::spawn(tls::serve(router(state), listener, tls::server_config(store), stopped()));
+
+    if options.manage_webhook_config {
+        let settings = WebhookSettings {
+            name: options.webhook_config_name.clone(),
+            endpoint: options.endpoint.clone(),
+            controller_namespace: options.namespace.clone(),
+            timeout_seconds: options.timeout_seconds,
+            exempt_namespaces: options.exempt_namespaces.clone(),
+        };
+        tokio::spawn(config_sync::sync_webhook_configuration(
+            client.clone(),
+            settings,
+            policy_store.clone(),
+            config_changed,
+            ca_bundle,
+        ));
+    }
+
+    // Only the leader escalates; every replica serves the webhook.
+    let reconciler_ctx = Arc::new(reconciler::Context {
+        client: client.clone(),
+        policies,
+        teams,
+        approvers,
+        recorder: crate::events::Events::new(
+            client.clone(),
+            Reporter { controller: "signoff".into(), instance: Some(options.identity.clone()) },
+        ),
+        namespace: options.namespace.clone(),
+        notifier: crate::notify::Notifier::new(),
+        retry: reconciler::escalation_retry(),
+        known: Default::default(),
+    });
+    let escalation = supervisor::start(
+        client.clone(),
+        &options.namespace,
+        &options.identity,
+        options.lease_duration,
+        stop_tx.subscribe(),
+        move || reconciler::run(reconciler_ctx.clone()),
+    );
+    ready.store(true, Ordering::Relaxed);
+    info!(namespace = %options.namespace, policies = policy_store.state().len(), "signoff ready");
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    escalation.stop().await;
+    let _ = server.await;
+    let _ = health_task.await;
+    Ok(())
+}
+
+type Tls = (Arc<tls::CertStore>, watch_channel::Receiver<Vec<u8>>, Option<tls::ManagedTls>);
+
+/// The serving certificate's store, the caBundle to publish, and the rotation
+/// task (self-managed only; it stops when dropped).
+async fn start_tls(client: &kube::Client, options: &RunOptions) -> Result<Tls> {
+    Ok(match &options.tls {
+        TlsSource::SelfManaged { secret, dns_names, ip_addresses, rotation } => {
+            let mut opts = tls::ManagedOptions::new(&options.namespace, secret);
+            opts.dns_names = dns_names.clone();
+            opts.ip_addresses = ip_addresses.clone();
+            opts.policy = rotation.clone();
+            if opts.resync >= rotation.handover {
+                opts.resync = rotation.handover / 2;
+            }
+            let managed = tls::start_managed(client.clone(), opts).await?;
+            (managed.store.clone(), managed.ca_bundle.clone(), Some(managed))
+        }
+        TlsSource::Files { cert, key, ca_file } => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(crate::io(format!("reading {}", p.display())));
+            let store = tls::CertStore::from_pem(&read(cert)?, &read(key)?)?;
+            tokio::spawn(tls::watch_files(cert.clone(), key.clone(), store.clone(), Duration::from_secs(5)));
+            let bundle = match ca_file {
+                Some(p) => read(p)?,
+                None => Vec::new(),
+            };
+            let (tx, rx) = watch_channel::channel(bundle);
+            std::mem::forget(tx); // the bundle of mounted files is fixed for this process
+            (store, rx, None)
+        }
+    })
+}
