@@ -6,7 +6,6 @@
 //! (webhook server, reconciler, notifiers, CLI). See DESIGN.md.
 
 pub mod approval;
-pub mod certs;
 pub mod cli;
 pub mod controlplane;
 pub mod crd;
@@ -18,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod runtime;
+pub mod tls;
 pub mod webhook;
 
 /// Errors surfaced by signoff. Messages say what went wrong and what to do.

@@ -266,7 +266,7 @@ fn webhook() -> Webhook {
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.decode(config["caBundle"].as_str().unwrap()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in signoff::webhook::tls::pem_certs(&ca).unwrap() {
+    for cert in signoff::tls::pem_certs(&ca).unwrap() {
         roots.add(cert).unwrap();
     }
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

@@ -431,7 +431,7 @@ async fn https_sinks_verify_the_receiver_certificate() {
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
     let provider = || Arc::new(rustls::crypto::ring::default_provider());
-    let ca = signoff::certs::Ca::new("notify-test-ca", 1).unwrap();
+    let ca = signoff::tls::certs::Ca::new("notify-test-ca", 1).unwrap();
     let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let server = ca.issue_server("receiver", &["localhost"], &[ip], 1).unwrap();
     let chain = vec![CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).unwrap()];

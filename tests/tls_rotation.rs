@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use rustls_pki_types::ServerName;
 use signoff::controlplane::{ADMIN, ControlPlane};
-use signoff::webhook::tls::{
+use signoff::tls::{
     BUNDLE_KEY, ManagedOptions, ManagedTls, RotationPolicy, TlsStats, pem_certs, serve_with_stats, server_config,
     start_managed,
 };

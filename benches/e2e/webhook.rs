@@ -35,10 +35,10 @@ type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub fn client(ca_pem: &[u8]) -> Result<Https, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in signoff::webhook::tls::pem_certs(ca_pem).map_err(|e| e.to_string())? {
+    for cert in signoff::tls::pem_certs(ca_pem).map_err(|e| e.to_string())? {
         roots.add(cert).map_err(|e| e.to_string())?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(signoff::webhook::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(signoff::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use signoff::crd::{EscalationPolicy, Operation};
 use signoff::digest::{ChangeTarget, canonical_json, canonical_object, change_digest, is_noop_update, request_name};
 use signoff::policy::{Assessment, Gvk, Gvr, PolicySet, ReviewInput, UserInfo, classify as policy_classify};
-use signoff::webhook::review::{GateSettings, Preliminary, decide_existing, digest_of, packet, preliminary};
+use signoff::webhook::packet::packet;
+use signoff::webhook::review::{GateSettings, Preliminary, decide_existing, digest_of, preliminary};
 
 /// Every file of `examples/policies`, built in so a fuzz binary needs no files.
 const POLICY_FILES: &[&str] = &[

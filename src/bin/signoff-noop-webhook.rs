@@ -1,5 +1,5 @@
 //! The do-nothing baseline for `make bench`: a validating webhook on signoff's
-//! own stack (axum, hyper, rustls via `signoff::webhook::tls::serve`, kube's
+//! own stack (axum, hyper, rustls via `signoff::tls::serve`, kube's
 //! AdmissionReview types) that admits everything. Whatever signoff costs above
 //! this binary is signoff's own work: policies, caches, the hold path.
 //!
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let result: Result<(), String> = runtime.block_on(async {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
-        let store = signoff::webhook::tls::CertStore::from_pem(&read(&args.cert_file)?, &read(&args.key_file)?)
+        let store = signoff::tls::CertStore::from_pem(&read(&args.cert_file)?, &read(&args.key_file)?)
             .map_err(|e| e.to_string())?;
         let listener =
             tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("binding {}: {e}", args.addr))?;
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        signoff::webhook::tls::serve(router, listener, signoff::webhook::tls::server_config(store), stop).await;
+        signoff::tls::serve(router, listener, signoff::tls::server_config(store), stop).await;
         Ok(())
     });
     match result {

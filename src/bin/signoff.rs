@@ -172,7 +172,7 @@ async fn run(args: RunArgs) -> signoff::Result<()> {
                 format!("{}.{namespace}.svc.cluster.local", args.service),
             ],
             ip_addresses: args.tls_ip,
-            rotation: signoff::webhook::tls::RotationPolicy {
+            rotation: signoff::tls::RotationPolicy {
                 ca_validity: args.tls_ca_validity,
                 ca_renew_before: args.tls_ca_renew_before,
                 cert_validity: args.tls_cert_validity,

@@ -23,7 +23,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::certs::Ca;
+use crate::tls::certs::Ca;
 use crate::{Error, Result, io};
 
 /// Options for [`ControlPlane::start`].
@@ -138,7 +138,7 @@ pub struct ControlPlane {
     /// Kubeconfig with one context per user, named after the user.
     pub kubeconfig: PathBuf,
     /// The admin's client certificate (system:masters).
-    admin_cert: crate::certs::CertPair,
+    admin_cert: crate::tls::certs::CertPair,
     /// Static token per user (admin authenticates by client certificate).
     tokens: Vec<(&'static str, String)>,
     /// Service-account signing key (PEM), for minting tokens if a test needs to.

@@ -26,10 +26,10 @@ use crate::approval::Identities;
 use crate::crd::{Approver, EscalationPolicy, Team};
 use crate::escalation::reconciler;
 use crate::metrics::Metrics;
+use crate::tls;
 use crate::webhook::config::{Endpoint, WebhookSettings};
 use crate::webhook::review::GateSettings;
 use crate::webhook::server::{WebhookState, router};
-use crate::webhook::tls;
 use crate::{Error, Result};
 
 /// Where the serving certificate comes from.

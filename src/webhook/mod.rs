@@ -1,11 +1,12 @@
-//! The admission webhook: pure decisions (`review`, `guard`) and the server that
-//! decodes AdmissionReviews and does the I/O between them.
+//! The admission webhook: pure decisions (`review`, `guard`), the packet a held
+//! change creates (`packet`), the webhook configuration (`config`), and the server
+//! that decodes AdmissionReviews and does the I/O between them.
 
 pub mod config;
 pub mod guard;
+pub mod packet;
 pub mod review;
 pub mod server;
-pub mod tls;
 
 #[cfg(test)]
 mod tests;

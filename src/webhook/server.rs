@@ -359,7 +359,7 @@ async fn held(
     // a cache, because an approval is only as good as its latest state. Any
     // other create error (e.g. a namespace being deleted) also falls back to the
     // read, so an approved change there is still admitted.
-    let packet = review::packet(input, assessment, policies, digest, namespace, name);
+    let packet = super::packet::packet(input, assessment, policies, digest, namespace, name);
     let ar = match api.create(&PostParams::default(), &packet).await {
         Ok(created) => {
             let message = review::held_message(&created);
@@ -491,7 +491,7 @@ async fn record_break_glass(
         let ar = match api.get_opt(&name).await? {
             Some(ar) => ar,
             None => {
-                let packet = review::packet(input, assessment, policies, &digest, &namespace, &name);
+                let packet = super::packet::packet(input, assessment, policies, &digest, &namespace, &name);
                 match api.create(&PostParams::default(), &packet).await {
                     Ok(created) => created,
                     Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await?,

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
 use super::guard::{approver_write, policy_write};
+use super::packet::*;
 use super::review::*;
 use crate::approval::{Identities, approval_write};
 use crate::crd::*;

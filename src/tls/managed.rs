@@ -26,9 +26,9 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::certs::{Ca, Validity};
 use super::rotation::{self, Observed, Plan, Previous, RotationPolicy, Step};
 use super::{CertStore, certified_key};
-use crate::certs::{Ca, Validity};
 use crate::{Error, Result};
 
 /// The Secret key holding the CA bundle to publish.

@@ -1,4 +1,5 @@
-//! TLS for the webhook server.
+//! TLS for the webhook server: certificates ([`certs`]: a CA, serving and client
+//! certificates), the hot-swappable store, the server, and where certificates come from.
 //!
 //! - [`CertStore`]: the serving certificate, swapped atomically. It is the
 //!   [`ResolvesServerCert`] of [`server_config`], so each new handshake picks up the
@@ -11,6 +12,7 @@
 //!     in a Secret, rotates them before expiry with a CA handover, and publishes the CA
 //!     bundle on a `watch` channel for whoever writes the webhook configuration.
 
+pub mod certs;
 mod files;
 mod managed;
 pub mod rotation;
@@ -135,11 +137,11 @@ pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
 
 #[cfg(test)]
 mod tests {
+    use super::certs::Ca;
     use super::*;
-    use crate::certs::Ca;
     use std::net::{IpAddr, Ipv4Addr};
 
-    fn pair(ca: &Ca) -> crate::certs::CertPair {
+    fn pair(ca: &Ca) -> super::certs::CertPair {
         ca.issue_server("signoff", &["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1).unwrap()
     }
 
