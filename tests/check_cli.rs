@@ -220,3 +220,34 @@ fn help_documents_examples_and_exit_codes() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Exit status: 0") && help.contains("Examples:") && help.contains("--from"), "{help}");
 }
+
+/// `check` routes as the webhook does before classifying: signoff's own
+/// resources and exempt ones are never held, even by a policy matching everything.
+#[test]
+fn own_and_exempt_resources_are_never_held_as_in_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "apiVersion: signoff.dev/v1alpha1\nkind: EscalationPolicy\nmetadata: {name: everything}\nspec:\n  match:\n    rules:\n    - {operations: [\"*\"], apiGroups: [\"*\"], apiVersions: [\"*\"], resources: [\"*\"]}\n  rules:\n  - {name: all, expression: \"true\", risk: High, route: security}\n",
+    )
+    .unwrap();
+    let manifests = "apiVersion: signoff.dev/v1alpha1\nkind: Team\nmetadata: {name: payments}\nspec: {members: {users: [alice]}}\n---\napiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: l, namespace: default}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: default}\n";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
+        .args(["check", "--policies", dir.path().to_str().unwrap(), "-f", "-", "-o", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), manifests.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(2), "the ConfigMap is held: {out}{err}");
+    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let by_kind = |kind: &str| results.as_array().unwrap().iter().find(|r| r["kind"] == kind).cloned().unwrap();
+    assert_eq!(by_kind("Team")["admitted"], true, "{out}");
+    assert!(by_kind("Team")["note"].as_str().unwrap().contains("own resource"), "{out}");
+    assert_eq!(by_kind("Lease")["admitted"], true, "{out}");
+    assert!(by_kind("Lease")["note"].as_str().unwrap().contains("exempt"), "{out}");
+    assert_eq!(by_kind("ConfigMap")["admitted"], false, "{out}");
+}

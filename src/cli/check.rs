@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 use crate::crd::{EscalationPolicy, Operation};
 use crate::policy::{Gvk, Gvr, PolicySet, ReviewInput, UserInfo, classify};
+use crate::webhook::review::finalizing_delete;
+use crate::webhook::route;
 
 /// Exit code when every object would be admitted.
 pub const EXIT_ADMITTED: i32 = 0;
@@ -126,6 +128,9 @@ pub struct CheckResult {
     /// What Audit-mode policies would have held.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<String>,
+    /// Why the change is not classified at all (signoff's own or an exempt resource).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Runs the command; returns the exit code. Output goes to `out`, diagnostics to `err`.
@@ -222,7 +227,31 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
             old_object,
             namespace_object,
         };
-        let a = classify(&input, &set);
+        // As the webhook: its own and exempt resources are never classified, and a
+        // finalizer removal that completes a deletion is judged as that DELETE.
+        let finalizing = finalizing_delete(&input);
+        let route = route::route(&input, finalizing.as_ref(), &set, false);
+        if let Some(note) = route.note() {
+            results.push(CheckResult {
+                source: d.source.clone(),
+                document: d.index,
+                operation: format!("{operation:?}").to_uppercase(),
+                kind: t.kind.kind.clone(),
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                admitted: true,
+                risk: crate::crd::Risk::Low.as_str().to_string(),
+                action_class: String::new(),
+                routes: vec![],
+                reasons: vec![],
+                cost_delta: None,
+                recorded: vec![],
+                audit: vec![],
+                note: Some(note.to_string()),
+            });
+            continue;
+        }
+        let a = classify(finalizing.as_ref().unwrap_or(&input), &set);
         results.push(CheckResult {
             source: d.source.clone(),
             document: d.index,
@@ -252,6 +281,7 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
                         .map(|e| format!("{}/{}: evaluation error: {}", e.policy, e.location, e.message)),
                 )
                 .collect(),
+            note: None,
         });
     }
     Ok(results)
@@ -555,6 +585,9 @@ fn write_table(results: &[CheckResult], out: &mut dyn Write) -> std::io::Result<
         }
         for a in &r.audit {
             writeln!(out, "    . audit (not enforced): {a}")?;
+        }
+        if let Some(note) = &r.note {
+            writeln!(out, "    . {note}")?;
         }
     }
     let held = results.iter().filter(|r| !r.admitted).count();

@@ -108,8 +108,8 @@ pub async fn watch_files(
 
 #[cfg(test)]
 mod tests {
-    use crate::tls::certs::{Ca, CertPair};
     use super::*;
+    use crate::tls::certs::{Ca, CertPair};
     use std::fs;
 
     fn pair(ca: &Ca) -> CertPair {

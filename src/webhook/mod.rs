@@ -1,4 +1,5 @@
-//! The admission webhook: pure decisions (`review`, `guard`), the packet a held
+//! The admission webhook: pure decisions (`route` before classification,
+//! `review`, `guard`), the packet a held
 //! change creates (`packet`), the webhook configuration (`config`), and the server
 //! that decodes AdmissionReviews and does the I/O between them.
 
@@ -6,6 +7,7 @@ pub mod config;
 pub mod guard;
 pub mod packet;
 pub mod review;
+pub mod route;
 pub mod server;
 
 #[cfg(test)]

@@ -21,11 +21,12 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::guard;
-use super::review::{self, Answer, EXEMPT_RESOURCES, GateSettings, Preliminary};
+use super::review::{self, Answer, GateSettings, Preliminary};
+use super::route::{self, Route};
 use crate::approval::{self, Identities};
 use crate::crd::{Admission, ApprovalRequest, Approver, EscalationPolicy, GROUP};
 use crate::metrics::Metrics;
-use crate::policy::{PolicySet, ReviewInput, UserInfo, classify, operation_str};
+use crate::policy::{PolicySet, ReviewInput, UserInfo, classify};
 
 /// The largest AdmissionReview accepted: an object and its old version can each be
 /// up to etcd's 1.5 MiB limit (and 3 MiB through the API); more is refused.
@@ -139,13 +140,11 @@ fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T
 }
 
 async fn review_request(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-    if req.resource.group == GROUP {
-        return guard_own_resource(state, req);
+    match route::by_resource(&req.resource.group, &req.resource.resource) {
+        Some(Route::OwnResource) => guard_own_resource(state, req),
+        Some(_) => allow(req, vec![]),
+        None => gate(state, req).await,
     }
-    if EXEMPT_RESOURCES.contains(&(req.resource.group.as_str(), req.resource.resource.as_str())) {
-        return allow(req, vec![]);
-    }
-    gate(state, req).await
 }
 
 /// Guards for ApprovalRequests, EscalationPolicies and Approvers.
@@ -220,17 +219,9 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
     let finalizing = review::finalizing_delete(&received);
     let input = finalizing.as_ref().unwrap_or(&received);
     let policies = state.policies.load();
-    if state.settings.refuse_uncovered && !policies.covers(input) && !policies.covers(&received) {
-        let r = &received.resource;
-        let message = format!(
-            "signoff: no EscalationPolicy matches {} of {}{}/{}{}; the webhook configuration should not send it here \
-             (stale configuration, or a caller other than the API server). Denied to be safe.",
-            operation_str(received.operation),
-            if r.group.is_empty() { String::new() } else { format!("{}/", r.group) },
-            r.version,
-            r.resource,
-            if received.sub_resource.is_empty() { String::new() } else { format!("/{}", received.sub_resource) },
-        );
+    if let Route::Uncovered(message) =
+        route::route(&received, finalizing.as_ref(), &policies, state.settings.refuse_uncovered)
+    {
         audit(&received, "denied-unknown-resource", &message);
         return deny(req, message);
     }
