@@ -13,6 +13,8 @@ pub mod digest;
 pub mod duration;
 pub mod escalation;
 pub mod events;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

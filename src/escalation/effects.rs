@@ -134,7 +134,7 @@ pub fn status_patch(read: &ApprovalRequest, status: &ApprovalRequestStatus) -> O
 mod tests {
     use super::*;
     use crate::crd::{ActionClass, Approver, ApproverSpec, ContactKind, Phase};
-    use crate::escalation::fixtures::{mins, policy_set, request, t0, teams};
+    use crate::fixtures::{mins, policy_set, request, t0, teams};
 
     fn webhook(url: &str) -> Contact {
         Contact {

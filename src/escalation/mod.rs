@@ -10,8 +10,6 @@
 //! skips a tier. All progress lives in the status.
 
 pub mod effects;
-#[cfg(test)]
-pub(crate) mod fixtures;
 pub mod people;
 pub mod reconciler;
 mod runbook;

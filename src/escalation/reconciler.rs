@@ -347,7 +347,7 @@ pub async fn run(ctx: Arc<Context>) {
 mod tests {
     use super::*;
     use crate::crd::{ActionClass, Decision, Verdict};
-    use crate::escalation::fixtures::{Call, MockApi, conflict, policy_set, request, teams};
+    use crate::fixtures::{Call, MockApi, conflict, policy_set, request, teams};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::runtime::events::Reporter;
 

@@ -4,9 +4,9 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
-use super::fixtures::*;
 use super::*;
 use crate::crd::*;
+use crate::fixtures::*;
 use crate::policy::PolicySet;
 
 /// Runs steps and keeps the request's status, like the reconciler.

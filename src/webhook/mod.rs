@@ -11,4 +11,6 @@ pub mod route;
 pub mod server;
 
 #[cfg(test)]
+mod router_tests;
+#[cfg(test)]
 mod tests;

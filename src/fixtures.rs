@@ -1,5 +1,5 @@
-//! Test fixtures of the escalation core: builders of teams, policies and
-//! requests on a fixed clock, and a mock API server for the reconciler's tests
+//! Test fixtures: builders of teams, policies and requests on a fixed clock,
+//! and a mock API server for the reconciler's and the webhook router's tests
 //! (the pattern of kube-rs controller-rs's `fixtures.rs`): a [`kube::Client`]
 //! whose requests are answered by a scenario and recorded in order, so a test
 //! can pin what the reconciler sends and in which order, without a cluster.
