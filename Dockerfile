@@ -9,6 +9,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY testenv ./testenv
 RUN cargo build --release --locked --bin signoff --bin kubectl-signoff \
  && mkdir /out \
  && cp target/release/signoff target/release/kubectl-signoff /out/

@@ -27,10 +27,10 @@ help:
 test: fmt-check lint controlplane chart unit-and-integration
 
 fmt-check:
-	$(CARGO) fmt --check
+	$(CARGO) fmt --all --check
 
 lint:
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 # Builds kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules on
 # first use (progress is shown), then reuses them. Honours KUBEBUILDER_ASSETS.
@@ -53,7 +53,7 @@ chart:
 
 # --show-output prints what each integration test saw from the real apiserver.
 unit-and-integration:
-	$(CARGO) test --locked --all-targets -- --show-output
+	$(CARGO) test --workspace --locked --all-targets -- --show-output
 
 # The long versions of the chaos tests (SIGNOFF_CHAOS=1), one at a time, then one
 # table of their figures, printed and written into docs/security.md. Stale figures
@@ -92,7 +92,7 @@ crds:
 	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/crds
 
 dev: controlplane
-	$(CARGO) build --locked --bin signoff --bin kubectl-signoff --bin signoff-dev
+	$(CARGO) build --locked --workspace --bin signoff --bin kubectl-signoff --bin signoff-dev
 	exec "$(CARGO_TARGET_DIR)/debug/signoff-dev" --root "$(CURDIR)"
 
 # cargo-fuzz targets (fuzz/README.md), not part of `make test`: installs cargo-fuzz

@@ -7,7 +7,6 @@
 
 pub mod approval;
 pub mod cli;
-pub mod controlplane;
 pub mod crd;
 pub mod digest;
 pub mod duration;
@@ -35,8 +34,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
-    #[error("control plane: {0}")]
-    ControlPlane(String),
     #[error("yaml: {0}")]
     Yaml(#[from] serde_yaml::Error),
     #[error("json: {0}")]

@@ -36,7 +36,7 @@ use common::report::{self, Figure};
 use common::*;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
-use signoff::controlplane::{CONTROLLER, GITOPS};
+use signoff_testenv::{CONTROLLER, GITOPS};
 
 const SECTION: &str = "2 adversarial status writes";
 const REOPEN: &str = "signoff.dev/reopen-attempt";

@@ -288,7 +288,7 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
     kubectl_ok(cp, ADMIN, &["delete", "configmap", "fin", "-n", &ns, "--wait=false"], None);
 
     let fixture =
-        signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("tests/fixtures/bypass-policies.yaml");
+        signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("tests/fixtures/bypass-policies.yaml");
     kubectl_ok(cp, ADMIN, &["apply", "-f", &fixture.display().to_string()], None);
     eventually(60, "the bypass policy to be enforced", || {
         let (ok, _, err) = cp
@@ -675,7 +675,7 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
         "a decision by a service account (GitOps)",
         "kubectl patch ar --subresource=status (as argocd SA)",
         Outcome::Denied,
-        as_status(signoff::controlplane::GITOPS, signoff::controlplane::GITOPS),
+        as_status(signoff_testenv::GITOPS, signoff_testenv::GITOPS),
         |err| refused(err, "service accounts never count as approvers"),
     );
     m.case(
@@ -683,7 +683,7 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
         "a decision by signoff's own identity",
         "kubectl patch ar --subresource=status (as signoff's SA)",
         Outcome::Denied,
-        as_status(signoff::controlplane::CONTROLLER, signoff::controlplane::CONTROLLER),
+        as_status(signoff_testenv::CONTROLLER, signoff_testenv::CONTROLLER),
         |err| refused(err, "never add a decision"),
     );
     m.case(
@@ -910,7 +910,7 @@ const END: &str = "<!-- bypass-matrix:end -->";
 
 /// The doc's table must be the one this run produced.
 fn check_doc(table: &str) {
-    let path = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("docs/security.md");
+    let path = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("docs/security.md");
     let doc = std::fs::read_to_string(&path).unwrap();
     let (start, end) = (doc.find(BEGIN).expect("begin marker") + BEGIN.len(), doc.find(END).expect("end marker"));
     if doc[start..end] == *table {

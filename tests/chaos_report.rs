@@ -113,7 +113,7 @@ fn markdown(rows: &[Row]) -> String {
 }
 
 fn update_docs(table: &str) {
-    let path = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("docs/security.md");
+    let path = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("docs/security.md");
     let doc = std::fs::read_to_string(&path).unwrap();
     let start = doc.find(BEGIN).expect("docs/security.md has the chaos:begin marker") + BEGIN.len();
     let end = doc[start..].find(END).expect("docs/security.md has the chaos:end marker") + start;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 fn root() -> std::path::PathBuf {
-    signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"))
+    signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The helm binary (built once, cached outside the clone).

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn root() -> std::path::PathBuf {
-    signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"))
+    signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn check(args: &[&str]) -> (i32, String, String) {

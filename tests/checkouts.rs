@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use signoff::controlplane::checkout;
+use signoff_testenv::checkout;
 
 /// The marker each clone adds to `examples/demo`, so the cluster says whose files
 /// were installed.
@@ -111,7 +111,7 @@ impl Dev {
 
     fn log(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("make-dev.log")).unwrap_or_default();
-        signoff::controlplane::tail(&text, 40)
+        signoff_testenv::tail(&text, 40)
     }
 
     /// Which clone's files the running environment installed.
@@ -147,7 +147,7 @@ impl Dev {
 #[test]
 fn make_dev_uses_the_checkout_it_runs_in() {
     let source = checkout().unwrap_or_else(|e| panic!("{e}"));
-    let kubectl = signoff::controlplane::binaries(Some(&source)).expect("control plane binaries").join("kubectl");
+    let kubectl = signoff_testenv::binaries(Some(&source)).expect("control plane binaries").join("kubectl");
     let tmp = tempfile::Builder::new().prefix("signoff-clones-").tempdir().expect("tempdir");
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     clone(&source, &one);

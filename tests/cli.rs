@@ -43,9 +43,8 @@ fn setup() {
     signoff();
     static FAST: std::sync::Once = std::sync::Once::new();
     FAST.call_once(|| {
-        let fixture = signoff::controlplane::checkout()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .join("tests/fixtures/cli-policies.yaml");
+        let fixture =
+            signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("tests/fixtures/cli-policies.yaml");
         kubectl_ok(cp, ADMIN, &["apply", "-f", &fixture.display().to_string()], None);
     });
 }

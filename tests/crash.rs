@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use signoff::controlplane::{CONTROLLER, Supervised, context_of, free_port, tail};
 use signoff::crd::{ApprovalRequest, Phase};
+use signoff_testenv::{CONTROLLER, Supervised, context_of, free_port, tail};
 
 use common::esc::*;
 use common::report::{self, Figure};

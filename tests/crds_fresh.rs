@@ -3,7 +3,7 @@
 
 #[test]
 fn generated_crds_are_up_to_date() {
-    let root = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"));
+    let root = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"));
     let expected = signoff::crd::crd_files();
     assert_eq!(expected.len(), 4, "four resource types");
     for dir in ["crds", "charts/signoff/crds"] {

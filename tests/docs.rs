@@ -16,7 +16,7 @@ use signoff::crd::EscalationPolicy;
 use signoff::policy::CompiledPolicy;
 
 fn root() -> std::path::PathBuf {
-    signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"))
+    signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Block {

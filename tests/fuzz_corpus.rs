@@ -16,7 +16,7 @@ type Target = fn(&[u8]);
 
 /// The committed inputs of a target, by path, in order.
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}")).join("fuzz/corpus").join(target);
+    let dir = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("fuzz/corpus").join(target);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("a corpus entry").path())

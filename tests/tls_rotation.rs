@@ -14,11 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use rustls_pki_types::ServerName;
-use signoff::controlplane::{ADMIN, ControlPlane};
 use signoff::tls::{
     BUNDLE_KEY, ManagedOptions, ManagedTls, RotationPolicy, TlsStats, pem_certs, serve_with_stats, server_config,
     start_managed,
 };
+use signoff_testenv::{ADMIN, ControlPlane};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 

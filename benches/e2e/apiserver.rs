@@ -270,7 +270,7 @@ pub async fn run(env: &Env, table: &mut Table) -> Result<(), String> {
 /// Kyverno 1.19 run out of cluster against the bench's API server, with one
 /// validate policy for the Kyverno group's namespace (`make bench-peers`).
 pub struct Kyverno {
-    _process: signoff::controlplane::Supervised,
+    _process: signoff_testenv::Supervised,
     pub rss_mib: f64,
 }
 
@@ -280,7 +280,7 @@ impl Kyverno {
     /// webhooks limited to the Kyverno group's namespace, apply one validate
     /// policy, and wait until a write there is validated by it.
     pub fn start(
-        cp: &signoff::controlplane::ControlPlane,
+        cp: &signoff_testenv::ControlPlane,
         root: &std::path::Path,
         binary: &std::path::Path,
     ) -> Result<Kyverno, String> {
@@ -321,8 +321,8 @@ impl Kyverno {
         }
         let list = json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string();
         kubectl(cp, "admin", &["apply", "-f", "-"], Some(&list))?;
-        let port = signoff::controlplane::free_port().map_err(|e| e.to_string())?;
-        let metrics = signoff::controlplane::free_port().map_err(|e| e.to_string())?;
+        let port = signoff_testenv::free_port().map_err(|e| e.to_string())?;
+        let metrics = signoff_testenv::free_port().map_err(|e| e.to_string())?;
         let server_ip = format!("127.0.0.1:{port}");
         let (port, metrics) = (port.to_string(), metrics.to_string());
         let kubeconfig = cp.dir.join("kyverno.kubeconfig");
@@ -367,7 +367,7 @@ impl Kyverno {
             ("METRICS_CONFIG", "kyverno-metrics"),
         ];
         let process =
-            signoff::controlplane::Supervised::spawn("kyverno", binary, &args, &env, &cp.dir.join("kyverno.log"), None)
+            signoff_testenv::Supervised::spawn("kyverno", binary, &args, &env, &cp.dir.join("kyverno.log"), None)
                 .map_err(|e| e.to_string())?;
         kubectl(
             cp,

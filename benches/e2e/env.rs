@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use signoff::controlplane::{ControlPlane, Options, Supervised, free_port};
+use signoff_testenv::{ControlPlane, Options, Supervised, free_port};
 
 /// Namespaces of the groups. Only signoff's is seen by signoff; only noop's by
 /// the do-nothing webhook; none by no webhook at all.
@@ -63,7 +63,7 @@ fn exempt_args() -> Vec<String> {
 impl Env {
     pub fn start(kyverno: Option<&str>) -> Result<Env, String> {
         let t = Instant::now();
-        let root = signoff::controlplane::checkout().map_err(|e| e.to_string())?;
+        let root = signoff_testenv::checkout().map_err(|e| e.to_string())?;
         let cp = ControlPlane::start(Options::default()).map_err(|e| e.to_string())?;
         eprintln!("bench: control plane {} at {} ({:.1}s)", cp.version, cp.server, t.elapsed().as_secs_f64());
         cp.install_crds().map_err(|e| e.to_string())?;

@@ -116,7 +116,7 @@ impl Table {
 pub fn classification_rows(table: &mut Table) {
     let dir = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| signoff::controlplane::checkout().unwrap_or_default().join("target"))
+        .unwrap_or_else(|_| signoff_testenv::checkout().unwrap_or_default().join("target"))
         .join("criterion/classify deployment update");
     let median_us = |id: &str| -> Option<f64> {
         let text = std::fs::read_to_string(dir.join(id).join("new/estimates.json")).ok()?;

@@ -9,7 +9,7 @@ pub mod report;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use signoff::controlplane::{ADMIN, ControlPlane};
+pub use signoff_testenv::{ADMIN, ControlPlane};
 
 /// The control plane shared by this test binary, with signoff's CRDs installed.
 pub fn cp() -> &'static ControlPlane {
@@ -62,7 +62,7 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
 pub fn install_demo(cp: &ControlPlane) {
     static DEMO: Once = Once::new();
     DEMO.call_once(|| {
-        let root = signoff::controlplane::checkout().unwrap_or_else(|e| panic!("{e}"));
+        let root = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"));
         for dir in ["examples/demo", "examples/teams"] {
             kubectl_ok(cp, ADMIN, &["apply", "-f", &root.join(dir).display().to_string()], None);
         }
@@ -71,7 +71,7 @@ pub fn install_demo(cp: &ControlPlane) {
 
 /// A running signoff operator, as its own process, acting as its ServiceAccount.
 pub struct Signoff {
-    pub process: std::sync::Mutex<signoff::controlplane::Supervised>,
+    pub process: std::sync::Mutex<signoff_testenv::Supervised>,
     pub log: std::path::PathBuf,
     pub health: String,
 }
@@ -99,9 +99,8 @@ pub fn start_signoff(extra_args: &[&str]) -> Signoff {
         // would need the webhook of the signoff that is gone (fail closed).
         static FIXTURES: Once = Once::new();
         FIXTURES.call_once(|| {
-            let fixtures = signoff::controlplane::checkout()
-                .unwrap_or_else(|e| panic!("{e}"))
-                .join("tests/fixtures/gate-policies.yaml");
+            let fixtures =
+                signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("tests/fixtures/gate-policies.yaml");
             kubectl_ok(cp, ADMIN, &["apply", "-f", &fixtures.display().to_string()], None);
         });
         let log = cp.dir.join("signoff.log");

@@ -1,7 +1,10 @@
-//! A real local control plane: etcd and kube-apiserver (and optionally
+#![forbid(unsafe_code)]
+//! signoff's test environment, a crate of its own (not part of the product): a
+//! real local control plane, etcd and kube-apiserver (and optionally
 //! kube-controller-manager) on loopback, with their own CA, RBAC authorization and
 //! a set of users who authenticate by static token or client certificate, exactly
-//! as `kubectl` would. Used by the integration tests and by `make dev`.
+//! as `kubectl` would. Used by the integration tests, the benches and `make dev`
+//! (`signoff-dev`), the way controller-rs uses envtest.
 //!
 //! The binaries come from `hack/controlplane/build.sh`, which honours
 //! `KUBEBUILDER_ASSETS` and otherwise builds them once from Go modules into a cache.
@@ -23,8 +26,36 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::tls::certs::Ca;
-use crate::{Error, Result, io};
+use signoff::tls::certs::Ca;
+
+/// What went wrong starting or using the control plane, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("control plane: {0}")]
+    ControlPlane(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("yaml: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Signoff(#[from] signoff::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds a human context to an I/O error: `io(context)(err)`.
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
 
 /// Options for [`ControlPlane::start`].
 #[derive(Clone, Debug, Default)]
@@ -138,7 +169,7 @@ pub struct ControlPlane {
     /// Kubeconfig with one context per user, named after the user.
     pub kubeconfig: PathBuf,
     /// The admin's client certificate (system:masters).
-    admin_cert: crate::tls::certs::CertPair,
+    admin_cert: signoff::tls::certs::CertPair,
     /// Static token per user (admin authenticates by client certificate).
     tokens: Vec<(&'static str, String)>,
     /// Service-account signing key (PEM), for minting tokens if a test needs to.
@@ -507,13 +538,13 @@ impl ControlPlane {
 
     /// Install signoff's CRDs (server-side apply) and wait until they are Established.
     pub fn install_crds(&self) -> Result<()> {
-        let crds = crate::crd::crds_yaml();
+        let crds = signoff::crd::crds_yaml();
         let (ok, _, err) = self.kubectl_run(ADMIN, &["apply", "--server-side", "-f", "-"], Some(&crds))?;
         if !ok {
             return Err(Error::ControlPlane(format!("installing the CRDs failed:\n{err}")));
         }
         let names: Vec<String> =
-            crate::crd::all_crds().into_iter().filter_map(|c| c.metadata.name).map(|n| format!("crd/{n}")).collect();
+            signoff::crd::all_crds().into_iter().filter_map(|c| c.metadata.name).map(|n| format!("crd/{n}")).collect();
         let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
         wait.extend(names.iter().map(String::as_str));
         let (ok, _, err) = self.kubectl_run(ADMIN, &wait, None)?;

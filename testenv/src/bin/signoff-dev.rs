@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use signoff::controlplane::{ADMIN, ControlPlane, Options, Supervised, USERS};
+use signoff_testenv::{ADMIN, ControlPlane, Options, Supervised, USERS};
 
 /// `make dev`: a local control plane with signoff, demo policies, teams and people.
 #[derive(clap::Parser)]
@@ -27,12 +27,12 @@ struct Args {
 fn main() -> ExitCode {
     let args = <Args as clap::Parser>::parse();
     let root = match args.root {
-        Some(root) if signoff::controlplane::is_checkout(&root) => root,
+        Some(root) if signoff_testenv::is_checkout(&root) => root,
         Some(root) => {
             eprintln!("make dev: --root {} is not a signoff checkout (no Cargo.toml naming signoff)", root.display());
             return ExitCode::FAILURE;
         }
-        None => match signoff::controlplane::checkout() {
+        None => match signoff_testenv::checkout() {
             Ok(root) => root,
             Err(e) => {
                 eprintln!("make dev: {e}");
