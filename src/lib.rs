@@ -12,8 +12,8 @@ pub mod digest;
 pub mod duration;
 pub mod escalation;
 pub mod events;
-#[cfg(test)]
-pub(crate) mod fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

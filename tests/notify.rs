@@ -100,41 +100,15 @@ impl Receiver {
 }
 
 fn request() -> ApprovalRequest {
-    let spec = ApprovalRequestSpec {
-        requester: UserInfo { username: "dana".into(), uid: None, groups: vec![] },
-        action: Action {
-            operation: "UPDATE".into(),
-            group: "apps".into(),
-            version: "v1".into(),
-            kind: "Deployment".into(),
-            resource: "deployments".into(),
-            sub_resource: Some("scale".into()),
-            namespace: Some("payments-prod".into()),
-            name: "api".into(),
-        },
-        digest: "a".repeat(64),
-        risk: Risk::High,
-        action_class: ActionClass::Routine,
-        routes: vec!["finance".into()],
-        reasons: vec![HoldReason {
-            policy: "cost".into(),
-            rule: "scale-up".into(),
-            risk: Risk::High,
-            route: "finance".into(),
-            action_class: ActionClass::Routine,
-            message: "scaling api from 3 to 30 replicas adds $4,200/month".into(),
-        }],
-        routing: vec![RouteTarget { route: "finance".into(), policy: "cost".into(), team: Some("finance".into()) }],
-        owner_team: None,
-        cost: None,
-        context: None,
-        diff: Some((0..40).map(|i| format!("line {i}\n")).collect()),
-        manifest: None,
-        fallback: None,
-    };
-    let mut ar = ApprovalRequest::new("ar-77aa", spec);
-    ar.metadata.namespace = Some("payments-prod".into());
-    ar
+    let diff: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    signoff::fixtures::Packet::new("payments-prod", "ar-77aa")
+        .requester("dana", &[])
+        .action("UPDATE", "apps", "Deployment", "deployments", Some("scale"), "api")
+        .reason("cost", "scale-up", "finance", "scaling api from 3 to 30 replicas adds $4,200/month")
+        .routes(&[("finance", "finance")])
+        .digest(&"a".repeat(64))
+        .diff(&diff)
+        .build()
 }
 
 fn message(key: &str) -> Message {

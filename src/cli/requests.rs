@@ -551,7 +551,7 @@ pub async fn reopen(client: &kube::Client, namespace: &str, name: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ApprovalRequestSpec, Lane};
+    use crate::crd::Lane;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
     fn now() -> Timestamp {
@@ -559,19 +559,9 @@ mod tests {
     }
 
     fn ar(name: &str, eligible: &[&str], deadline_mins: i64) -> ApprovalRequest {
-        let spec: ApprovalRequestSpec = serde_json::from_value(serde_json::json!({
-            "requester": {"username": "alice"},
-            "action": {"operation": "CREATE", "version": "v1", "kind": "ConfigMap", "resource": "configmaps",
-                       "namespace": "prod", "name": "limits"},
-            "digest": "0".repeat(64), "risk": "High", "actionClass": "routine", "routes": ["engineering"],
-            "reasons": [{"policy": "p", "rule": "r", "risk": "High", "route": "engineering",
-                         "actionClass": "routine", "message": "a risky ConfigMap"}],
-            "routing": [{"route": "engineering", "policy": "p"}],
-            "diff": "--- a\n+++ b\n@@ -1 +1 @@\n-  value: '1'\n+  value: '2'\n",
-        }))
-        .unwrap();
-        let mut ar = ApprovalRequest::new(name, spec);
-        ar.metadata.namespace = Some("prod".into());
+        let mut ar = crate::fixtures::Packet::new("prod", name)
+            .diff("--- a\n+++ b\n@@ -1 +1 @@\n-  value: '1'\n+  value: '2'\n")
+            .build();
         ar.metadata.creation_timestamp = Some(Time(now() - SignedDuration::from_mins(5)));
         ar.status = Some(ApprovalRequestStatus {
             tier: Some("engineering 1/5".into()),

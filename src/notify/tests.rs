@@ -12,50 +12,17 @@ use super::*;
 use crate::crd::*;
 
 fn request() -> ApprovalRequest {
-    let spec = ApprovalRequestSpec {
-        requester: UserInfo { username: "dana".into(), uid: None, groups: vec!["payments".into()] },
-        action: Action {
-            operation: "DELETE".into(),
-            group: "apps".into(),
-            version: "v1".into(),
-            kind: "Deployment".into(),
-            resource: "deployments".into(),
-            sub_resource: None,
-            namespace: Some("payments-prod".into()),
-            name: "api".into(),
-        },
-        digest: "0".repeat(64),
-        risk: Risk::High,
-        action_class: ActionClass::Destructive,
-        routes: vec!["engineering".into()],
-        reasons: vec![HoldReason {
-            policy: "production".into(),
-            rule: "delete-workload".into(),
-            risk: Risk::High,
-            route: "engineering".into(),
-            action_class: ActionClass::Destructive,
-            message: "deleting a production workload <api> & its pods".into(),
-        }],
-        routing: vec![RouteTarget {
-            route: "engineering".into(),
-            policy: "production".into(),
-            team: Some("payments".into()),
-        }],
-        owner_team: Some("payments".into()),
-        cost: Some(CostEstimate {
-            currency: "USD".into(),
-            monthly_before: "120.00".into(),
-            monthly_after: "0.00".into(),
-            monthly_delta: "-120.00".into(),
-        }),
-        context: Some(ChangeContext { reason: Some("decommission".into()), ticket: Some("OPS-42".into()) }),
-        diff: Some("-replicas: 3\n+replicas: 0".into()),
-        manifest: None,
-        fallback: None,
-    };
-    let mut ar = ApprovalRequest::new("ar-3f9c", spec);
-    ar.metadata.namespace = Some("payments-prod".into());
-    ar
+    crate::fixtures::Packet::new("payments-prod", "ar-3f9c")
+        .requester("dana", &["payments"])
+        .action("DELETE", "apps", "Deployment", "deployments", None, "api")
+        .reason("production", "delete-workload", "engineering", "deleting a production workload <api> & its pods")
+        .class(ActionClass::Destructive)
+        .routes(&[("engineering", "payments")])
+        .owner_team("payments")
+        .cost("USD", "120.00", "0.00", "-120.00")
+        .context("decommission", "OPS-42")
+        .diff("-replicas: 3\n+replicas: 0")
+        .build()
 }
 
 fn deadline() -> Timestamp {
