@@ -6,7 +6,19 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
+use super::kube::KubeArgs;
 use crate::crd::{ApprovalRequest, Decision, Phase, Verdict};
+
+#[derive(clap::Args)]
+pub struct DecideArgs {
+    /// The ApprovalRequest, e.g. ar-3f9c2a1b (as named in the denial message).
+    pub request: String,
+    /// Why: recorded with the decision and shown to the requester.
+    #[arg(long)]
+    pub comment: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
 
 /// Who the API server says the caller is.
 pub async fn whoami(client: &kube::Client) -> Result<crate::policy::UserInfo, String> {

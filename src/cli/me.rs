@@ -6,7 +6,61 @@ use jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
 use super::decide::{one_line, whoami};
+use super::kube::KubeArgs;
 use crate::crd::{Approver, ApproverSpec, AwayPeriod, AwayReason, QuietHours, Weekday};
+
+#[derive(clap::Args)]
+pub struct KubeOnly {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Reason {
+    Vacation,
+    Leave,
+    Conference,
+    Other,
+}
+
+#[derive(clap::Args)]
+pub struct AwayArgs {
+    /// Start (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End.
+    #[arg(long, value_name = "TIME", required_unless_present = "clear")]
+    pub until: Option<String>,
+    /// Why you are away.
+    #[arg(long, value_enum, default_value = "other")]
+    pub reason: Reason,
+    /// Free text, e.g. who covers for you.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Remove every away period instead.
+    #[arg(long, conflicts_with_all = ["from", "until", "note"])]
+    pub clear: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(clap::Args)]
+pub struct QuietSetArgs {
+    /// Start, local time HH:MM.
+    #[arg(long)]
+    pub start: String,
+    /// End, local time HH:MM.
+    #[arg(long)]
+    pub end: String,
+    /// Days the window starts on, comma-separated (default: every day).
+    #[arg(long, value_delimiter = ',')]
+    pub days: Vec<String>,
+    /// IANA time zone of the window, e.g. Europe/Berlin (default: keep yours; UTC when new).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
 
 /// The Approver's name for a username: lowercase, `[a-z0-9.-]`, starting and
 /// ending alphanumeric, at most 253 characters (`system:serviceaccount:x:y` →

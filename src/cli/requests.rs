@@ -9,9 +9,68 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchPa
 use kube::discovery::Scope;
 
 use super::decide::{one_line, whoami};
+use super::kube::KubeArgs;
 use crate::approval::waiting_for;
 use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Phase, REOPEN_ANNOTATION, Verdict};
 use crate::policy::UserInfo;
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// List requests in every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Only requests you made.
+    #[arg(long)]
+    pub mine: bool,
+    /// Which phase to list.
+    #[arg(long, value_enum, default_value = "pending")]
+    pub phase: PhaseFilter,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    /// The ApprovalRequest, e.g. ar-3f9c2a1b.
+    pub request: String,
+    /// Print the whole resource instead.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Format>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RequestArgs {
+    /// The ApprovalRequest, e.g. ar-3f9c2a1b.
+    pub request: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(clap::Args)]
+pub struct WaitArgs {
+    /// The ApprovalRequest, e.g. ar-3f9c2a1b.
+    #[arg(required_unless_present = "filename", conflicts_with = "filename")]
+    pub request: Option<String>,
+    /// A manifest (one object; `-` for stdin): wait for the request its change is held under.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
+    pub filename: Option<String>,
+    /// Give up after this long (e.g. 90s, 30m, 2h); default: wait forever.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Where requests for cluster-scoped objects live (signoff's namespace).
+    #[arg(long, default_value = "signoff-system")]
+    pub controller_namespace: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
 
 /// Which phases `list` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
