@@ -152,3 +152,12 @@ pub fn crds_yaml() -> String {
     }
     out
 }
+
+/// Write one file per CRD into `dir` (created if missing), as `make crds` does.
+pub fn write_crd_files(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, yaml) in crd_files() {
+        std::fs::write(dir.join(file), yaml)?;
+    }
+    Ok(())
+}

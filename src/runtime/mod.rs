@@ -3,11 +3,14 @@
 //! reconciler ([`supervisor`], [`leader`]), and health/readiness/metrics on a
 //! plain port ([`health`]).
 
+mod args;
 mod config_sync;
 mod health;
 pub mod leader;
 mod supervisor;
 pub(crate) mod watch;
+
+pub use args::RunArgs;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
