@@ -23,12 +23,14 @@ enum Command {
     ///   signoff run --service signoff-webhook            # in a cluster, self-managed TLS
     ///   signoff run --context sa:signoff-system:signoff --webhook-url https://127.0.0.1:9443/validate \
     ///     --webhook-addr 127.0.0.1:9443 --tls-ip 127.0.0.1
+    #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     ///
     /// Examples:
     ///   signoff crds | kubectl apply --server-side -f -
     ///   signoff crds --dir crds --dir charts/signoff/crds
+    #[command(verbatim_doc_comment)]
     Crds {
         /// Write one file per CRD into each of these directories instead of printing.
         #[arg(long)]
