@@ -27,7 +27,7 @@ use super::{ActionClass, Risk};
 #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("ApprovalRequest spec is immutable; reopen or create a new request instead"))]
 pub struct ApprovalRequestSpec {
     /// Who made the change, exactly as the API server authenticated them.
-    pub requester: UserInfo,
+    pub requester: Requester,
     /// The exact action that was held.
     pub action: Action,
     /// SHA-256 (hex) of the canonical change. Only a write with this digest is
@@ -85,10 +85,11 @@ pub struct RouteTarget {
     pub team: Option<String>,
 }
 
-/// An authenticated identity, as in an AdmissionReview's userInfo.
+/// Who requested a held change, as the API server authenticated them (an
+/// AdmissionReview's userInfo, recorded in the packet).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UserInfo {
+pub struct Requester {
     /// Username.
     #[schemars(length(min = 1))]
     pub username: String,

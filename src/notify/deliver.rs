@@ -124,7 +124,7 @@ impl DeliveryRecord {
 
 /// What one attempt's HTTP status means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum AttemptOutcome {
     Delivered,
     /// 408, 429, 5xx: the receiver may accept it later.
     Retry,
@@ -133,11 +133,11 @@ pub enum Verdict {
 }
 
 /// 2xx delivers; 408, 429 and 5xx are retried; anything else fails at once.
-pub fn classify(status: u16) -> Verdict {
+pub fn outcome_of(status: u16) -> AttemptOutcome {
     match status {
-        200..=299 => Verdict::Delivered,
-        408 | 429 | 500..=599 => Verdict::Retry,
-        _ => Verdict::Fail,
+        200..=299 => AttemptOutcome::Delivered,
+        408 | 429 | 500..=599 => AttemptOutcome::Retry,
+        _ => AttemptOutcome::Fail,
     }
 }
 
@@ -163,7 +163,7 @@ impl Default for Notifier {
 
 /// One attempt's outcome.
 struct Attempt {
-    verdict: Verdict,
+    outcome: AttemptOutcome,
     detail: String,
     retry_after: Option<Duration>,
 }
@@ -215,7 +215,7 @@ impl Notifier {
             Ok(r) => r,
             Err(e) => {
                 return Attempt {
-                    verdict: Verdict::Fail,
+                    outcome: AttemptOutcome::Fail,
                     detail: format!("invalid request to {}: {e}", redact_url(&req.url)),
                     retry_after: None,
                 };
@@ -238,12 +238,12 @@ impl Notifier {
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Attempt {
-                verdict: Verdict::Retry,
+                outcome: AttemptOutcome::Retry,
                 detail: format!("{}: no response within {timeout:?}", redact_url(&req.url)),
                 retry_after: None,
             },
             Ok(Err(e)) => Attempt {
-                verdict: Verdict::Retry,
+                outcome: AttemptOutcome::Retry,
                 detail: format!("{}: {}", redact_url(&req.url), error_chain(&e)),
                 retry_after: None,
             },
@@ -251,7 +251,7 @@ impl Notifier {
                 let text = String::from_utf8_lossy(&body);
                 let text = super::payload::truncate(text.trim(), 200);
                 let detail = if text.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {text}") };
-                Attempt { verdict: classify(status), detail, retry_after }
+                Attempt { outcome: outcome_of(status), detail, retry_after }
             }
         }
     }
@@ -281,18 +281,18 @@ impl Notifier {
             let at = Timestamp::now();
             let record =
                 |result, message| DeliveryRecord { sink: target.sink().to_string(), attempts, result, message, at };
-            let done = match outcome.verdict {
-                Verdict::Delivered => record(DeliveryResult::Delivered, None),
-                Verdict::Fail => {
+            let done = match outcome.outcome {
+                AttemptOutcome::Delivered => record(DeliveryResult::Delivered, None),
+                AttemptOutcome::Fail => {
                     tracing::warn!(key = %msg.key, sink = target.sink(), attempts, error = %outcome.detail, "notification rejected");
                     record(DeliveryResult::Failed, Some(outcome.detail))
                 }
-                Verdict::Retry if attempts >= max => {
+                AttemptOutcome::Retry if attempts >= max => {
                     tracing::warn!(key = %msg.key, sink = target.sink(), attempts, error = %outcome.detail, "notification failed; giving up");
                     let why = format!("gave up after {attempts} attempts: {}", outcome.detail);
                     record(DeliveryResult::Failed, Some(why))
                 }
-                Verdict::Retry => {
+                AttemptOutcome::Retry => {
                     on_attempt(&record(DeliveryResult::Retrying, Some(outcome.detail.clone())));
                     let backoff = policy.delay_after(attempts);
                     let wait = outcome.retry_after.map_or(backoff, |ra| ra.max(backoff)).min(policy.max_delay);

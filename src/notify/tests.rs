@@ -4,7 +4,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::deliver::{Verdict, classify};
+use super::deliver::{AttemptOutcome, outcome_of};
 use super::message::diff_excerpt;
 use super::payload::*;
 use super::target::redact_url;
@@ -323,14 +323,14 @@ fn backoff_doubles_up_to_the_cap() {
 
 #[test]
 fn status_classification() {
-    assert_eq!(classify(200), Verdict::Delivered);
-    assert_eq!(classify(202), Verdict::Delivered);
-    assert_eq!(classify(429), Verdict::Retry);
-    assert_eq!(classify(408), Verdict::Retry);
-    assert_eq!(classify(503), Verdict::Retry);
-    assert_eq!(classify(400), Verdict::Fail);
-    assert_eq!(classify(404), Verdict::Fail);
-    assert_eq!(classify(301), Verdict::Fail);
+    assert_eq!(outcome_of(200), AttemptOutcome::Delivered);
+    assert_eq!(outcome_of(202), AttemptOutcome::Delivered);
+    assert_eq!(outcome_of(429), AttemptOutcome::Retry);
+    assert_eq!(outcome_of(408), AttemptOutcome::Retry);
+    assert_eq!(outcome_of(503), AttemptOutcome::Retry);
+    assert_eq!(outcome_of(400), AttemptOutcome::Fail);
+    assert_eq!(outcome_of(404), AttemptOutcome::Fail);
+    assert_eq!(outcome_of(301), AttemptOutcome::Fail);
 }
 
 fn secrets(entries: &[(&str, &str, &str)]) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::certs::{Ca, Validity};
-use super::rotation::{self, Observed, Plan, Previous, RotationPolicy, Step};
+use super::rotation::{self, Observed, Plan, Previous, RotationPolicy, RotationStep};
 use super::{CertStore, certified_key};
 use crate::{Error, Result};
 
@@ -209,12 +209,12 @@ async fn sync(api: &Api<Secret>, options: &ManagedOptions, local: &mut Option<Lo
                 Local::apply(local, &m)?;
                 match rotation::plan(now, &m.observed(options), &options.policy) {
                     Plan::WaitUntil(at) => return Ok(at),
-                    Plan::Now(step) => (m.step(step, options, now)?, step),
+                    Plan::Now(step) => (m.advance(step, options, now)?, step),
                 }
             }
             Err(error) => {
                 tracing::error!(secret = %name, %error, "the webhook TLS Secret is unusable; replacing it with a new CA");
-                (Material::generate(options, now)?, Step::Regenerate)
+                (Material::generate(options, now)?, RotationStep::Regenerate)
             }
         };
         match api.replace(name, &PostParams::default(), &material.to_secret(options, version)).await {
@@ -383,19 +383,19 @@ impl Material {
         }
     }
 
-    fn step(&self, step: Step, options: &ManagedOptions, now: Timestamp) -> Result<Material> {
+    fn advance(&self, step: RotationStep, options: &ManagedOptions, now: Timestamp) -> Result<Material> {
         let mut m = self.clone();
         match step {
-            Step::Regenerate => return Material::generate(options, now),
-            Step::BeginHandover => m.next = Some((CaMaterial::generate(options, now)?, now)),
-            Step::CompleteHandover => {
+            RotationStep::Regenerate => return Material::generate(options, now),
+            RotationStep::BeginHandover => m.next = Some((CaMaterial::generate(options, now)?, now)),
+            RotationStep::CompleteHandover => {
                 let (next, _) = m.next.take().ok_or_else(|| Error::Tls("no CA to hand over to".into()))?;
                 let old = std::mem::replace(&mut m.signing, next);
                 m.previous = Some((old.cert_pem, old.cert, now));
                 (m.cert_pem, m.key_pem, m.cert) = m.signing.issue(options, now)?;
             }
-            Step::RetirePrevious => m.previous = None,
-            Step::RenewCert => (m.cert_pem, m.key_pem, m.cert) = m.signing.issue(options, now)?,
+            RotationStep::RetirePrevious => m.previous = None,
+            RotationStep::RenewCert => (m.cert_pem, m.key_pem, m.cert) = m.signing.issue(options, now)?,
         }
         Ok(m)
     }
@@ -472,20 +472,20 @@ mod tests {
         assert!(matches!(rotation::plan(now, &back.observed(&o), &o.policy), Plan::WaitUntil(_)));
         assert_eq!(back.cert.ips, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
 
-        let begun = back.step(Step::BeginHandover, &o, now).unwrap();
+        let begun = back.advance(RotationStep::BeginHandover, &o, now).unwrap();
         let begun = Material::from_secret(&begun.to_secret(&o, None)).unwrap();
         assert_eq!(begun.ca_count(), 2);
         assert_eq!(begun.cert_pem, back.cert_pem, "the serving cert does not change when the new CA is published");
         assert_eq!(begun.observed(&o).next_ca_published_at, Some(now));
 
-        let done = begun.step(Step::CompleteHandover, &o, now).unwrap();
+        let done = begun.advance(RotationStep::CompleteHandover, &o, now).unwrap();
         let done = Material::from_secret(&done.to_secret(&o, None)).unwrap();
         assert_eq!(done.ca_count(), 2);
         assert_eq!(done.cert.issuer_raw, begun.next.as_ref().unwrap().0.cert.subject_raw);
         assert!(done.bundle().contains(&back.signing.cert_pem), "previous CA still published");
         assert!(done.observed(&o).cert_current);
 
-        let retired = done.step(Step::RetirePrevious, &o, now).unwrap();
+        let retired = done.advance(RotationStep::RetirePrevious, &o, now).unwrap();
         assert_eq!(retired.ca_count(), 1);
         assert!(!retired.bundle().contains(&back.signing.cert_pem));
     }

@@ -89,7 +89,7 @@ pub struct Observed {
 /// One change to the Secret. Declared in priority order: when several are due,
 /// the first wins (the others follow on the next pass).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Step {
+pub enum RotationStep {
     /// The signing CA has expired (signoff was down too long): start over.
     Regenerate,
     CompleteHandover,
@@ -100,7 +100,7 @@ pub enum Step {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
-    Now(Step),
+    Now(RotationStep),
     /// Nothing to do before this instant.
     WaitUntil(Timestamp),
 }
@@ -116,22 +116,22 @@ fn plus(t: Timestamp, d: Duration) -> Timestamp {
 /// What to do next, and when.
 pub fn plan(now: Timestamp, observed: &Observed, policy: &RotationPolicy) -> Plan {
     if now >= observed.signing_ca_not_after {
-        return Plan::Now(Step::Regenerate);
+        return Plan::Now(RotationStep::Regenerate);
     }
     let mut due = Vec::with_capacity(3);
     match observed.next_ca_published_at {
-        Some(published) => due.push((plus(published, policy.handover), Step::CompleteHandover)),
-        None => due.push((minus(observed.signing_ca_not_after, policy.ca_renew_before), Step::BeginHandover)),
+        Some(published) => due.push((plus(published, policy.handover), RotationStep::CompleteHandover)),
+        None => due.push((minus(observed.signing_ca_not_after, policy.ca_renew_before), RotationStep::BeginHandover)),
     }
     if let Some(prev) = observed.previous_ca {
-        due.push((plus(prev.retired_at, policy.handover).min(prev.not_after), Step::RetirePrevious));
+        due.push((plus(prev.retired_at, policy.handover).min(prev.not_after), RotationStep::RetirePrevious));
     }
     if !observed.cert_current {
-        due.push((now, Step::RenewCert));
+        due.push((now, RotationStep::RenewCert));
     } else if observed.cert_not_after < observed.signing_ca_not_after {
         // A certificate already capped at the CA's expiry is replaced by the handover;
         // renewing it from the same CA would not extend it.
-        due.push((minus(observed.cert_not_after, policy.cert_renew_before), Step::RenewCert));
+        due.push((minus(observed.cert_not_after, policy.cert_renew_before), RotationStep::RenewCert));
     }
     if let Some(step) = due.iter().filter(|(at, _)| *at <= now).map(|(_, s)| *s).min() {
         return Plan::Now(step);
@@ -187,10 +187,10 @@ mod tests {
     #[test]
     fn steady_state_waits_for_the_cert_renewal() {
         assert_eq!(plan(t(0), &steady(), &policy()), Plan::WaitUntil(t(15)));
-        assert_eq!(plan(t(15), &steady(), &policy()), Plan::Now(Step::RenewCert));
-        assert_eq!(plan(t(19), &steady(), &policy()), Plan::Now(Step::RenewCert));
+        assert_eq!(plan(t(15), &steady(), &policy()), Plan::Now(RotationStep::RenewCert));
+        assert_eq!(plan(t(19), &steady(), &policy()), Plan::Now(RotationStep::RenewCert));
         // expired cert, still renewed
-        assert_eq!(plan(t(25), &steady(), &policy()), Plan::Now(Step::RenewCert));
+        assert_eq!(plan(t(25), &steady(), &policy()), Plan::Now(RotationStep::RenewCert));
     }
 
     #[test]
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn wrong_names_or_issuer_renew_now() {
         let o = Observed { cert_current: false, ..steady() };
-        assert_eq!(plan(t(1), &o, &policy()), Plan::Now(Step::RenewCert));
+        assert_eq!(plan(t(1), &o, &policy()), Plan::Now(RotationStep::RenewCert));
     }
 
     #[test]
@@ -211,10 +211,10 @@ mod tests {
         let capped = Observed { cert_not_after: t(100), ..steady() };
         // capped at the CA's expiry: no renewal, the handover is next
         assert_eq!(plan(t(50), &capped, &p), Plan::WaitUntil(t(70)));
-        assert_eq!(plan(t(70), &capped, &p), Plan::Now(Step::BeginHandover));
+        assert_eq!(plan(t(70), &capped, &p), Plan::Now(RotationStep::BeginHandover));
         let handing = Observed { next_ca_published_at: Some(t(70)), ..capped };
         assert_eq!(plan(t(71), &handing, &p), Plan::WaitUntil(t(80)));
-        assert_eq!(plan(t(80), &handing, &p), Plan::Now(Step::CompleteHandover));
+        assert_eq!(plan(t(80), &handing, &p), Plan::Now(RotationStep::CompleteHandover));
         let switched = Observed {
             signing_ca_not_after: t(180),
             cert_not_after: t(100),
@@ -223,10 +223,10 @@ mod tests {
             previous_ca: Some(Previous { retired_at: t(80), not_after: t(100) }),
         };
         assert_eq!(plan(t(81), &switched, &p), Plan::WaitUntil(t(90)));
-        assert_eq!(plan(t(90), &switched, &p), Plan::Now(Step::RetirePrevious));
+        assert_eq!(plan(t(90), &switched, &p), Plan::Now(RotationStep::RetirePrevious));
         // the previous CA expiring first retires it sooner
         let short = Observed { previous_ca: Some(Previous { retired_at: t(80), not_after: t(85) }), ..switched };
-        assert_eq!(plan(t(85), &short, &p), Plan::Now(Step::RetirePrevious));
+        assert_eq!(plan(t(85), &short, &p), Plan::Now(RotationStep::RetirePrevious));
     }
 
     #[test]
@@ -239,9 +239,9 @@ mod tests {
             next_ca_published_at: Some(t(0)),
             previous_ca: Some(Previous { retired_at: t(0), not_after: t(100) }),
         };
-        assert_eq!(plan(t(60), &everything_due, &p), Plan::Now(Step::CompleteHandover));
-        assert_eq!(plan(t(100), &everything_due, &p), Plan::Now(Step::Regenerate));
-        assert_eq!(plan(t(500), &steady(), &p), Plan::Now(Step::Regenerate));
+        assert_eq!(plan(t(60), &everything_due, &p), Plan::Now(RotationStep::CompleteHandover));
+        assert_eq!(plan(t(100), &everything_due, &p), Plan::Now(RotationStep::Regenerate));
+        assert_eq!(plan(t(500), &steady(), &p), Plan::Now(RotationStep::Regenerate));
     }
 
     #[test]
@@ -302,9 +302,9 @@ mod tests {
                     // wake late by up to `jitter` seconds, as a busy replica would
                     now = at.checked_add(SignedDuration::from_secs(jitter)).unwrap();
                 }
-                Plan::Now(Step::Regenerate) => panic!("CA expired at {now}"),
-                Plan::Now(Step::BeginHandover) => next = Some(new_ca(now)),
-                Plan::Now(Step::CompleteHandover) => {
+                Plan::Now(RotationStep::Regenerate) => panic!("CA expired at {now}"),
+                Plan::Now(RotationStep::BeginHandover) => next = Some(new_ca(now)),
+                Plan::Now(RotationStep::CompleteHandover) => {
                     let n = next.take().unwrap();
                     assert!(now >= plus(n.published, p.handover), "switched to CA {} too early", n.id);
                     previous = Some((signing, now));
@@ -312,8 +312,8 @@ mod tests {
                     cert = (signing.id, not_after(now, p.cert_validity, Some(signing.not_after)));
                     handovers += 1;
                 }
-                Plan::Now(Step::RetirePrevious) => previous = None,
-                Plan::Now(Step::RenewCert) => {
+                Plan::Now(RotationStep::RetirePrevious) => previous = None,
+                Plan::Now(RotationStep::RenewCert) => {
                     let renewed = not_after(now, p.cert_validity, Some(signing.not_after));
                     assert!(renewed > cert.1, "renewal at {now} does not extend the cert");
                     cert = (signing.id, renewed);

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::review::subject;
 use crate::crd::{
-    Action, ApprovalRequest, ApprovalRequestSpec, ChangeContext, HoldReason, Risk, RouteTarget, UserInfo,
+    Action, ApprovalRequest, ApprovalRequestSpec, ChangeContext, HoldReason, Requester, Risk, RouteTarget,
 };
 use crate::policy::{Assessment, PolicySet, ReviewInput, operation_str};
 
@@ -72,7 +72,7 @@ pub fn packet(
     let subject = if input.operation == crate::crd::Operation::Delete { &old } else { &new };
     let manifest = subject.as_ref().map(bounded_yaml);
     let spec = ApprovalRequestSpec {
-        requester: UserInfo {
+        requester: Requester {
             username: input.user.username.clone(),
             uid: Some(input.user.uid.clone()).filter(|u| !u.is_empty()),
             groups: input.user.groups.clone(),
