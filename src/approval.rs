@@ -11,6 +11,43 @@ use jiff::{SignedDuration, Timestamp};
 use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Decision, Lane, Phase, REOPEN_ANNOTATION, Verdict};
 use crate::policy::UserInfo;
 
+/// Why a write is refused: the field it is about (a path in the object, as
+/// Kubernetes' `field.Forbidden` and `field.Invalid` name it) and the reason.
+/// Rendered only at the edge: the webhook's answer is the reason, one sentence
+/// the user reads as is (the CLI prints it unchanged); the audit log adds the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// This writer may not make this change at all.
+    Forbidden { field: String, reason: String },
+    /// The change is not acceptable from anyone.
+    Invalid { field: String, reason: String },
+}
+
+impl Denial {
+    pub fn forbidden(field: impl Into<String>, reason: impl Into<String>) -> Denial {
+        Denial::Forbidden { field: field.into(), reason: reason.into() }
+    }
+
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Denial {
+        Denial::Invalid { field: field.into(), reason: reason.into() }
+    }
+
+    /// The path of the field the denial is about ("" for the whole object).
+    pub fn field(&self) -> &str {
+        match self {
+            Denial::Forbidden { field, .. } | Denial::Invalid { field, .. } => field,
+        }
+    }
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::Forbidden { reason, .. } | Denial::Invalid { reason, .. } => f.write_str(reason),
+        }
+    }
+}
+
 /// Usernames with this prefix are Kubernetes ServiceAccounts: never approvers.
 pub const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
@@ -63,21 +100,27 @@ pub fn approval_write(
     user: &UserInfo,
     ids: &Identities,
     now: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), Denial> {
     let is_controller = user.username == ids.controller;
     match (operation, old, new) {
-        ("CREATE", _, _) if !is_controller => Err(format!(
-            "only signoff creates ApprovalRequests (as {}); apply your change and signoff holds it",
-            ids.controller
+        ("CREATE", _, _) if !is_controller => Err(Denial::forbidden(
+            "",
+            format!(
+                "only signoff creates ApprovalRequests (as {}); apply your change and signoff holds it",
+                ids.controller
+            ),
         )),
         ("CREATE", _, _) => Ok(()),
         ("DELETE", _, _) if is_controller || ids.is_admin(user) => Ok(()),
         ("DELETE", _, _) => {
-            Err("only signoff or an admin may delete an ApprovalRequest: it is the audit record".into())
+            Err(Denial::forbidden("", "only signoff or an admin may delete an ApprovalRequest: it is the audit record"))
         }
         ("UPDATE", Some(old), Some(new)) => {
             if old.spec != new.spec {
-                return Err("ApprovalRequest spec is immutable; reopen or create a new request instead".into());
+                return Err(Denial::forbidden(
+                    "spec",
+                    "ApprovalRequest spec is immutable; reopen or create a new request instead",
+                ));
             }
             if sub_resource != "status" {
                 // Metadata only: status writes through the main resource are dropped by
@@ -87,7 +130,10 @@ pub fn approval_write(
             }
             status_write(old, new, user, ids, now)
         }
-        _ => Err(format!("unexpected {operation} of an ApprovalRequest without its objects; refusing")),
+        _ => Err(Denial::invalid(
+            "",
+            format!("unexpected {operation} of an ApprovalRequest without its objects; refusing"),
+        )),
     }
 }
 
@@ -105,28 +151,37 @@ pub fn reopen_write(
     user: &UserInfo,
     ids: &Identities,
     now: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), Denial> {
     let Some(value) = reopen_annotation(new) else { return Ok(()) };
     if reopen_annotation(old) == Some(value) {
         return Ok(());
     }
     let requester = &old.spec.requester.username;
     if user.username != *requester && !ids.is_admin(user) {
-        return Err(format!("only the requester ({requester}) or an admin may reopen this request"));
+        return Err(Denial::forbidden(
+            "metadata.annotations[signoff.dev/reopen-attempt]",
+            format!("only the requester ({requester}) or an admin may reopen this request"),
+        ));
     }
     let status = old.status.clone().unwrap_or_default();
     if !status.reopenable(now) {
-        return Err(format!(
-            "only a Rejected or Expired request, or an Approved one whose approval was used or has passed notAfter, \
+        return Err(Denial::forbidden(
+            "metadata.annotations[signoff.dev/reopen-attempt]",
+            format!(
+                "only a Rejected or Expired request, or an Approved one whose approval was used or has passed notAfter, \
              can be reopened; this one is {:?}",
-            status.phase
+                status.phase
+            ),
         ));
     }
     let next = status.attempt + 1;
     if value.parse::<u32>().ok() != Some(next) {
-        return Err(format!(
-            "{REOPEN_ANNOTATION} must be {next} (the current attempt {} plus one), got {value:?}",
-            status.attempt
+        return Err(Denial::invalid(
+            "metadata.annotations[signoff.dev/reopen-attempt]",
+            format!(
+                "{REOPEN_ANNOTATION} must be {next} (the current attempt {} plus one), got {value:?}",
+                status.attempt
+            ),
         ));
     }
     Ok(())
@@ -138,7 +193,7 @@ pub fn status_write(
     user: &UserInfo,
     ids: &Identities,
     now: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), Denial> {
     let empty = ApprovalRequestStatus::default();
     let old_status = old.status.as_ref().unwrap_or(&empty);
     let new_status = new.status.as_ref().unwrap_or(&empty);
@@ -147,28 +202,37 @@ pub fn status_write(
     if new_status.decisions.len() < old_status.decisions.len()
         || old_status.decisions.iter().zip(&new_status.decisions).any(|(a, b)| a != b)
     {
-        return Err("decisions are append-only: an earlier decision cannot be edited or removed".into());
+        return Err(Denial::forbidden(
+            "status.decisions",
+            "decisions are append-only: an earlier decision cannot be edited or removed",
+        ));
     }
     let added: &[Decision] = &new_status.decisions[old_status.decisions.len()..];
 
     if user.username == ids.controller {
         if !added.is_empty() {
-            return Err("signoff's controller may move phase and tiers but never add a decision".into());
+            return Err(Denial::forbidden(
+                "status.decisions",
+                "signoff's controller may move phase and tiers but never add a decision",
+            ));
         }
         return controller_progress(&new.spec.requester.username, old_status, new_status, reopen_annotation(new), now);
     }
 
     if status_without_decisions(old_status) != status_without_decisions(new_status) {
-        return Err(format!(
-            "only signoff's controller ({}) may change phase, tiers or notifications; approvers only add a decision \
+        return Err(Denial::forbidden(
+            "status",
+            format!(
+                "only signoff's controller ({}) may change phase, tiers or notifications; approvers only add a decision \
              (kubectl signoff approve|reject)",
-            ids.controller
+                ids.controller
+            ),
         ));
     }
     match added {
         [] => Ok(()),
         [decision] => decision_allowed(old, old_status, decision, user, now),
-        _ => Err("add one decision at a time".into()),
+        _ => Err(Denial::forbidden("status.decisions", "add one decision at a time")),
     }
 }
 
@@ -178,60 +242,90 @@ pub fn decision_allowed(
     decision: &Decision,
     user: &UserInfo,
     now: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), Denial> {
     if decision.approver != user.username {
-        return Err(format!(
-            "a decision must name its writer: you are {}, the decision names {}",
-            user.username, decision.approver
+        return Err(Denial::forbidden(
+            "status.decisions[].approver",
+            format!(
+                "a decision must name its writer: you are {}, the decision names {}",
+                user.username, decision.approver
+            ),
         ));
     }
     // The decision's uid must be exactly the writer's: none when the API server
     // gives the writer none (e.g. client-certificate users).
     let claimed_uid = decision.uid.as_deref().unwrap_or_default();
     if claimed_uid != user.uid {
-        return Err(match (claimed_uid.is_empty(), user.uid.is_empty()) {
-            (true, false) => format!("the decision must carry your uid ({})", user.uid),
-            (false, true) => format!("the decision's uid {claimed_uid} is not yours (you have none)"),
-            _ => format!("the decision's uid {claimed_uid} is not yours ({})", user.uid),
-        });
+        return Err(Denial::forbidden(
+            "status.decisions[].uid",
+            match (claimed_uid.is_empty(), user.uid.is_empty()) {
+                (true, false) => format!("the decision must carry your uid ({})", user.uid),
+                (false, true) => format!("the decision's uid {claimed_uid} is not yours (you have none)"),
+                _ => format!("the decision's uid {claimed_uid} is not yours ({})", user.uid),
+            },
+        ));
     }
     let mut claimed = decision.groups.clone();
     let mut actual = user.groups.clone();
     claimed.sort();
     actual.sort();
     if claimed != actual {
-        return Err(format!("the decision's groups must be exactly yours ({})", user.groups.join(", ")));
+        return Err(Denial::forbidden(
+            "status.decisions[].groups",
+            format!("the decision's groups must be exactly yours ({})", user.groups.join(", ")),
+        ));
     }
     if is_service_account(&user.username) {
-        return Err("service accounts never count as approvers; a person must approve".into());
+        return Err(Denial::forbidden(
+            "status.decisions[].approver",
+            "service accounts never count as approvers; a person must approve",
+        ));
     }
     if user.username == ar.spec.requester.username {
-        return Err("you requested this change; someone else must approve it".into());
+        return Err(Denial::forbidden(
+            "status.decisions[].approver",
+            "you requested this change; someone else must approve it",
+        ));
     }
     if status.phase != Phase::Pending {
-        return Err(format!("this request is already {:?}; nothing left to decide", status.phase));
+        return Err(Denial::forbidden(
+            "status.decisions",
+            format!("this request is already {:?}; nothing left to decide", status.phase),
+        ));
     }
     if decision.attempt != status.attempt {
-        return Err(format!(
-            "the decision is for attempt {}, but the request is in attempt {}",
-            decision.attempt, status.attempt
+        return Err(Denial::invalid(
+            "status.decisions[].attempt",
+            format!(
+                "the decision is for attempt {}, but the request is in attempt {}",
+                decision.attempt, status.attempt
+            ),
         ));
     }
     if decision.at.0.duration_since(now).abs() > DECISION_CLOCK_SKEW {
-        return Err(format!("the decision's time {} is more than 2 minutes from now ({now})", decision.at.0));
+        return Err(Denial::invalid(
+            "status.decisions[].at",
+            format!("the decision's time {} is more than 2 minutes from now ({now})", decision.at.0),
+        ));
     }
     let eligible = eligible_routes(status, user);
     if eligible.is_empty() {
         let reached: Vec<String> =
             status.lanes.iter().map(|l| format!("{} tier {}/{}", l.route, l.tier + 1, l.tiers)).collect();
-        return Err(format!(
-            "{} is not an eligible approver for the tiers reached so far ({}); wait for escalation or ask one of them",
-            user.username,
-            if reached.is_empty() { "none yet".to_string() } else { reached.join(", ") }
+        return Err(Denial::forbidden(
+            "status.decisions[].approver",
+            format!(
+                "{} is not an eligible approver for the tiers reached so far ({}); wait for escalation or ask one of them",
+                user.username,
+                if reached.is_empty() { "none yet".to_string() } else { reached.join(", ") }
+            ),
         ));
     }
     if let Some(route) = decision.routes.iter().find(|r| !eligible.contains(r)) {
-        return Err(format!("you are not eligible to decide for route {route} (eligible: {})", eligible.join(", ")));
+        return Err(Denial::forbidden(
+            "status.decisions[].routes",
+            format!("you are not eligible to decide for route {route} (eligible: {})", eligible.join(", ")),
+        ));
     }
     Ok(())
 }
@@ -247,12 +341,18 @@ pub fn controller_progress(
     new: &ApprovalRequestStatus,
     reopen: Option<&str>,
     now: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), Denial> {
     if new.admissions.len() < old.admissions.len() || old.admissions.iter().zip(&new.admissions).any(|(a, b)| a != b) {
-        return Err("admissions are append-only: an earlier admission cannot be edited or removed".into());
+        return Err(Denial::forbidden(
+            "status.admissions",
+            "admissions are append-only: an earlier admission cannot be edited or removed",
+        ));
     }
     if let Some(lane) = new.lanes.iter().find(|l| l.tiers == 0 || l.tier >= l.tiers) {
-        return Err(format!("lane {} is at tier {} of {}: out of range", lane.route, lane.tier, lane.tiers));
+        return Err(Denial::invalid(
+            "status.lanes[].tier",
+            format!("lane {} is at tier {} of {}: out of range", lane.route, lane.tier, lane.tiers),
+        ));
     }
     let reopened = old.reopenable(now)
         && new.phase == Phase::Pending
@@ -261,25 +361,37 @@ pub fn controller_progress(
     if reopened {
         // A new attempt starts with fresh lanes; none can be decided yet.
         if let Some(lane) = new.lanes.iter().find(|l| l.phase == Phase::Approved) {
-            return Err(format!("a reopened request starts undecided; lane {} says Approved", lane.route));
+            return Err(Denial::invalid(
+                "status.lanes[].phase",
+                format!("a reopened request starts undecided; lane {} says Approved", lane.route),
+            ));
         }
         return Ok(());
     }
     if new.attempt != old.attempt {
-        return Err(format!(
-            "attempt {} may only become {} by a reopen of a Rejected or Expired request (annotation {REOPEN_ANNOTATION})",
-            old.attempt,
-            old.attempt + 1
+        return Err(Denial::forbidden(
+            "status.attempt",
+            format!(
+                "attempt {} may only become {} by a reopen of a Rejected or Expired request (annotation {REOPEN_ANNOTATION})",
+                old.attempt,
+                old.attempt + 1
+            ),
         ));
     }
     if old.phase.is_terminal() && new.phase != old.phase {
-        return Err(format!("phase {:?} is final; it cannot become {:?}", old.phase, new.phase));
+        return Err(Denial::forbidden(
+            "status.phase",
+            format!("phase {:?} is final; it cannot become {:?}", old.phase, new.phase),
+        ));
     }
     for lane in &old.lanes {
         match new.lanes.iter().find(|l| l.route == lane.route) {
-            None => return Err(format!("lane {} cannot be removed", lane.route)),
+            None => return Err(Denial::forbidden("status.lanes", format!("lane {} cannot be removed", lane.route))),
             Some(next) if next.tier < lane.tier => {
-                return Err(format!("lane {} cannot move back from tier {} to {}", lane.route, lane.tier, next.tier));
+                return Err(Denial::forbidden(
+                    "status.lanes[].tier",
+                    format!("lane {} cannot move back from tier {} to {}", lane.route, lane.tier, next.tier),
+                ));
             }
             Some(_) => {}
         }
@@ -288,14 +400,17 @@ pub fn controller_progress(
         let was_approved = old.lanes.iter().any(|l| l.route == lane.route && l.phase == Phase::Approved);
         let (approvers, rejected) = lane_votes(requester, new, lane);
         if !was_approved && (approvers.is_empty() || rejected) {
-            return Err(format!(
-                "lane {} cannot be Approved: {}",
-                lane.route,
-                if rejected {
-                    "a decision that counts rejects it"
-                } else {
-                    "no approval of this attempt counts for it"
-                }
+            return Err(Denial::forbidden(
+                "status.lanes[].phase",
+                format!(
+                    "lane {} cannot be Approved: {}",
+                    lane.route,
+                    if rejected {
+                        "a decision that counts rejects it"
+                    } else {
+                        "no approval of this attempt counts for it"
+                    }
+                ),
             ));
         }
     }
@@ -303,7 +418,7 @@ pub fn controller_progress(
         && old.phase != Phase::Approved
         && (new.lanes.is_empty() || new.lanes.iter().any(|l| l.phase != Phase::Approved))
     {
-        return Err("a request is Approved only when every lane is".into());
+        return Err(Denial::forbidden("status.phase", "a request is Approved only when every lane is"));
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use jiff::SignedDuration;
 
-use crate::approval::Identities;
+use crate::approval::{Denial, Identities};
 use crate::crd::{Approver, EscalationPolicy};
 use crate::policy::{CompiledPolicy, UserInfo};
 
@@ -14,17 +14,21 @@ pub const BUILT_IN_ROUTES: &[&str] = &["engineering", "security", "finance", "cu
 
 /// Validate an EscalationPolicy: CEL compiles, every route a rule names exists,
 /// timeouts are positive.
-pub fn policy_write(policy: &EscalationPolicy) -> Result<(), String> {
+pub fn policy_write(policy: &EscalationPolicy) -> Result<(), Denial> {
     let name = policy.metadata.name.as_deref().unwrap_or_default();
-    CompiledPolicy::compile(policy).map_err(|e| format!("EscalationPolicy {name}: {e}"))?;
+    CompiledPolicy::compile(policy)
+        .map_err(|e| Denial::invalid("spec.rules", format!("EscalationPolicy {name}: {e}")))?;
     let spec = &policy.spec;
     for rule in &spec.rules {
         if !BUILT_IN_ROUTES.contains(&rule.route.as_str()) && !spec.routes.iter().any(|r| r.name == rule.route) {
-            return Err(format!(
-                "EscalationPolicy {name}: rule {} names route {:?}, which is neither built in ({}) nor listed in spec.routes",
-                rule.name,
-                rule.route,
-                BUILT_IN_ROUTES.join(", ")
+            return Err(Denial::invalid(
+                "spec.rules[].route",
+                format!(
+                    "EscalationPolicy {name}: rule {} names route {:?}, which is neither built in ({}) nor listed in spec.routes",
+                    rule.name,
+                    rule.route,
+                    BUILT_IN_ROUTES.join(", ")
+                ),
             ));
         }
     }
@@ -41,8 +45,18 @@ pub fn policy_write(policy: &EscalationPolicy) -> Result<(), String> {
         if let Some(value) = value {
             match crate::duration::parse(value) {
                 Ok(d) if d > SignedDuration::ZERO => {}
-                Ok(_) => return Err(format!("EscalationPolicy {name}: {field} must be positive, got {value:?}")),
-                Err(e) => return Err(format!("EscalationPolicy {name}: {field}: {e}")),
+                Ok(_) => {
+                    return Err(Denial::invalid(
+                        format!("spec.{field}"),
+                        format!("EscalationPolicy {name}: {field} must be positive, got {value:?}"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(Denial::invalid(
+                        format!("spec.{field}"),
+                        format!("EscalationPolicy {name}: {field}: {e}"),
+                    ));
+                }
             }
         }
     }
@@ -50,13 +64,16 @@ pub fn policy_write(policy: &EscalationPolicy) -> Result<(), String> {
 }
 
 /// Validate a write to an Approver: only that person or an admin.
-pub fn approver_write(approver: &Approver, user: &UserInfo, ids: &Identities) -> Result<(), String> {
+pub fn approver_write(approver: &Approver, user: &UserInfo, ids: &Identities) -> Result<(), Denial> {
     if approver.spec.user == user.username || ids.is_admin(user) {
         Ok(())
     } else {
-        Err(format!(
-            "only {} or an admin may write the Approver for {}; edit your own with kubectl signoff away|quiet-hours",
-            approver.spec.user, approver.spec.user
+        Err(Denial::forbidden(
+            "spec.user",
+            format!(
+                "only {} or an admin may write the Approver for {}; edit your own with kubectl signoff away|quiet-hours",
+                approver.spec.user, approver.spec.user
+            ),
         ))
     }
 }

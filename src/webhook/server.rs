@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::guard;
 use super::review::{self, Answer, GateSettings, Preliminary};
 use super::route::{self, Route};
-use crate::approval::{self, Identities};
+use crate::approval::{self, Denial, Identities};
 use crate::crd::{Admission, ApprovalRequest, Approver, EscalationPolicy, GROUP};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, ReviewInput, UserInfo, classify};
@@ -131,12 +131,12 @@ fn user_of(req: &AdmissionRequest<DynamicObject>) -> UserInfo {
     }
 }
 
-fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T>, String> {
+fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T>, Denial> {
     object
         .as_ref()
         .map(|o| serde_json::to_value(o).and_then(serde_json::from_value))
         .transpose()
-        .map_err(|e| format!("malformed object: {e}"))
+        .map_err(|e| Denial::invalid("", format!("malformed object: {e}")))
 }
 
 async fn review_request(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -171,22 +171,21 @@ fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject
             Ok(None) => Ok(()), // DELETE: RBAC decides
             Err(e) => Err(e),
         },
-        "approvers" => {
-            match typed::<Approver>(&req.object).and_then(|n| Ok((n, typed::<Approver>(&req.old_object)?))) {
-                Ok((new, old)) => {
-                    [new, old].iter().flatten().try_for_each(|a| guard::approver_write(a, &user, &state.identities))
-                }
-                Err(e) => Err(e),
+        "approvers" => match typed(&req.object).and_then(|n: Option<Approver>| Ok((n, typed(&req.old_object)?))) {
+            Ok((new, old)) => {
+                [new, old].iter().flatten().try_for_each(|a| guard::approver_write(a, &user, &state.identities))
             }
-        }
+            Err(e) => Err(e),
+        },
         _ => Ok(()),
     };
     match verdict {
         Ok(()) => allow(req, vec![]),
-        Err(message) => {
+        Err(denial) => {
             info!(target: "audit", decision = "refused", user = %user.username, resource = %req.resource.resource,
-                name = %req.name, namespace = ?req.namespace, %message, "write to a signoff resource refused");
-            deny(req, message)
+                name = %req.name, namespace = ?req.namespace, field = denial.field(), message = %denial,
+                "write to a signoff resource refused");
+            deny(req, denial)
         }
     }
 }

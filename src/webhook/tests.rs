@@ -215,8 +215,49 @@ fn with_decision(ar: &ApprovalRequest, d: Decision) -> ApprovalRequest {
     next
 }
 
+/// The guard's answer, rendered as the user reads it.
 fn status_write(old: &ApprovalRequest, new: &ApprovalRequest, by: &User) -> Result<(), String> {
-    approval_write("UPDATE", "status", Some(old), Some(new), by, &ids(), now())
+    approval_write("UPDATE", "status", Some(old), Some(new), by, &ids(), now()).map_err(|d| d.to_string())
+}
+
+/// A denial is typed: what is refused, on which field; the message is rendered
+/// from it only at the edge.
+#[test]
+fn a_denial_names_the_field_it_refuses() {
+    let old = pending(&["alice", "bob"], &[]);
+    let alice = user("alice", &[]);
+    let own = approval_write(
+        "UPDATE",
+        "status",
+        Some(&old),
+        Some(&with_decision(&old, decision("alice", Verdict::Approve))),
+        &alice,
+        &ids(),
+        now(),
+    );
+    assert_eq!(
+        own,
+        Err(crate::approval::Denial::forbidden(
+            "status.decisions[].approver",
+            "you requested this change; someone else must approve it"
+        ))
+    );
+    let late = approval_write(
+        "UPDATE",
+        "status",
+        Some(&old),
+        Some(&with_decision(
+            &old,
+            Decision { at: Time(now() - SignedDuration::from_mins(5)), ..decision("bob", Verdict::Approve) },
+        )),
+        &user("bob", &[]),
+        &ids(),
+        now(),
+    );
+    assert!(
+        matches!(late, Err(crate::approval::Denial::Invalid { ref field, .. }) if field == "status.decisions[].at"),
+        "{late:?}"
+    );
 }
 
 #[test]
@@ -296,13 +337,13 @@ fn decisions_are_append_only_and_one_at_a_time() {
     let carol = user("carol", &[]);
     let mut edited = old.clone();
     edited.status.as_mut().unwrap().decisions[0].decision = Verdict::Reject;
-    assert!(status_write(&old, &edited, &carol).unwrap_err().contains("append-only"));
+    assert!(status_write(&old, &edited, &carol).unwrap_err().to_string().contains("append-only"));
     let mut removed = old.clone();
     removed.status.as_mut().unwrap().decisions.clear();
-    assert!(status_write(&old, &removed, &carol).unwrap_err().contains("append-only"));
+    assert!(status_write(&old, &removed, &carol).unwrap_err().to_string().contains("append-only"));
     let two =
         with_decision(&with_decision(&old, decision("carol", Verdict::Approve)), decision("carol", Verdict::Approve));
-    assert!(status_write(&old, &two, &carol).unwrap_err().contains("one decision at a time"));
+    assert!(status_write(&old, &two, &carol).unwrap_err().to_string().contains("one decision at a time"));
 }
 
 /// What the controller writes when every lane is approved.
@@ -364,33 +405,35 @@ fn not_even_the_controller_approves_without_approvals_that_count() {
 fn only_the_controller_moves_phase_and_tiers_and_only_forward() {
     let old = with_decision(&pending(&["bob"], &[]), decision("bob", Verdict::Approve));
     let approved = approved_by_controller(&old);
-    assert!(status_write(&old, &approved, &user("bob", &[])).unwrap_err().contains("only signoff's controller"));
+    assert!(
+        status_write(&old, &approved, &user("bob", &[])).unwrap_err().to_string().contains("only signoff's controller")
+    );
     let controller = user(CONTROLLER, &[]);
     assert_eq!(status_write(&old, &approved, &controller), Ok(()));
     let mut back = approved.clone();
     back.status.as_mut().unwrap().phase = Phase::Pending;
-    assert!(status_write(&approved, &back, &controller).unwrap_err().contains("final"));
+    assert!(status_write(&approved, &back, &controller).unwrap_err().to_string().contains("final"));
     let mut forward = old.clone();
     forward.status.as_mut().unwrap().lanes[0].tier = 2;
     assert_eq!(status_write(&old, &forward, &controller), Ok(()));
-    assert!(status_write(&forward, &old, &controller).unwrap_err().contains("cannot move back"));
+    assert!(status_write(&forward, &old, &controller).unwrap_err().to_string().contains("cannot move back"));
     // A decision on a request that is no longer pending.
     let late = with_decision(&approved, decision("bob", Verdict::Approve));
-    assert!(status_write(&approved, &late, &user("bob", &[])).unwrap_err().contains("already Approved"));
+    assert!(status_write(&approved, &late, &user("bob", &[])).unwrap_err().to_string().contains("already Approved"));
 }
 
 #[test]
 fn only_signoff_creates_and_the_spec_never_changes() {
     let ar = held_request();
     let err = approval_write("CREATE", "", None, Some(&ar), &user("admin", &["system:masters"]), &ids(), now());
-    assert!(err.unwrap_err().contains("only signoff creates"));
+    assert!(err.unwrap_err().to_string().contains("only signoff creates"));
     assert_eq!(approval_write("CREATE", "", None, Some(&ar), &user(CONTROLLER, &[]), &ids(), now()), Ok(()));
     let mut edited = ar.clone();
     edited.spec.risk = Risk::Low;
     let err = approval_write("UPDATE", "", Some(&ar), Some(&edited), &user(CONTROLLER, &[]), &ids(), now());
-    assert!(err.unwrap_err().contains("immutable"));
+    assert!(err.unwrap_err().to_string().contains("immutable"));
     let err = approval_write("DELETE", "", Some(&ar), None, &user("alice", &[]), &ids(), now());
-    assert!(err.unwrap_err().contains("audit record"));
+    assert!(err.unwrap_err().to_string().contains("audit record"));
     assert_eq!(
         approval_write("DELETE", "", Some(&ar), None, &user("ivan", &["signoff:platform-admins"]), &ids(), now()),
         Ok(())
@@ -413,7 +456,7 @@ spec:
   - {name: r, expression: "true", risk: High, route: ROUTE}
 "#;
     assert_eq!(policy_write(&policy(&base.replace("ROUTE", "engineering"))), Ok(()));
-    let err = policy_write(&policy(&base.replace("ROUTE", "legal"))).unwrap_err();
+    let err = policy_write(&policy(&base.replace("ROUTE", "legal"))).unwrap_err().to_string();
     assert!(err.contains("route \"legal\"") && err.contains("spec.routes"), "{err}");
     let with_route = base.replace("ROUTE", "legal") + "  routes: [{name: legal, team: legal}]\n";
     assert_eq!(policy_write(&policy(&with_route)), Ok(()));
@@ -421,7 +464,7 @@ spec:
     assert!(policy_write(&policy(&bad_cel)).is_err());
     let zero =
         base.replace("ROUTE", "engineering") + "  actionClasses: {routine: {tierTimeout: 0s, notify: Sequential}}\n";
-    assert!(policy_write(&policy(&zero)).unwrap_err().contains("must be positive"));
+    assert!(policy_write(&policy(&zero)).unwrap_err().to_string().contains("must be positive"));
 }
 
 #[test]
@@ -445,7 +488,7 @@ fn annotated(ar: &ApprovalRequest, value: &str) -> ApprovalRequest {
 }
 
 fn reopen_by(old: &ApprovalRequest, new: &ApprovalRequest, by: &User) -> Result<(), String> {
-    approval_write("UPDATE", "", Some(old), Some(new), by, &ids(), now())
+    approval_write("UPDATE", "", Some(old), Some(new), by, &ids(), now()).map_err(|d| d.to_string())
 }
 
 #[test]
@@ -563,10 +606,10 @@ fn admissions_are_append_only() {
     let ar = with_admission(&with_phase(&held_request(), Phase::Approved), admission("alice", 1, false));
     let mut edited = ar.clone();
     edited.status.as_mut().unwrap().admissions[0].user = "mallory".into();
-    assert!(status_write(&ar, &edited, &controller).unwrap_err().contains("admissions are append-only"));
+    assert!(status_write(&ar, &edited, &controller).unwrap_err().to_string().contains("admissions are append-only"));
     let mut removed = ar.clone();
     removed.status.as_mut().unwrap().admissions.clear();
-    assert!(status_write(&ar, &removed, &controller).unwrap_err().contains("admissions are append-only"));
+    assert!(status_write(&ar, &removed, &controller).unwrap_err().to_string().contains("admissions are append-only"));
     let appended = with_admission(&ar, admission("alice", 1, true));
     assert_eq!(status_write(&ar, &appended, &controller), Ok(()));
 }
@@ -591,7 +634,7 @@ fn the_controller_reopens_only_the_annotated_next_attempt_and_decisions_name_the
     let pending_one = pending(&["bob"], &[]);
     let mut bumped = pending_one.clone();
     bumped.status.as_mut().unwrap().attempt = 2;
-    assert!(status_write(&pending_one, &bumped, &controller).unwrap_err().contains("by a reopen"));
+    assert!(status_write(&pending_one, &bumped, &controller).unwrap_err().to_string().contains("by a reopen"));
     // A decision names the current attempt.
     let stale = with_decision(&reopened, decision("bob", Verdict::Approve));
     let err = status_write(&reopened, &stale, &user("bob", &[])).unwrap_err();
