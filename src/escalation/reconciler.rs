@@ -25,6 +25,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
+use kube::runtime::watcher::Event as Event_;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -315,15 +316,20 @@ const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// Run the reconciler until the stream ends (or the task is aborted on losing
 /// leadership).
-pub async fn run(ctx: Arc<Context>) {
-    // The cache holds every request, so it holds their metadata only (without
-    // managedFields); a reconcile reads the request itself (see `Known`).
-    let api: Api<PartialObjectMeta<ApprovalRequest>> = Api::all(ctx.client.clone());
+/// `requests` is the watch of every request's metadata (the runtime's, without
+/// managedFields): the cache holds every request, so it holds their metadata
+/// only; a reconcile reads the request itself (see `Known`).
+pub async fn run<S>(ctx: Arc<Context>, requests: S)
+where
+    S: futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<ApprovalRequest>>, watcher::Error>>
+        + Send
+        + 'static,
+{
     let (reader, writer) = kube::runtime::reflector::store();
     let known = ctx.clone();
-    let requests = crate::runtime::watch::watch_pruned(api)
+    let requests = requests
         .inspect_ok(move |event| {
-            if let kube::runtime::watcher::Event::Delete(gone) = event {
+            if let watcher::Event::Delete(gone) = event {
                 known.known.forget(&gone.metadata);
             }
         })

@@ -165,7 +165,10 @@ pub async fn run(
         &options.identity,
         options.lease_duration,
         stop_tx.subscribe(),
-        move || reconciler::run(reconciler_ctx.clone()),
+        move || {
+            let requests = watch::watch_pruned(Api::all(reconciler_ctx.client.clone()));
+            reconciler::run(reconciler_ctx.clone(), requests)
+        },
     );
     ready.store(true, Ordering::Relaxed);
     info!(namespace = %options.namespace, policies = policy_store.state().len(), "signoff ready");
