@@ -21,11 +21,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher::Event as Event_;
+use kube::runtime::{WatchStreamExt, watcher};
+
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
