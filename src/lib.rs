@@ -2,8 +2,16 @@
 //! signoff holds risky Kubernetes changes until the right people approve them, and
 //! escalates every pending approval up a time-boxed ladder until someone answers.
 //!
-//! Library first: pure logic (policy, digest, escalation) is separate from I/O
-//! (webhook server, reconciler, notifiers, CLI). See DESIGN.md.
+//! Library first, pure logic apart from I/O (see DESIGN.md):
+//! - pure: [`crd`] (types only), [`policy`] (`classify`), [`digest`],
+//!   [`approval`] (the approval rules, invariant 2), [`escalation`] (`step` and
+//!   what the reconciler sends), the webhook's decisions ([`webhook::route`],
+//!   [`webhook::review`], [`webhook::packet`], [`webhook::guard`]), the
+//!   notifications' messages and payloads;
+//! - I/O shells: the webhook server, the reconciler, delivery, [`tls`],
+//!   [`runtime`] (`signoff run` wired), [`cli`] (`kubectl signoff`).
+//!
+//! The test control plane is the `signoff-testenv` crate (testenv/).
 
 pub mod approval;
 pub mod cli;
