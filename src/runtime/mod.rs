@@ -1,7 +1,7 @@
-//! `signoff run`, wired: the caches ([`watch`]), the webhook server over TLS, the
-//! webhook configuration kept in sync ([`config_sync`]), the leader-gated
-//! reconciler ([`supervisor`], [`leader`]), and health/readiness/metrics on a
-//! plain port ([`health`]).
+//! `signoff run`, wired: the caches (`watch`), the webhook server over TLS, the
+//! webhook configuration kept in sync (`config_sync`), the leader-gated
+//! reconciler (`supervisor`, [`leader`]), and health/readiness/metrics on a
+//! plain port (`health`).
 
 mod args;
 mod config_sync;
