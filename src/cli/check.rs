@@ -231,34 +231,29 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
         // finalizer removal that completes a deletion is judged as that DELETE.
         let finalizing = finalizing_delete(&input);
         let route = route::route(&input, finalizing.as_ref(), &set, false);
-        if let Some(note) = route.note() {
-            results.push(CheckResult {
-                source: d.source.clone(),
-                document: d.index,
-                operation: format!("{operation:?}").to_uppercase(),
-                kind: t.kind.kind.clone(),
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
-                admitted: true,
-                risk: crate::crd::Risk::Low.as_str().to_string(),
-                action_class: String::new(),
-                routes: vec![],
-                reasons: vec![],
-                cost_delta: None,
-                recorded: vec![],
-                audit: vec![],
-                note: Some(note.to_string()),
-            });
-            continue;
-        }
-        let a = classify(finalizing.as_ref().unwrap_or(&input), &set);
-        results.push(CheckResult {
+        let checked = CheckResult {
             source: d.source.clone(),
             document: d.index,
             operation: format!("{operation:?}").to_uppercase(),
             kind: t.kind.kind.clone(),
             namespace: t.namespace.clone(),
             name: t.name.clone(),
+            admitted: true,
+            risk: crate::crd::Risk::Low.as_str().to_string(),
+            action_class: String::new(),
+            routes: vec![],
+            reasons: vec![],
+            cost_delta: None,
+            recorded: vec![],
+            audit: vec![],
+            note: None,
+        };
+        if let Some(note) = route.note() {
+            results.push(CheckResult { note: Some(note.to_string()), ..checked });
+            continue;
+        }
+        let a = classify(finalizing.as_ref().unwrap_or(&input), &set);
+        results.push(CheckResult {
             admitted: !a.held(),
             risk: a.risk.as_str().to_string(),
             action_class: a.action_class.as_str().to_string(),
@@ -281,7 +276,7 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
                         .map(|e| format!("{}/{}: evaluation error: {}", e.policy, e.location, e.message)),
                 )
                 .collect(),
-            note: None,
+            ..checked
         });
     }
     Ok(results)
