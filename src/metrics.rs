@@ -15,6 +15,7 @@ pub struct Metrics {
     registry: Registry,
     reviews: Family<Labels, Counter>,
     decisions: Family<Labels, Counter>,
+    policy_changes: Family<Labels, Counter>,
     latency: Histogram,
 }
 
@@ -23,11 +24,17 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("signoff");
         let reviews = Family::<Labels, Counter>::default();
         let decisions = Family::<Labels, Counter>::default();
+        let policy_changes = Family::<Labels, Counter>::default();
         let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register("admission_reviews", "AdmissionReviews answered, by result", reviews.clone());
         registry.register("gate_decisions", "Gate decisions on risky changes, by kind", decisions.clone());
         registry.register("admission_review_seconds", "Time to answer one AdmissionReview", latency.clone());
-        Metrics { registry, reviews, decisions, latency }
+        registry.register(
+            "policy_changes",
+            "EscalationPolicy creates, updates and deletes, by action and whether they weakened the gate",
+            policy_changes.clone(),
+        );
+        Metrics { registry, reviews, decisions, policy_changes, latency }
     }
 }
 
@@ -39,6 +46,11 @@ impl Metrics {
     /// Count a gate decision: held, admitted-approved, break-glass.
     pub fn decision(&self, kind: &str) {
         self.decisions.get_or_create(&vec![("decision".into(), kind.into())]).inc();
+    }
+    /// Count an EscalationPolicy change: created, updated or deleted; weakened or not.
+    pub fn policy_change(&self, action: &str, weakened: bool) {
+        let labels = vec![("action".into(), action.into()), ("weakened".into(), weakened.to_string())];
+        self.policy_changes.get_or_create(&labels).inc();
     }
     pub fn observe_latency(&self, elapsed: Duration) {
         self.latency.observe(elapsed.as_secs_f64());

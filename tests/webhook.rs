@@ -306,3 +306,64 @@ fn deleting_a_namespace_is_held_and_the_request_lives_in_signoffs_namespace() {
     let phase = kubectl_ok(cp, ADMIN, &["get", "namespace", &ns, "-o", "jsonpath={.status.phase}"], None);
     assert_eq!(phase, "Active", "the namespace was not deleted");
 }
+
+/// Policy changes leave a trace (issue 23, item 8): every create, update and
+/// delete of an EscalationPolicy is an audit line, an Event on the policy and a
+/// metric; a writer who weakens the gate (Audit mode, a delete) is warned; a dry
+/// run is warned and records nothing.
+#[test]
+fn policy_changes_are_recorded_and_weakening_ones_warn_the_writer() {
+    let cp = cp();
+    let signoff = signoff();
+    let name = format!("trail-{}", std::process::id());
+    // Matches nothing the other tests write: its changes cannot disturb them.
+    let manifest = format!(
+        "apiVersion: signoff.dev/v1alpha1\nkind: EscalationPolicy\nmetadata: {{name: {name}}}\nspec:\n  mode: Enforce\n  match:\n    rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [podtemplates]}}]\n    namespaceSelector: {{matchLabels: {{signoff.dev/test-trail: \"{name}\"}}}}\n  rules:\n  - {{name: any, expression: \"true\", risk: High, route: engineering}}\n"
+    );
+    let warned = |args: &[&str], stdin: Option<&str>| {
+        let (ok, _, err) = cp.kubectl_run(ADMIN, args, stdin).expect("kubectl runs");
+        assert!(ok, "kubectl {args:?}: {err}");
+        err.contains("signoff: this weakens the gate")
+    };
+    assert!(!warned(&["apply", "-f", "-"], Some(&manifest)), "creating an enforcing policy weakens nothing");
+    let patch = |mode: &str| format!("{{\"spec\":{{\"mode\":\"{mode}\"}}}}");
+    let policy = format!("escalationpolicy/{name}");
+    assert!(warned(&["patch", &policy, "--type", "merge", "-p", &patch("Audit")], None), "Enforce → Audit warns");
+    assert!(!warned(&["patch", &policy, "--type", "merge", "-p", &patch("Enforce")], None));
+    assert!(warned(&["delete", &policy, "--dry-run=server"], None), "a dry-run delete is warned too");
+    assert!(warned(&["delete", &policy], None), "deleting an enforcing policy warns");
+
+    // The Events, on the policy: one per real change, none for the dry run.
+    let notes = eventually(30, "the policy's Events", || {
+        let out = kubectl_ok(
+            cp,
+            ADMIN,
+            &["get", "events", "-A", "--field-selector", &format!("involvedObject.name={name}"), "-o", "json"],
+            None,
+        );
+        let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let notes: Vec<(String, String)> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "PolicyChanged")
+            .map(|e| (e["type"].as_str().unwrap().to_string(), e["message"].as_str().unwrap().to_string()))
+            .collect();
+        (notes.len() >= 4).then_some(notes)
+    });
+    let with = |text: &str| notes.iter().filter(|(_, n)| n.contains(text)).collect::<Vec<_>>();
+    assert_eq!(with("created (Enforce, 1 rules)").len(), 1, "{notes:?}");
+    assert_eq!(with("mode Enforce → Audit")[0].0, "Warning", "{notes:?}");
+    assert_eq!(with("mode Audit → Enforce")[0].0, "Normal", "{notes:?}");
+    assert_eq!(with("deleted (was Enforce").len(), 1, "the dry run left no Event: {notes:?}");
+    assert!(notes.iter().all(|(_, n)| n.contains("by admin")), "{notes:?}");
+
+    let log = signoff.log_text();
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("policy-changed") && l.contains(&name)).collect();
+    assert_eq!(audit.len(), 4, "one audit line per real change:\n{}", audit.join("\n"));
+    let metrics =
+        std::process::Command::new("curl").args(["-sS", &format!("{}/metrics", signoff.health)]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.contains("signoff_policy_changes_total{action=\"updated\",weakened=\"true\"}"), "{metrics}");
+    assert!(metrics.contains("signoff_policy_changes_total{action=\"deleted\",weakened=\"true\"}"), "{metrics}");
+}

@@ -150,7 +150,9 @@ pub fn webhook_configuration(
                 name: "approvals.signoff.dev".into(),
                 rules: Some(vec![
                     own(&["approvalrequests", "approvalrequests/status"], &["CREATE", "UPDATE", "DELETE"]),
-                    own(&["escalationpolicies", "approvers"], &["CREATE", "UPDATE"]),
+                    // DELETE of a policy too: it is recorded loudly (it may weaken the gate).
+                    own(&["escalationpolicies"], &["CREATE", "UPDATE", "DELETE"]),
+                    own(&["approvers"], &["CREATE", "UPDATE"]),
                 ]),
                 ..common
             },

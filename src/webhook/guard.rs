@@ -5,7 +5,7 @@
 use jiff::SignedDuration;
 
 use crate::approval::{Denial, Identities};
-use crate::crd::{Approver, EscalationPolicy};
+use crate::crd::{Approver, EscalationPolicy, PolicyMode};
 use crate::policy::{CompiledPolicy, UserInfo};
 
 /// Names of routes that need no entry in `routes`: they default to the Team named
@@ -76,4 +76,67 @@ pub fn approver_write(approver: &Approver, user: &UserInfo, ids: &Identities) ->
             ),
         ))
     }
+}
+
+/// What a write to an EscalationPolicy changes about enforcement, for the
+/// record: every create, update and delete is logged, evented and counted, and
+/// the writer is warned when it weakens the gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyChange {
+    pub policy: String,
+    /// created, updated or deleted.
+    pub action: &'static str,
+    /// One sentence: what changed.
+    pub summary: String,
+    /// The gate now holds less: an enforcing policy deleted, switched to Audit,
+    /// or with rules removed.
+    pub weakened: bool,
+}
+
+/// Compare the policy before and after a write (None when it does not exist).
+pub fn policy_change(old: Option<&EscalationPolicy>, new: Option<&EscalationPolicy>) -> Option<PolicyChange> {
+    let describe = |p: &EscalationPolicy| format!("{:?}, {} rules", p.spec.mode, p.spec.rules.len());
+    let enforcing = |p: &EscalationPolicy| p.spec.mode == PolicyMode::Enforce;
+    let (policy, action, summary, weakened) = match (old, new) {
+        (None, None) => return None,
+        (None, Some(new)) => (new, "created", format!("created ({})", describe(new)), false),
+        (Some(old), None) => (
+            old,
+            "deleted",
+            if enforcing(old) {
+                format!("deleted (was {}): the changes it held are no longer held", describe(old))
+            } else {
+                format!("deleted (was {})", describe(old))
+            },
+            enforcing(old),
+        ),
+        (Some(old), Some(new)) => {
+            let removed: Vec<&str> = old
+                .spec
+                .rules
+                .iter()
+                .filter(|r| !new.spec.rules.iter().any(|n| n.name == r.name))
+                .map(|r| r.name.as_str())
+                .collect();
+            let mut changes = Vec::new();
+            if old.spec.mode != new.spec.mode {
+                changes.push(format!("mode {:?} → {:?}", old.spec.mode, new.spec.mode));
+            }
+            if !removed.is_empty() {
+                changes.push(format!("rules removed: {}", removed.join(", ")));
+            }
+            let to_audit = enforcing(old) && !enforcing(new);
+            let weakened = to_audit || (enforcing(new) && !removed.is_empty());
+            let mut summary = if changes.is_empty() {
+                format!("updated ({})", describe(new))
+            } else {
+                format!("updated: {}", changes.join("; "))
+            };
+            if to_audit {
+                summary.push_str(": the changes it matches are now admitted and only recorded");
+            }
+            (new, "updated", summary, weakened)
+        }
+    };
+    Some(PolicyChange { policy: policy.metadata.name.clone().unwrap_or_default(), action, summary, weakened })
 }

@@ -151,6 +151,7 @@ async fn review_request(state: &WebhookState, req: &mut AdmissionRequest<Dynamic
 fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let user = user_of(req);
     let op = format!("{:?}", req.operation).to_uppercase();
+    let mut policy_change = None;
     let verdict = match req.resource.resource.as_str() {
         "approvalrequests" => (|| {
             let old: Option<ApprovalRequest> = typed(&req.old_object)?;
@@ -166,11 +167,21 @@ fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject
                 jiff::Timestamp::now(),
             )
         })(),
-        "escalationpolicies" => match typed::<EscalationPolicy>(&req.object) {
-            Ok(Some(policy)) => guard::policy_write(&policy),
-            Ok(None) => Ok(()), // DELETE: RBAC decides
-            Err(e) => Err(e),
-        },
+        "escalationpolicies" => {
+            match typed::<EscalationPolicy>(&req.object)
+                .and_then(|n| Ok((n, typed::<EscalationPolicy>(&req.old_object)?)))
+            {
+                Ok((new, old)) => {
+                    // DELETE: RBAC decides; every change is recorded below.
+                    let valid = new.as_ref().map_or(Ok(()), guard::policy_write);
+                    if valid.is_ok() {
+                        policy_change = guard::policy_change(old.as_ref(), new.as_ref());
+                    }
+                    valid
+                }
+                Err(e) => Err(e),
+            }
+        }
         "approvers" => match typed(&req.object).and_then(|n: Option<Approver>| Ok((n, typed(&req.old_object)?))) {
             Ok((new, old)) => {
                 [new, old].iter().flatten().try_for_each(|a| guard::approver_write(a, &user, &state.identities))
@@ -180,7 +191,7 @@ fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject
         _ => Ok(()),
     };
     match verdict {
-        Ok(()) => allow(req, vec![]),
+        Ok(()) => allow(req, policy_change.map(|c| record_policy_change(state, req, &user, &c)).unwrap_or_default()),
         Err(denial) => {
             info!(target: "audit", decision = "refused", user = %user.username, resource = %req.resource.resource,
                 name = %req.name, namespace = ?req.namespace, field = denial.field(), message = %denial,
@@ -288,6 +299,37 @@ fn audit(input: &ReviewInput, decision: &str, message: &str) {
     info!(target: "audit", decision, user = %input.user.username, groups = ?input.user.groups,
         operation = ?input.operation, resource = %input.resource.resource, sub_resource = %input.sub_resource,
         namespace = %input.namespace, name = %input.name, %message, "admission decision");
+}
+
+/// Every change of an EscalationPolicy is recorded loudly (an audit line, an
+/// Event on the policy, a metric), and a writer who weakens the gate is warned.
+/// A dry run records nothing (sideEffects: NoneOnDryRun) but is warned alike.
+fn record_policy_change(
+    state: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+    user: &UserInfo,
+    change: &guard::PolicyChange,
+) -> Vec<String> {
+    let sentence = format!("EscalationPolicy {} {} by {}", change.policy, change.summary, user.username);
+    if !req.dry_run {
+        info!(target: "audit", decision = "policy-changed", user = %user.username, policy = %change.policy,
+            action = change.action, weakened = change.weakened, summary = %change.summary, "{sentence}");
+        state.metrics.policy_change(change.action, change.weakened);
+        let reference = ObjectReference {
+            api_version: Some(format!("{GROUP}/{}", crate::crd::VERSION)),
+            kind: Some("EscalationPolicy".into()),
+            name: Some(change.policy.clone()),
+            uid: req.object.as_ref().or(req.old_object.as_ref()).and_then(|o| o.metadata.uid.clone()),
+            ..Default::default()
+        };
+        let type_ = if change.weakened { EventType::Warning } else { EventType::Normal };
+        publish(state, type_, "PolicyChanged", "Change", &sentence, &reference);
+    }
+    if change.weakened {
+        vec![format!("signoff: this weakens the gate: {sentence}. It is recorded (audit log, Event, metric).")]
+    } else {
+        vec![]
+    }
 }
 
 /// Publish an Event after answering: it is best effort, and the API server is

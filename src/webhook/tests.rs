@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-use super::guard::{approver_write, policy_write};
+use super::guard::{approver_write, policy_change, policy_write};
 use super::packet::*;
 use super::review::*;
 use crate::approval::{Identities, approval_write};
@@ -442,6 +442,41 @@ fn only_signoff_creates_and_the_spec_never_changes() {
 
 fn policy(yaml: &str) -> EscalationPolicy {
     serde_yaml::from_str(yaml).unwrap()
+}
+
+/// Every policy change is described for the record; those that make the gate
+/// hold less are marked weakened (the writer is warned).
+#[test]
+fn policy_changes_say_what_they_do_to_enforcement() {
+    let with = |mode: &str, rules: &[&str]| {
+        let rules: Vec<String> = rules
+            .iter()
+            .map(|r| format!("  - {{name: {r}, expression: \"true\", risk: High, route: engineering}}\n"))
+            .collect();
+        policy(&format!(
+            "apiVersion: signoff.dev/v1alpha1\nkind: EscalationPolicy\nmetadata: {{name: prod}}\nspec:\n  mode: {mode}\n  match: {{rules: [{{operations: [\"*\"], apiGroups: [\"*\"], apiVersions: [\"*\"], resources: [\"*\"]}}]}}\n  rules:\n{}",
+            rules.concat()
+        ))
+    };
+    let enforcing = with("Enforce", &["a", "b"]);
+    let created = policy_change(None, Some(&enforcing)).unwrap();
+    assert_eq!(
+        (created.action, created.weakened, created.summary.as_str()),
+        ("created", false, "created (Enforce, 2 rules)")
+    );
+    let audit = policy_change(Some(&enforcing), Some(&with("Audit", &["a", "b"]))).unwrap();
+    assert!(audit.weakened, "{audit:?}");
+    assert_eq!(
+        audit.summary,
+        "updated: mode Enforce → Audit: the changes it matches are now admitted and only recorded"
+    );
+    let fewer = policy_change(Some(&enforcing), Some(&with("Enforce", &["a"]))).unwrap();
+    assert!(fewer.weakened && fewer.summary.contains("rules removed: b"), "{fewer:?}");
+    let back = policy_change(Some(&with("Audit", &["a"])), Some(&with("Enforce", &["a"]))).unwrap();
+    assert!(!back.weakened && back.summary.contains("mode Audit → Enforce"), "{back:?}");
+    let deleted = policy_change(Some(&enforcing), None).unwrap();
+    assert!(deleted.weakened && deleted.summary.contains("no longer held"), "{deleted:?}");
+    assert!(!policy_change(Some(&with("Audit", &["a"])), None).unwrap().weakened, "an Audit policy held nothing");
 }
 
 #[test]
