@@ -341,16 +341,13 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
     }
     for n in &status.notifications {
         let msg = n.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "  notified {} via {} ({} tier {}) at {}: {}{msg}",
-            n.recipient,
-            n.sink,
-            n.route,
-            n.tier + 1,
-            floor(n.at.0),
-            n.result
-        );
+        let what = if crate::escalation::is_expiry_notice(&n.key) {
+            format!("{}: chain exhausted, expiry notice", n.route)
+        } else {
+            format!("{} tier {}", n.route, n.tier + 1)
+        };
+        let _ =
+            writeln!(o, "  notified {} via {} ({what}) at {}: {}{msg}", n.recipient, n.sink, floor(n.at.0), n.result);
     }
     for s in &status.skips {
         let who = s.user.clone().unwrap_or_else(|| "the whole tier".into());
@@ -669,6 +666,29 @@ mod tests {
         assert!(plain.contains("never applied automatically") && plain.contains("Decide:"), "{plain}");
         let colored = render(&ar("ar-1", &["bob"], 10), now(), true);
         assert!(colored.contains("\x1b[32m+  value: '2'\x1b[0m") && colored.contains("\x1b[31m-  value: '1'"));
+    }
+
+    #[test]
+    fn show_tells_expiry_notices_from_tier_pages() {
+        let mut request = ar("ar-1", &["bob"], 10);
+        let record = |key: &str, route: &str| crate::crd::Notification {
+            key: key.into(),
+            route: route.into(),
+            tier: 0,
+            recipient: "ivan".into(),
+            sink: "Event".into(),
+            attempts: 1,
+            result: "Delivered".into(),
+            message: None,
+            at: Time(now()),
+        };
+        request.status.as_mut().unwrap().notifications =
+            vec![record("uid-1/engineering/0/event", "engineering"), record("uid-1/expired/user/ivan", "engineering")];
+        let text = render(&request, now(), false);
+        assert!(text.contains("(engineering tier 1)"), "{text}");
+        assert!(text.contains("(engineering: chain exhausted, expiry notice)"), "{text}");
+        assert!(crate::escalation::is_expiry_notice("uid-1/expired/event"));
+        assert!(!crate::escalation::is_expiry_notice("uid-1/expired/2/event"), "a route named expired, tier 3");
     }
 
     #[test]

@@ -84,6 +84,14 @@ pub struct Step {
     pub wake_at: Option<Timestamp>,
 }
 
+/// Whether a notification record's key is an expiry notice to the platform
+/// admins (`<request>/expired/<recipient>`) rather than a tier's page
+/// (`<request>/<route>/<tier>/<recipient>`, the tier a number).
+pub fn is_expiry_notice(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('/').collect();
+    (1..parts.len()).any(|i| parts[i] == "expired" && parts.get(i + 1).is_none_or(|p| p.parse::<u32>().is_err()))
+}
+
 /// Runbooks larger than this go to a ConfigMap (status stays small).
 pub const RUNBOOK_STATUS_LIMIT: usize = 8 * 1024;
 
