@@ -851,14 +851,19 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
         rbac,
     );
 
-    // ---- The webhook unreachable (last: signoff is killed)
+    // ---- The webhook unreachable (last: signoff, its only replica, is killed)
     signoff().process.lock().unwrap().kill();
+    let started = std::time::Instant::now();
+    let outage = run("alice", &["create", "-f", "-"], Some(&configmap(n, "outage", "1")));
+    let failed_after = started.elapsed();
+    eprintln!("signoff down: a write of a matched kind failed after {failed_after:?} (webhook timeoutSeconds 10)");
+    assert!(failed_after < std::time::Duration::from_secs(11), "failed within the webhook timeout: {failed_after:?}");
     m.case(
         "outage",
         "write while signoff is down",
         "kubectl create -f (held kind) with signoff killed",
         Outcome::Unreachable,
-        run("alice", &["create", "-f", "-"], Some(&configmap(n, "outage", "1"))),
+        outage,
         |_| {
             let absent = !cp.kubectl_run(ADMIN, &["get", "configmap", "outage", "-n", n], None).unwrap().0;
             absent.then(|| "nothing written (the API server fails closed)".to_string()).ok_or("object exists".into())
@@ -875,6 +880,24 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
         Outcome::Admitted,
         run(ADMIN, &["apply", "-f", "-"], Some(&system)),
         |_| Ok("never sent to signoff (namespaceSelector)".into()),
+    );
+    let lease =
+        format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: outage, namespace: {n}}}\n");
+    m.case(
+        "outage",
+        "write of an exempt resource while signoff is down",
+        "kubectl apply -f (Lease in a gated namespace)",
+        Outcome::Admitted,
+        run(ADMIN, &["apply", "-f", "-"], Some(&lease)),
+        |_| Ok("never sent to signoff (matchConditions exempt it)".into()),
+    );
+    m.case(
+        "outage",
+        "write of a kind no policy matches while signoff is down",
+        "kubectl create serviceaccount (in a gated namespace)",
+        Outcome::Admitted,
+        run(ADMIN, &["create", "serviceaccount", "outage", "-n", n], None),
+        |_| Ok("never sent to signoff (the gate's rules are the policies' match rules)".into()),
     );
 
     let failed: Vec<&Row> = m.rows.iter().filter(|r| r.observed != r.expected || r.recorded.is_err()).collect();
