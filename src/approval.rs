@@ -8,7 +8,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Decision, Lane, Phase, REOPEN_ANNOTATION, Verdict};
+use crate::crd::{
+    ApprovalRequest, ApprovalRequestSpec, ApprovalRequestStatus, Decision, Lane, Phase, REOPEN_ANNOTATION, Verdict,
+};
 use crate::policy::UserInfo;
 
 /// Why a write is refused: the field it is about (a path in the object, as
@@ -468,6 +470,45 @@ pub fn waiting_for(ar: &ApprovalRequest, me: &UserInfo) -> bool {
         && !is_service_account(&me.username)
         && !eligible_routes(&status, me).is_empty()
         && !status.decisions.iter().any(|d| d.approver == me.username && d.attempt == status.attempt)
+}
+
+/// What a write needs now that the request `asked` does not cover, as phrases
+/// for a message (empty when covered). An approval binds the assessment, not only
+/// the content: the same change written by someone else, or after a freeze was
+/// declared, may need more people. Covered when every route the write needs now
+/// was asked for (by the same team, where one is named), at a risk and an action
+/// class at least as high. Not bound to the requester: GitOps tools apply on a
+/// person's behalf, and the routes already say whose write needs whom.
+pub fn not_covered(asked: &ApprovalRequestSpec, needed: &ApprovalRequestSpec) -> Vec<String> {
+    let mut missing = Vec::new();
+    for target in &needed.routing {
+        match asked.routing.iter().find(|a| a.route == target.route) {
+            None => missing.push(format!("route {}", target.route)),
+            Some(a) if a.team != target.team => missing.push(format!(
+                "route {} for team {} (asked of {})",
+                target.route,
+                target.team.as_deref().unwrap_or("none"),
+                a.team.as_deref().unwrap_or("no team")
+            )),
+            Some(_) => {}
+        }
+    }
+    for route in needed.routes.iter().filter(|r| !asked.routes.contains(r)) {
+        if !needed.routing.iter().any(|t| &t.route == route) {
+            missing.push(format!("route {route}"));
+        }
+    }
+    if needed.risk > asked.risk {
+        missing.push(format!(
+            "{} risk (asked at {})",
+            needed.risk.as_str().to_lowercase(),
+            asked.risk.as_str().to_lowercase()
+        ));
+    }
+    if needed.action_class > asked.action_class {
+        missing.push(format!("a {} change (asked as {})", needed.action_class.as_str(), asked.action_class.as_str()));
+    }
+    missing
 }
 
 /// The attempt a reopen asked for that has not started yet: the annotation names

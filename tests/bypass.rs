@@ -617,6 +617,55 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
             Ok("\"the approval … expired\"; audit line".into())
         },
     );
+    // An approval binds the assessment, not only the content (issue 23, item 1).
+    let assessed = |ns: &str, name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}, labels: {{bypass-assessment: \"true\"}}}}\ndata: {{v: \"1\"}}\n"
+        )
+    };
+    // Held as its own request that needs the manager; the approval is not used.
+    let own_request = |first: String| {
+        move |err: &str| -> Result<String, String> {
+            let (ar_ns, name) = held_ref(err);
+            (name != first).then_some(()).ok_or("held by the approved request itself")?;
+            err.contains("does not cover this write").then_some(()).ok_or("message does not say why")?;
+            let ar = request(cp, &ar_ns, &name);
+            let routes = ar["spec"]["routes"].as_array().cloned().unwrap_or_default();
+            routes.contains(&json!("manager")).then_some(()).ok_or(format!("routes {routes:?}"))?;
+            let used = request(cp, &ar_ns, &first)["status"]["admissions"].as_array().is_some_and(|a| !a.is_empty());
+            (!used).then_some(()).ok_or("the approval was used")?;
+            audit_line("not-covered", &first, &name)?;
+            Ok("own ApprovalRequest routed to manager too; the approval unused; audit line".into())
+        }
+    };
+    let shared = assessed(n, "shared");
+    let shared_ar = hold_and_approve(&shared);
+    m.case(
+        "replay",
+        "alice's approved change applied by someone whose own write needs more approvers",
+        "kubectl create -f (shared, approved for alice) as mallory (cross-team: manager)",
+        Outcome::Held,
+        run("mallory", &["create", "-f", "-"], Some(&shared)),
+        own_request(shared_ar.clone()),
+    );
+    let frozen = assessed(&ns2, "frozen");
+    let frozen_ar = hold_and_approve(&frozen);
+    kubectl_ok(cp, ADMIN, &["label", "ns", &ns2, "signoff.dev/freeze=true"], None);
+    // signoff reads namespace labels from its cache: wait until it sees the freeze.
+    eventually(30, "signoff to see the freeze", || {
+        let probe = assessed(&ns2, "freeze-probe");
+        let (_, _, err) = cp.kubectl_run("alice", &["create", "--dry-run=server", "-f", "-"], Some(&probe)).unwrap();
+        err.contains("change freeze").then_some(())
+    });
+    m.case(
+        "replay",
+        "an approved change after a change freeze was declared",
+        "kubectl label ns signoff.dev/freeze=true; kubectl create -f (frozen, approved before)",
+        Outcome::Held,
+        run("alice", &["create", "-f", "-"], Some(&frozen)),
+        own_request(frozen_ar),
+    );
+    kubectl_ok(cp, ADMIN, &["label", "ns", &ns2, "signoff.dev/freeze-"], None);
 
     // ---- Forged approvals, against a Pending request
     let forge = configmap(n, "forge", "1");
@@ -802,6 +851,41 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
         Outcome::Held,
         run(ADMIN, &["label", "ns", n, "signoff.dev/owner=mallory", "--overwrite"], None),
         held_in_controller_ns(n),
+    );
+    // The API server keeps label changes sent through these subresources, where
+    // no policy sees them (issue 23, item 3): signoff's labels never change there.
+    let relabel = r#"{"metadata":{"labels":{"signoff.dev/environment":"development"}}}"#;
+    m.case(
+        "context",
+        "relabel the namespace's environment through its status",
+        "kubectl patch ns --subresource=status signoff.dev/environment=development",
+        Outcome::Denied,
+        run(ADMIN, &["patch", "ns", n, "--subresource=status", "--type=merge", "-p", relabel], None),
+        |err| {
+            err.contains("namespaces/status").then_some(()).ok_or("message does not name the subresource")?;
+            audit_line("denied-anchor-subresource", n, "signoff.dev/environment")?;
+            Ok("\"can change only on the namespace itself\"; audit line".into())
+        },
+    );
+    let mut namespace: Value = serde_json::from_str(&run(ADMIN, &["get", "ns", n, "-o", "json"], None).1).unwrap();
+    namespace["metadata"]["labels"]["signoff.dev/owner"] = "mallory".into();
+    m.case(
+        "context",
+        "relabel the namespace's owner through finalize",
+        "kubectl replace --raw /api/v1/namespaces/NS/finalize (signoff.dev/owner=mallory)",
+        Outcome::Denied,
+        run(
+            ADMIN,
+            &["replace", "--raw", &format!("/api/v1/namespaces/{n}/finalize"), "-f", "-"],
+            Some(&namespace.to_string()),
+        ),
+        |err| {
+            err.contains("namespaces/finalize").then_some(()).ok_or("message does not name the subresource")?;
+            audit_line("denied-anchor-subresource", n, "signoff.dev/owner")?;
+            let owner = run(ADMIN, &["get", "ns", n, "-o", "jsonpath={.metadata.labels.signoff\\.dev/owner}"], None).1;
+            (owner != "mallory").then_some(()).ok_or("the owner label changed")?;
+            Ok("\"can change only on the namespace itself\"; audit line; label unchanged".into())
+        },
     );
     m.case(
         "context",

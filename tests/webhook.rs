@@ -367,3 +367,64 @@ fn policy_changes_are_recorded_and_weakening_ones_warn_the_writer() {
     assert!(metrics.contains("signoff_policy_changes_total{action=\"updated\",weakened=\"true\"}"), "{metrics}");
     assert!(metrics.contains("signoff_policy_changes_total{action=\"deleted\",weakened=\"true\"}"), "{metrics}");
 }
+
+/// signoff's namespace labels are its trust anchors (issue 23, item 3): they
+/// decide which rules apply and who approves. They cannot be changed through
+/// `namespaces/status` or `namespaces/finalize` (the API server keeps label
+/// changes sent there, out of the policies' sight), and on the namespace itself
+/// only a platform admin changes them when no policy holds the change.
+#[test]
+fn signoffs_namespace_labels_change_only_on_the_namespace_and_only_by_an_admin() {
+    let cp = cp();
+    signoff();
+    let ns = gated_namespace(cp, "anchor");
+    let relabel = r#"{"metadata":{"labels":{"signoff.dev/environment":"development"}}}"#;
+    let environment = || {
+        kubectl_ok(cp, ADMIN, &["get", "ns", &ns, "-o", "jsonpath={.metadata.labels.signoff\\.dev/environment}"], None)
+    };
+
+    // Through the status subresource: refused, even for an admin.
+    let err =
+        kubectl_err(cp, ADMIN, &["patch", "ns", &ns, "--subresource=status", "--type=merge", "-p", relabel], None);
+    assert!(err.contains("signoff.dev/environment") && err.contains("namespaces/status"), "{err}");
+    // Through finalize: the same.
+    let mut object: serde_json::Value =
+        serde_json::from_str(&kubectl_ok(cp, ADMIN, &["get", "ns", &ns, "-o", "json"], None)).unwrap();
+    object["metadata"]["labels"]["signoff.dev/environment"] = "development".into();
+    let path = format!("/api/v1/namespaces/{ns}/finalize");
+    let err = kubectl_err(cp, ADMIN, &["replace", "--raw", &path, "-f", "-"], Some(&object.to_string()));
+    assert!(err.contains("signoff.dev/environment") && err.contains("namespaces/finalize"), "{err}");
+    // Other label changes through status are none of signoff's business.
+    kubectl_ok(
+        cp,
+        ADMIN,
+        &[
+            "patch",
+            "ns",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"team-note":"x"}}}"#,
+        ],
+        None,
+    );
+    assert_eq!(environment(), "production", "nothing relabelled the namespace");
+
+    // On the namespace itself, no policy here holds a relabel: a non-admin who may
+    // update namespaces is refused, an admin is not.
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: anchor-{ns}}}\nrules:\n- {{apiGroups: [\"\"], resources: [namespaces], verbs: [get, patch, update]}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: anchor-{ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: anchor-{ns}}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}}]\n"
+    );
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&rbac));
+    let err = eventually(30, "mallory's namespace rights", || {
+        let (ok, _, err) =
+            cp.kubectl_run("mallory", &["patch", "ns", &ns, "--type=merge", "-p", relabel], None).unwrap();
+        (!ok && !err.contains("forbidden: User")).then_some(err).or_else(|| ok.then(|| "admitted".to_string()))
+    });
+    assert!(err.contains("only a platform admin"), "{err}");
+    kubectl_ok(cp, "mallory", &["label", "ns", &ns, "team-note=y", "--overwrite"], None);
+    assert_eq!(environment(), "production");
+    kubectl_ok(cp, ADMIN, &["patch", "ns", &ns, "--type=merge", "-p", relabel], None);
+    assert_eq!(environment(), "development", "an admin relabels");
+}

@@ -67,6 +67,19 @@ pub fn gate_rules<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) 
     rules
 }
 
+/// A CEL condition (evaluated by the API server) that lets through everything
+/// but namespace updates that leave signoff's `signoff.dev/` labels alone, so that
+/// only a change of signoff's trust anchors depends on signoff being up.
+pub const ANCHOR_CONDITION: &str = "request.resource.group != '' || request.resource.resource != 'namespaces' || \
+(has(object.metadata.labels) ? object.metadata.labels : {}).exists(k, k.startsWith('signoff.dev/') && \
+!(has(oldObject.metadata.labels) && k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k])) || \
+(has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}).exists(k, k.startsWith('signoff.dev/') && \
+!(has(object.metadata.labels) && k in object.metadata.labels))";
+
+fn anchor_labels_change() -> MatchCondition {
+    MatchCondition { name: "signoff-labels-change".into(), expression: ANCHOR_CONDITION.into() }
+}
+
 /// A CEL condition (evaluated by the API server) that is false for exempt
 /// resources, so they never reach the webhook and cannot be blocked by it.
 fn not_exempt() -> MatchCondition {
@@ -153,7 +166,21 @@ pub fn webhook_configuration(
                     // DELETE of a policy too: it is recorded loudly (it may weaken the gate).
                     own(&["escalationpolicies"], &["CREATE", "UPDATE", "DELETE"]),
                     own(&["approvers"], &["CREATE", "UPDATE"]),
+                    // signoff's namespace labels, on every path that can write them
+                    // (route::anchor_labels_changed); only updates that change them.
+                    RuleWithOperations {
+                        api_groups: Some(vec!["".into()]),
+                        api_versions: Some(vec!["v1".into()]),
+                        resources: Some(vec![
+                            "namespaces".into(),
+                            "namespaces/status".into(),
+                            "namespaces/finalize".into(),
+                        ]),
+                        operations: Some(vec!["UPDATE".into()]),
+                        scope: None,
+                    },
                 ]),
+                match_conditions: Some(vec![anchor_labels_change()]),
                 ..common
             },
         ]),

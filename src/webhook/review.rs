@@ -149,6 +149,25 @@ pub fn location(input: &ReviewInput, settings: &GateSettings) -> (String, String
     (digest, namespace, name)
 }
 
+/// The name of the request for a change whose request at [`location`] does not
+/// cover what the write needs now (see [`crate::approval::not_covered`]): the
+/// digest and the assessment, so the same write assessed the same way finds the
+/// same request again.
+pub fn assessed_request_name(digest: &str, needed: &crate::crd::ApprovalRequestSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let mut routing: Vec<String> = needed
+        .routing
+        .iter()
+        .map(|t| format!("{}={}", t.route, t.team.as_deref().unwrap_or_default()))
+        .chain(needed.routes.iter().cloned())
+        .collect();
+    routing.sort();
+    routing.dedup();
+    let key = format!("{digest}\n{}\n{}\n{}", routing.join(","), needed.risk.as_str(), needed.action_class.as_str());
+    let hash: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    crate::digest::request_name(&hash)
+}
+
 /// An UPDATE that removes finalizers from an object that is being deleted
 /// finishes that deletion, so it is judged as the DELETE it completes: held unless
 /// the deletion was admitted by signoff (approved, or break-glass). Returns that

@@ -5,7 +5,7 @@
 //! webhook configuration should never have sent it, and the rest is gated.
 
 use super::review::EXEMPT_RESOURCES;
-use crate::crd::GROUP;
+use crate::crd::{GROUP, Operation};
 use crate::policy::{PolicySet, ReviewInput, operation_str};
 
 /// The path of one request.
@@ -58,7 +58,13 @@ pub fn route(
         return route;
     }
     let judged = finalizing.unwrap_or(received);
-    if refuse_uncovered && !policies.covers(judged) && !policies.covers(received) {
+    // The configuration registers UPDATE wherever a policy covers DELETE (a
+    // finalizer removal can complete a deletion), so such an update is expected.
+    let deletes_covered = || {
+        received.operation == Operation::Update
+            && policies.covers(&ReviewInput { operation: Operation::Delete, ..received.clone() })
+    };
+    if refuse_uncovered && !policies.covers(judged) && !policies.covers(received) && !deletes_covered() {
         let r = &received.resource;
         return Route::Uncovered(format!(
             "signoff: no EscalationPolicy matches {} of {}{}/{}{}; the webhook configuration should not send it here \
@@ -71,4 +77,58 @@ pub fn route(
         ));
     }
     Route::Gate
+}
+
+/// signoff's own namespace labels (`signoff.dev/environment`, `signoff.dev/owner`,
+/// any `signoff.dev/…`): its trust anchors, since they decide which rules apply
+/// and who approves. Protected on every path, whatever the policies say.
+pub const ANCHOR_PREFIX: &str = "signoff.dev/";
+
+/// The signoff labels an update of a Namespace (through any subresource) adds,
+/// changes or removes, sorted; empty for anything else.
+pub fn anchor_labels_changed(input: &ReviewInput) -> Vec<String> {
+    if !input.resource.group.is_empty() || input.resource.resource != "namespaces" {
+        return vec![];
+    }
+    let labels = |object: &Option<serde_json::Value>| -> Vec<(String, String)> {
+        let Some(map) = object.as_ref().and_then(|o| o.pointer("/metadata/labels")).and_then(|l| l.as_object()) else {
+            return vec![];
+        };
+        map.iter()
+            .filter(|(k, _)| k.starts_with(ANCHOR_PREFIX))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect()
+    };
+    let (new, old) = (labels(&input.object), labels(&input.old_object));
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|label| !old.contains(label))
+        .chain(old.iter().filter(|(k, _)| !new.iter().any(|(n, _)| n == k)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    changed.sort();
+    changed.dedup();
+    changed
+}
+
+/// Why a change of `labels` through a subresource of the namespace is refused.
+pub fn anchor_subresource_denial(input: &ReviewInput, labels: &[String]) -> String {
+    format!(
+        "signoff: {} of namespace {} can change only on the namespace itself, where signoff's policies see the change, \
+         not through namespaces/{}: they decide which rules apply and who approves",
+        labels.join(", "),
+        input.name,
+        input.sub_resource
+    )
+}
+
+/// Why a change of `labels` on the namespace that no policy holds is refused to
+/// someone who is not a platform admin.
+pub fn anchor_denial(input: &ReviewInput, labels: &[String]) -> String {
+    format!(
+        "signoff: {} of namespace {} decide which rules apply and who approves; only a platform admin changes them \
+         (or an approved change, where a policy holds it). Ask a platform admin",
+        labels.join(", "),
+        input.name
+    )
 }

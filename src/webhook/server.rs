@@ -229,13 +229,28 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
     let finalizing = review::finalizing_delete(&received);
     let input = finalizing.as_ref().unwrap_or(&received);
     let policies = state.policies.load();
+    // signoff's namespace labels are its trust anchors: never through a
+    // subresource; on the namespace, held by a policy or changed by an admin.
+    let anchors = route::anchor_labels_changed(&received);
+    if !anchors.is_empty() && !received.sub_resource.is_empty() {
+        let message = route::anchor_subresource_denial(&received, &anchors);
+        audit(&received, "denied-anchor-subresource", &message);
+        return deny(req, message);
+    }
     if let Route::Uncovered(message) =
         route::route(&received, finalizing.as_ref(), &policies, state.settings.refuse_uncovered)
+        && anchors.is_empty()
     {
         audit(&received, "denied-unknown-resource", &message);
         return deny(req, message);
     }
     let assessment = classify(input, &policies);
+    let break_glass = received.user.groups.iter().any(|g| state.settings.break_glass_groups.contains(g));
+    if !anchors.is_empty() && !assessment.held() && !state.identities.is_admin(&received.user) && !break_glass {
+        let message = route::anchor_denial(&received, &anchors);
+        audit(&received, "denied-anchor", &message);
+        return deny(req, message);
+    }
     match review::preliminary(input, &assessment, &state.settings) {
         Preliminary::Admit { warnings } => {
             if warnings.is_empty() {
@@ -386,36 +401,40 @@ async fn held(
         audit(input, "denied-error", &message);
         deny(req, message)
     };
-    // Create first: a new change costs one API round trip (the common case); an
-    // existing request answers 409 and is then read from the API server, never
-    // a cache, because an approval is only as good as its latest state. Any
-    // other create error (e.g. a namespace being deleted) also falls back to the
-    // read, so an approved change there is still admitted.
-    let packet = super::packet::packet(input, assessment, policies, digest, namespace, name);
-    let ar = match api.create(&PostParams::default(), &packet).await {
-        Ok(created) => {
-            let message = review::held_message(&created);
-            audit(input, "held", &message);
-            state.metrics.decision("held");
-            publish(state, EventType::Normal, "Held", "Hold", &message, &request_reference(&created));
-            return deny(req, message);
-        }
-        Err(create_error) => match api.get_opt(name).await {
-            Ok(Some(ar)) => ar,
-            Ok(None) => {
-                return denied(format!(
-                    "signoff could not create ApprovalRequest {namespace}/{name}: {create_error}; denied to be safe, retry"
-                ));
-            }
-            Err(e) => {
-                return denied(format!(
-                    "signoff could not read ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
-                ));
-            }
-        },
+    let mut packet = super::packet::packet(input, assessment, policies, digest, namespace, name);
+    let mut ar = match create_or_read(state, &api, input, &packet, "").await {
+        Ok(existing) => existing,
+        Err(answer) => return answer.into_response(req, &denied),
     };
+    // An approval binds the assessment, not only the content: the same change
+    // written by someone else, or after a freeze, may need more people. Then it
+    // is held as its own request (one per digest and assessment). A finalizer
+    // removal completes a deletion already admitted, whoever removes it.
+    let mut name = name.to_string();
+    let missing = crate::approval::not_covered(&ar.spec, &packet.spec);
+    if !finalizing && !missing.is_empty() {
+        let other = review::assessed_request_name(digest, &packet.spec);
+        let why = format!(
+            "ApprovalRequest {namespace}/{name} does not cover this write: it now needs {}",
+            missing.join(", ")
+        );
+        audit(input, "not-covered", &format!("{why}; held as {namespace}/{other}"));
+        packet.metadata.name = Some(other.clone());
+        ar = match create_or_read(state, &api, input, &packet, &format!(" ({why}.)")).await {
+            Ok(existing) => existing,
+            Err(answer) => return answer.into_response(req, &denied),
+        };
+        let still = crate::approval::not_covered(&ar.spec, &packet.spec);
+        if !still.is_empty() {
+            return denied(format!(
+                "signoff: {why}, and ApprovalRequest {namespace}/{other} does not cover it either ({}); denied to be safe",
+                still.join(", ")
+            ));
+        }
+        name = other;
+    }
+    let name = name.as_str();
     let now = jiff::Timestamp::now();
-    let mut ar = ar;
     // The controller writes the request's status too (tiers, notifications); a
     // write between our read and our admission record is a 409, not a verdict.
     // Re-read and decide again: if the other write used the approval, the new
@@ -476,6 +495,62 @@ async fn held(
                 return allow(req, warnings);
             }
         }
+    }
+}
+
+/// What creating a held change's request ended in, when it does not go on to
+/// the existing request's answer.
+enum Created {
+    /// A new request holds the change: the denial says where to follow it.
+    Held(String),
+    /// Neither created nor read: denied to be safe.
+    Failed(String),
+}
+
+impl Created {
+    fn into_response(
+        self,
+        req: &AdmissionRequest<DynamicObject>,
+        denied: &impl Fn(String) -> AdmissionResponse,
+    ) -> AdmissionResponse {
+        match self {
+            Created::Held(message) => deny(req, message),
+            Created::Failed(message) => denied(message),
+        }
+    }
+}
+
+/// Create the request `packet` (the common case: one API round trip), or read
+/// the existing one from the API server, never a cache, because an approval is
+/// only as good as its latest state. Any other create error (e.g. a namespace
+/// being deleted) also falls back to the read, so an approved change there is
+/// still admitted. `note` follows the held message.
+async fn create_or_read(
+    state: &WebhookState,
+    api: &Api<ApprovalRequest>,
+    input: &ReviewInput,
+    packet: &ApprovalRequest,
+    note: &str,
+) -> Result<ApprovalRequest, Created> {
+    let name = packet.metadata.name.as_deref().unwrap_or_default();
+    let namespace = packet.metadata.namespace.as_deref().unwrap_or_default();
+    match api.create(&PostParams::default(), packet).await {
+        Ok(created) => {
+            let message = format!("{}{note}", review::held_message(&created));
+            audit(input, "held", &message);
+            state.metrics.decision("held");
+            publish(state, EventType::Normal, "Held", "Hold", &message, &request_reference(&created));
+            Err(Created::Held(message))
+        }
+        Err(create_error) => match api.get_opt(name).await {
+            Ok(Some(ar)) => Ok(ar),
+            Ok(None) => Err(Created::Failed(format!(
+                "signoff could not create ApprovalRequest {namespace}/{name}: {create_error}; denied to be safe, retry"
+            ))),
+            Err(e) => Err(Created::Failed(format!(
+                "signoff could not read ApprovalRequest {namespace}/{name}: {e}; denied to be safe, retry"
+            ))),
+        },
     }
 }
 

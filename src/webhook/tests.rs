@@ -718,3 +718,118 @@ fn a_multi_megabyte_string_is_shown_cut_with_the_rest_of_the_object() {
     let manifest = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name).spec.manifest.unwrap();
     assert!(!manifest.contains("truncated") && manifest.contains("a: b"), "{manifest}");
 }
+
+fn namespace_update(sub_resource: &str, old: serde_json::Value, new: serde_json::Value) -> ReviewInput {
+    ReviewInput {
+        operation: Operation::Update,
+        user: user("mallory", &[]),
+        kind: Gvk { group: "".into(), version: "v1".into(), kind: "Namespace".into() },
+        resource: Gvr { group: "".into(), version: "v1".into(), resource: "namespaces".into() },
+        sub_resource: sub_resource.into(),
+        namespace: "prod".into(),
+        name: "prod".into(),
+        dry_run: false,
+        object: Some(json!({"metadata": {"name": "prod", "labels": new}})),
+        old_object: Some(json!({"metadata": {"name": "prod", "labels": old}})),
+        namespace_object: None,
+    }
+}
+
+/// signoff's namespace labels are found whether added, changed or removed, on
+/// any subresource; other labels and other kinds are not its business.
+#[test]
+fn trust_anchor_label_changes_are_found() {
+    use super::route::anchor_labels_changed;
+    let prod = json!({"signoff.dev/environment": "production", "signoff.dev/owner": "payments", "team": "a"});
+    let changed = |sub: &str, new: serde_json::Value| anchor_labels_changed(&namespace_update(sub, prod.clone(), new));
+    assert_eq!(
+        changed("", json!({"signoff.dev/environment": "development", "signoff.dev/owner": "payments", "team": "a"})),
+        vec!["signoff.dev/environment"]
+    );
+    assert_eq!(changed("status", json!({"team": "a"})), vec!["signoff.dev/environment", "signoff.dev/owner"]);
+    assert_eq!(
+        changed(
+            "finalize",
+            json!({"signoff.dev/environment": "production", "signoff.dev/owner": "payments",
+            "signoff.dev/tier": "gold", "team": "a"})
+        ),
+        vec!["signoff.dev/tier"]
+    );
+    assert!(changed("", json!({"signoff.dev/environment": "production", "signoff.dev/owner": "payments"})).is_empty());
+    let mut deployment = namespace_update("", prod.clone(), json!({}));
+    deployment.resource = Gvr { group: "apps".into(), version: "v1".into(), resource: "deployments".into() };
+    assert!(anchor_labels_changed(&deployment).is_empty(), "only namespaces carry signoff's anchors");
+}
+
+/// Where a policy covers a DELETE, the configuration also registers UPDATE (a
+/// finalizer removal completes a delete): such an update is gated, not refused
+/// as "no policy matches" (before, every label change of a namespace was refused
+/// once a policy held namespace deletes).
+#[test]
+fn updates_of_kinds_whose_deletes_are_covered_are_gated_not_refused() {
+    use super::route::{Route, route};
+    let deletes = PolicySet::new([&policy(
+        r#"
+apiVersion: signoff.dev/v1alpha1
+kind: EscalationPolicy
+metadata: {name: p}
+spec:
+  match: {rules: [{operations: [DELETE], apiGroups: [""], apiVersions: [v1], resources: [namespaces]}]}
+  rules:
+  - {name: r, expression: "true", risk: High, route: engineering}
+"#,
+    )]);
+    let update = namespace_update("", json!({"team": "a"}), json!({"team": "b"}));
+    assert!(matches!(route(&update, None, &deletes, true), Route::Gate));
+    let mut create = update.clone();
+    create.operation = Operation::Create;
+    create.old_object = None;
+    assert!(matches!(route(&create, None, &deletes, true), Route::Uncovered(_)), "a create is still uncovered");
+}
+
+/// An approval binds the assessment, not only the content (issue 23, item 1):
+/// a write that needs a route, a team, a risk or a class the request was not
+/// asked for is not covered by it; one that needs less is.
+#[test]
+fn an_approval_covers_only_what_was_asked() {
+    use crate::approval::not_covered;
+    use crate::fixtures::Packet;
+    let asked = Packet::new("prod", "ar-1").routes(&[("engineering", "payments")]).build().spec;
+    let needs = |routes: &[(&str, &str)]| Packet::new("prod", "ar-1").routes(routes).build().spec;
+    assert!(not_covered(&asked, &needs(&[("engineering", "payments")])).is_empty());
+    assert_eq!(
+        not_covered(&asked, &needs(&[("engineering", "payments"), ("manager", "payments")])),
+        vec!["route manager"],
+        "mallory's cross-team write of alice's approved change needs the manager too"
+    );
+    assert_eq!(
+        not_covered(&asked, &needs(&[("engineering", "platform")])),
+        vec!["route engineering for team platform (asked of payments)"]
+    );
+    let wider = Packet::new("prod", "ar-1").routes(&[("engineering", "payments"), ("manager", "payments")]).build();
+    assert!(not_covered(&wider.spec, &asked).is_empty(), "a write that needs fewer people is covered");
+    let mut riskier = asked.clone();
+    riskier.risk = Risk::High;
+    let mut lower = asked.clone();
+    lower.risk = Risk::Medium;
+    assert_eq!(not_covered(&lower, &riskier), vec!["high risk (asked at medium)"]);
+    let destructive =
+        Packet::new("prod", "ar-1").class(ActionClass::Destructive).routes(&[("engineering", "payments")]);
+    assert_eq!(not_covered(&asked, &destructive.build().spec), vec!["a destructive change (asked as routine)"]);
+}
+
+/// A write the first request does not cover is held as its own request, named by
+/// the digest and the assessment: the same write assessed the same way finds it
+/// again, another assessment does not.
+#[test]
+fn uncovered_writes_have_a_request_of_their_own() {
+    use crate::fixtures::Packet;
+    let needs = |routes: &[(&str, &str)]| Packet::new("prod", "x").routes(routes).build().spec;
+    let cross_team = needs(&[("engineering", "payments"), ("manager", "payments")]);
+    let name = assessed_request_name("a".repeat(64).as_str(), &cross_team);
+    assert_eq!(name, assessed_request_name("a".repeat(64).as_str(), &cross_team.clone()));
+    assert_ne!(name, assessed_request_name("b".repeat(64).as_str(), &cross_team), "another change");
+    assert_ne!(name, assessed_request_name("a".repeat(64).as_str(), &needs(&[("engineering", "payments")])));
+    assert_ne!(name, crate::digest::request_name(&"a".repeat(64)), "not the first request's name");
+    assert!(name.starts_with("ar-") && name.len() == 15, "{name}");
+}
