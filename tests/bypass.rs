@@ -835,6 +835,79 @@ spec: {{containers: [{{name: app, image: "registry.k8s.io/pause:3.10"}}]}}
         },
     );
 
+    // ---- Side doors: a write that makes a controller delete a protected object
+    // (issue 23, item 2). Here only deleting a claim is held (policy bypass-data).
+    let data = namespace(cp, "bypass-data", &[("signoff.dev/test-data", "true"), ("signoff.dev/owner", "payments")]);
+    let d = data.as_str();
+    let objects = format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: ledger, namespace: {d}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: disposable, namespace: {d}}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: ledger-db, namespace: {d}}}
+spec:
+  replicas: 1
+  serviceName: ledger-db
+  selector: {{matchLabels: {{app: ledger-db}}}}
+  template:
+    metadata: {{labels: {{app: ledger-db}}}}
+    spec: {{containers: [{{name: db, image: "registry.k8s.io/pause:3.10"}}]}}
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"#
+    );
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&objects));
+    let delete_held = |object: &'static str| {
+        move |err: &str| -> Result<String, String> {
+            let (ar_ns, name) = held_ref(err);
+            let ar = request(cp, &ar_ns, &name);
+            let reasons = ar["spec"]["reasons"].to_string();
+            (ar["spec"]["actionClass"] == "destructive" && reasons.contains(object))
+                .then_some(())
+                .ok_or(format!("class {}, reasons {reasons}", ar["spec"]["actionClass"]))?;
+            Ok(format!("held as the destructive delete it enables (\"{object}\")"))
+        }
+    };
+    let uid = run(ADMIN, &["get", "serviceaccount", "disposable", "-n", d, "-o", "jsonpath={.metadata.uid}"], None).1;
+    let adopt = json!({"metadata": {"ownerReferences": [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "name": "disposable", "uid": uid}]}})
+    .to_string();
+    m.case(
+        "side door",
+        "give a protected claim a deletable owner (the garbage collector deletes it with the owner)",
+        "kubectl patch pvc ledger ownerReferences=[ServiceAccount disposable]",
+        Outcome::Held,
+        run("alice", &["patch", "pvc", "ledger", "-n", d, "--type=merge", "-p", &adopt], None),
+        delete_held("garbage collector"),
+    );
+    let retention = r#"{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Delete"}}}"#;
+    m.case(
+        "side door",
+        "switch a StatefulSet's claim retention to Delete",
+        "kubectl patch statefulset ledger-db persistentVolumeClaimRetentionPolicy.whenDeleted=Delete",
+        Outcome::Held,
+        run("alice", &["patch", "statefulset", "ledger-db", "-n", d, "--type=merge", "-p", retention], None),
+        delete_held("the StatefulSet controller deletes"),
+    );
+    m.case(
+        "side door",
+        "delete the namespace that holds a protected claim",
+        "kubectl delete namespace (with a PersistentVolumeClaim in it)",
+        Outcome::Held,
+        run(ADMIN, &["delete", "namespace", d, "--wait=false"], None),
+        delete_held("deletes every PersistentVolumeClaim in it"),
+    );
+    let owners = run(ADMIN, &["get", "pvc", "ledger", "-n", d, "-o", "jsonpath={.metadata.ownerReferences}"], None).1;
+    assert!(owners.is_empty(), "the claim has no owner: {owners}");
+
     // ---- Tampering with the context
     m.case(
         "context",

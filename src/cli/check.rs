@@ -252,7 +252,10 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
             results.push(CheckResult { note: Some(note.to_string()), ..checked });
             continue;
         }
-        let a = classify(finalizing.as_ref().unwrap_or(&input), &set);
+        let judged = finalizing.as_ref().unwrap_or(&input);
+        // As the gate does, minus a namespace deletion's sweep (it needs discovery).
+        let enabled = crate::policy::side_doors::enabled_changes(judged);
+        let a = crate::policy::side_doors::with_enabled(classify(judged, &set), &enabled, &set);
         results.push(CheckResult {
             admitted: !a.held(),
             risk: a.risk.as_str().to_string(),

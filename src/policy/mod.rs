@@ -15,6 +15,7 @@ pub mod cost;
 pub mod lazyjson;
 pub mod matching;
 pub mod quantity;
+pub mod side_doors;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

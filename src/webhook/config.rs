@@ -63,6 +63,23 @@ pub fn gate_rules<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) 
             }
         }
     }
+    // Side doors (policy::side_doors): where any DELETE is held, a StatefulSet
+    // whose claims' retention becomes Delete and a namespace's deletion delete
+    // objects through a controller; the gate judges the write that causes it.
+    if rules.iter().any(|r| r.operations.as_ref().is_some_and(|o| o.iter().any(|o| o == "DELETE" || o == "*"))) {
+        for (group, resource, operation) in [("apps", "statefulsets", "UPDATE"), ("", "namespaces", "DELETE")] {
+            let side_door = RuleWithOperations {
+                operations: Some(vec![operation.into()]),
+                api_groups: Some(vec![group.into()]),
+                api_versions: Some(vec!["v1".into()]),
+                resources: Some(vec![resource.into()]),
+                scope: None,
+            };
+            if !rules.contains(&side_door) {
+                rules.push(side_door);
+            }
+        }
+    }
     rules.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
     rules
 }
@@ -222,5 +239,13 @@ mod tests {
         };
         assert_eq!(ops("persistentvolumeclaims"), Some(vec!["DELETE".to_string(), "UPDATE".to_string()]));
         assert_eq!(ops("secrets"), Some(vec!["CREATE".to_string()]));
+        // Side doors to a held DELETE reach the gate too (policy::side_doors).
+        assert_eq!(ops("statefulsets"), Some(vec!["UPDATE".to_string()]));
+        assert_eq!(ops("namespaces"), Some(vec!["DELETE".to_string()]));
+        let creates = EscalationPolicySpec {
+            match_: MatchSpec { rules: vec![rule(vec![Operation::Create], "secrets")], ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(gate_rules([&EscalationPolicy::new("p", creates)]).len(), 1, "no DELETE held, no side door");
     }
 }

@@ -26,7 +26,7 @@ use super::route::{self, Route};
 use crate::approval::{self, Denial, Identities};
 use crate::crd::{Admission, ApprovalRequest, Approver, EscalationPolicy, GROUP};
 use crate::metrics::Metrics;
-use crate::policy::{PolicySet, ReviewInput, UserInfo, classify};
+use crate::policy::{Gvk, Gvr, PolicySet, ReviewInput, UserInfo, classify, side_doors};
 
 /// The largest AdmissionReview accepted: an object and its old version can each be
 /// up to etcd's 1.5 MiB limit (and 3 MiB through the API); more is refused.
@@ -244,7 +244,22 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
         audit(&received, "denied-unknown-resource", &message);
         return deny(req, message);
     }
-    let assessment = classify(input, &policies);
+    // A write that makes a controller perform a held change is judged as that change.
+    let mut enabled = side_doors::enabled_changes(input);
+    if side_doors::is_namespace_delete(input) {
+        match swept_kinds(state, &policies).await {
+            Ok(kinds) => enabled.extend(side_doors::namespace_sweep(input, &kinds)),
+            Err(e) => {
+                let message = format!(
+                    "signoff could not find out what deleting namespace {} deletes: {e}; denied to be safe, retry",
+                    input.name
+                );
+                audit(input, "denied-error", &message);
+                return deny(req, message);
+            }
+        }
+    }
+    let assessment = side_doors::with_enabled(classify(input, &policies), &enabled, &policies);
     let break_glass = received.user.groups.iter().any(|g| state.settings.break_glass_groups.contains(g));
     if !anchors.is_empty() && !assessment.held() && !state.identities.is_admin(&received.user) && !break_glass {
         let message = route::anchor_denial(&received, &anchors);
@@ -295,6 +310,28 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
             held(state, req, input, &assessment, &policies, &digest, &namespace, &name, finalizing).await
         }
     }
+}
+
+/// The kinds of the resources whose deletes the policies name, as the API server
+/// serves them (a resource it does not serve is skipped): what a namespace's
+/// deletion is judged for. Discovery only, no list: signoff needs no read access
+/// to what it protects.
+async fn swept_kinds(state: &WebhookState, policies: &PolicySet) -> Result<Vec<(Gvr, Gvk)>, String> {
+    let mut kinds = Vec::new();
+    for gvr in side_doors::swept_resources(policies) {
+        let gv = kube::core::GroupVersion::gv(&gvr.group, &gvr.version);
+        let group = match kube::discovery::pinned_group(&state.client, &gv).await {
+            Ok(group) => group,
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(format!("discovery of {}/{}: {e}", gvr.group, gvr.version)),
+        };
+        let served = group.versioned_resources(&gvr.version).into_iter().find(|(r, _)| r.plural == gvr.resource);
+        if let Some((resource, _)) = served.filter(|(_, caps)| caps.scope == kube::discovery::Scope::Namespaced) {
+            let kind = Gvk { group: gvr.group.clone(), version: gvr.version.clone(), kind: resource.kind };
+            kinds.push((gvr, kind));
+        }
+    }
+    Ok(kinds)
 }
 
 /// Events about a change with no ApprovalRequest go on its namespace (signoff's
