@@ -850,6 +850,16 @@ kind: ServiceAccount
 metadata: {{name: disposable, namespace: {d}}}
 ---
 apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ledger-api, namespace: {d}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: ledger-api}}}}
+  template:
+    metadata: {{labels: {{app: ledger-api}}}}
+    spec: {{containers: [{{name: api, image: "registry.k8s.io/pause:3.10"}}]}}
+---
+apiVersion: apps/v1
 kind: StatefulSet
 metadata: {{name: ledger-db, namespace: {d}}}
 spec:
@@ -896,6 +906,26 @@ spec:
         Outcome::Held,
         run("alice", &["patch", "statefulset", "ledger-db", "-n", d, "--type=merge", "-p", retention], None),
         delete_held("the StatefulSet controller deletes"),
+    );
+    let hpa = format!(
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: ledger-api, namespace: {d}}}\n\
+         spec: {{minReplicas: 3, maxReplicas: 3, scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: ledger-api}}}}\n"
+    );
+    m.case(
+        "side door",
+        "scale a workload whose scale is held through an autoscaler (the HPA controller scales it)",
+        "kubectl create -f (HorizontalPodAutoscaler, minReplicas 3)",
+        Outcome::Held,
+        run(ADMIN, &["create", "-f", "-"], Some(&hpa)),
+        |err| {
+            let (ar_ns, name) = held_ref(err);
+            let reasons = request(cp, &ar_ns, &name)["spec"]["reasons"].to_string();
+            reasons
+                .contains("the HPA controller scales Deployment ledger-api from 1 to 3")
+                .then_some(())
+                .ok_or(reasons)?;
+            Ok("held as the scale it enables (\"the HPA controller scales Deployment ledger-api from 1 to 3\")".into())
+        },
     );
     m.case(
         "side door",

@@ -376,3 +376,38 @@ fn wait_f_finds_the_request_of_an_update_by_its_digest() {
     assert_eq!(code, 5, "{out}\n{err}");
     assert!(out.contains(&format!("{ns}/{name}: Pending")), "the UPDATE's request, not another:\n{out}");
 }
+
+/// Impersonation is approval (issue 23, item 7): the API server gives admission
+/// only the impersonated identity, so signoff cannot refuse it; platform teams
+/// see who can do it with `kubectl signoff impersonators`.
+#[test]
+fn impersonators_lists_who_can_act_as_an_approver() {
+    setup();
+    let cp = cp();
+    let name = format!("impersonate-bob-{}", std::process::id());
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {name}}}\n\
+         rules: [{{apiGroups: [\"\"], resources: [users], resourceNames: [bob], verbs: [impersonate]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {name}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n"
+    );
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&rbac));
+
+    // What admission sees of an impersonated request is what the API server
+    // authenticates: bob, and nothing that names alice.
+    let seen = eventually(30, "alice's impersonation right", || {
+        let (ok, out, _) = cp.kubectl_run("alice", &["--as", "bob", "auth", "whoami", "-o", "json"], None).unwrap();
+        ok.then_some(out)
+    });
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["status"]["userInfo"]["username"], "bob", "{seen}");
+    assert!(!seen["status"]["userInfo"].to_string().contains("alice"), "the impersonator is not passed on: {seen}");
+
+    let report = plugin_ok(ADMIN, &["impersonators"]);
+    let line = format!("User alice: can act as user bob (via ClusterRoleBinding {name} → ClusterRole {name})");
+    assert!(report.contains(&line), "{report}");
+    kubectl_ok(cp, ADMIN, &["delete", "clusterrolebinding", &name], None);
+    let report = plugin_ok(ADMIN, &["impersonators"]);
+    assert!(!report.contains("User alice"), "{report}");
+}

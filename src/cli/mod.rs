@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod decide;
+pub mod impersonators;
 pub mod kube;
 pub mod me;
 pub mod requests;
@@ -16,6 +17,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use self::check::CheckArgs;
 use self::decide::DecideArgs;
+use self::impersonators::ImpersonatorsArgs;
 use self::me::{AwayArgs, KubeOnly, QuietSetArgs, Reason};
 use self::requests::{Format, ListArgs, RequestArgs, ShowArgs, WaitArgs};
 use crate::crd::{AwayReason, Verdict};
@@ -93,6 +95,16 @@ Examples:
     /// Set your weekly quiet hours: escalation does not page you in them.
     #[command(subcommand)]
     QuietHours(QuietHoursCommand),
+    /// List who can approve as someone else by impersonating an approver (RBAC `impersonate`).
+    #[command(after_help = "The API server tells admission only whom a request impersonates, not who sent it, so
+signoff cannot refuse a decision written through impersonation. This lists every subject whose
+ClusterRoles let it impersonate a user or group that can approve (Team members, leads, on-call
+people and groups, Approvers). Needs read access to Teams, Approvers, ClusterRoles and
+ClusterRoleBindings (a platform admin's).
+
+Examples:
+  kubectl signoff impersonators")]
+    Impersonators(ImpersonatorsArgs),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   source <(kubectl-signoff completion bash)
@@ -209,6 +221,10 @@ fn dispatch(command: Command) -> i32 {
             };
             let must_exist = digest.is_none();
             requests::wait(&client, &ns, &name, digest.as_deref(), must_exist, timeout, &mut std::io::stdout()).await
+        }),
+        Command::Impersonators(args) => run(|| async move {
+            let (client, _) = args.kube.connect().await?;
+            Ok(print(impersonators::run(&client).await?))
         }),
         Command::Reopen(args) => run(|| async move {
             let (client, namespace) = args.kube.connect().await?;

@@ -11,6 +11,9 @@
 //!   deleted or scaled down (judged as their DELETEs).
 //! - Deleting a namespace: the namespace controller deletes everything in it
 //!   (judged as the DELETE of any object of each kind a policy protects).
+//! - Creating a HorizontalPodAutoscaler, or raising its bounds: the HPA
+//!   controller scales its target within them (judged as the target's `/scale`
+//!   UPDATE to the new bound, item 4).
 //!
 //! Finalizers: removing the last finalizers of an object being deleted completes
 //! that DELETE and is judged as it (`webhook::review::finalizing_delete`);
@@ -36,13 +39,20 @@ pub struct Enabled {
 pub fn enabled_changes(input: &ReviewInput) -> Vec<Enabled> {
     let mut out: Vec<Enabled> = owner_added(input).into_iter().collect();
     out.extend(claims_released(input));
+    if let Some((group, _, kind)) = scale_target(input)
+        && let Some(resource) = workload_resource(&group, &kind)
+    {
+        out.extend(autoscaled(input, &group, resource));
+    }
     out
 }
 
 /// Whether `input` may enable a change the policies would hold, so the gate must
 /// judge it even when no policy matches it directly.
 pub fn may_enable(input: &ReviewInput, policies: &PolicySet) -> bool {
-    enabled_changes(input).iter().any(|e| policies.covers(&e.input)) || is_namespace_delete(input)
+    enabled_changes(input).iter().any(|e| policies.covers(&e.input))
+        || is_namespace_delete(input)
+        || scale_target(input).is_some()
 }
 
 fn uids(object: &Option<Value>) -> Vec<String> {
@@ -153,6 +163,88 @@ fn claim_delete(input: &ReviewInput, name: &str, pvc: Value) -> ReviewInput {
         old_object: Some(pvc),
         ..input.clone()
     }
+}
+
+/// The workloads whose `/scale` an autoscaler drives, by API group and kind.
+/// Another kind (a custom resource with a scale subresource) is resolved by the
+/// webhook through discovery.
+pub fn workload_resource(group: &str, kind: &str) -> Option<&'static str> {
+    match (group, kind) {
+        ("apps", "Deployment") => Some("deployments"),
+        ("apps", "StatefulSet") => Some("statefulsets"),
+        ("apps", "ReplicaSet") => Some("replicasets"),
+        ("", "ReplicationController") => Some("replicationcontrollers"),
+        _ => None,
+    }
+}
+
+fn is_autoscaler(input: &ReviewInput) -> bool {
+    input.resource.group == "autoscaling" && input.resource.resource == "horizontalpodautoscalers"
+}
+
+/// The target of a HorizontalPodAutoscaler being created or updated: API
+/// group, version and kind (from `spec.scaleTargetRef`, in every version).
+pub fn scale_target(input: &ReviewInput) -> Option<(String, String, String)> {
+    if !matches!(input.operation, Operation::Create | Operation::Update)
+        || !is_autoscaler(input)
+        || !input.sub_resource.is_empty()
+    {
+        return None;
+    }
+    let target = input.object.as_ref()?.pointer("/spec/scaleTargetRef")?;
+    let api_version = target["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    Some((group.to_string(), version.to_string(), target["kind"].as_str()?.to_string()))
+}
+
+fn bound(object: &Option<Value>, field: &str, default: u64) -> Option<u64> {
+    object.as_ref().map(|o| o.pointer(&format!("/spec/{field}")).and_then(Value::as_u64).unwrap_or(default))
+}
+
+/// The scales an autoscaler write lets the HPA controller make: to the new
+/// `minReplicas` when it rises (it keeps at least that many) and to the new
+/// `maxReplicas` when it rises (it may scale up to it), each judged as the
+/// target's `/scale` UPDATE from the old bound (on create: from `minReplicas`,
+/// and for `minReplicas` itself from 1). `resource` is the target's plural.
+pub fn autoscaled(input: &ReviewInput, group: &str, resource: &str) -> Vec<Enabled> {
+    let Some((_, version, kind)) = scale_target(input) else { return vec![] };
+    let Some(target) =
+        input.object.as_ref().and_then(|o| o.pointer("/spec/scaleTargetRef/name")).and_then(Value::as_str)
+    else {
+        return vec![];
+    };
+    let (min, max) = (bound(&input.object, "minReplicas", 1), bound(&input.object, "maxReplicas", 1));
+    let (Some(min), Some(max)) = (min, max) else { return vec![] };
+    let old_min = bound(&input.old_object, "minReplicas", 1).unwrap_or(1);
+    let old_max = bound(&input.old_object, "maxReplicas", 1).unwrap_or(min);
+    let scale = |replicas: u64| {
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": target, "namespace": input.namespace},
+            "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
+    };
+    let mut out = Vec::new();
+    for (field, from, to) in [("minReplicas", old_min, min), ("maxReplicas", old_max, max)] {
+        if to <= from || out.iter().any(|e: &Enabled| e.input.object == Some(scale(to))) {
+            continue;
+        }
+        out.push(Enabled {
+            input: ReviewInput {
+                operation: Operation::Update,
+                kind: Gvk { group: "autoscaling".into(), version: "v1".into(), kind: "Scale".into() },
+                resource: Gvr { group: group.into(), version: version.clone(), resource: resource.into() },
+                sub_resource: "scale".into(),
+                name: target.into(),
+                object: Some(scale(to)),
+                old_object: Some(scale(from)),
+                ..input.clone()
+            },
+            how: format!(
+                "HorizontalPodAutoscaler {} {field} {to}: the HPA controller scales {kind} {target} from {from} to {to}",
+                input.name
+            ),
+        });
+    }
+    out
 }
 
 /// A DELETE of a Namespace: the webhook lists what it sweeps ([`swept_resources`]).
@@ -406,5 +498,56 @@ spec:
             namespace_sweep(&input(Operation::Delete, ("", "configmaps", "ConfigMap"), "x", None, None), &kinds)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn an_autoscaler_is_judged_as_the_scales_it_lets_its_controller_make() {
+        let scale: EscalationPolicy = serde_yaml::from_str(
+            r#"
+apiVersion: signoff.dev/v1alpha1
+kind: EscalationPolicy
+metadata: {name: scale}
+spec:
+  match: {rules: [{operations: [UPDATE], apiGroups: [apps], apiVersions: [v1], resources: [deployments/scale]}]}
+  rules:
+  - name: scale
+    expression: "object.spec.replicas > oldObject.spec.replicas"
+    risk: Medium
+    route: engineering
+    messageExpression: "'scaling ' + request.name + ' to ' + string(object.spec.replicas)"
+"#,
+        )
+        .unwrap();
+        let set = PolicySet::new([&scale]);
+        let hpa = |min: u64, max: u64| {
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "web", "namespace": "prod"},
+                "spec": {"minReplicas": min, "maxReplicas": max,
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}})
+        };
+        let resource = ("autoscaling", "horizontalpodautoscalers", "HorizontalPodAutoscaler");
+        let judge = |write: &ReviewInput| with_enabled(classify(write, &set), &enabled_changes(write), &set);
+
+        let create = input(Operation::Create, resource, "web", None, Some(hpa(2, 10)));
+        let a = judge(&create);
+        assert!(a.held(), "{a:?}");
+        let reasons = a.reasons().join("; ");
+        assert!(reasons.contains("minReplicas 2: the HPA controller scales Deployment web from 1 to 2"), "{reasons}");
+        assert!(reasons.contains("maxReplicas 10") && reasons.contains("scaling web to 10"), "{reasons}");
+        let enabled = enabled_changes(&create);
+        assert_eq!(enabled[0].input.resource.resource, "deployments");
+        assert_eq!(enabled[0].input.sub_resource, "scale");
+
+        let raise_min = input(Operation::Update, resource, "web", Some(hpa(2, 10)), Some(hpa(4, 10)));
+        assert_eq!(enabled_changes(&raise_min).len(), 1);
+        assert!(judge(&raise_min).held());
+        let lower = input(Operation::Update, resource, "web", Some(hpa(2, 10)), Some(hpa(1, 5)));
+        assert!(enabled_changes(&lower).is_empty() && !judge(&lower).held(), "lowering bounds scales nothing up");
+        let mut custom = create.clone();
+        custom.object.as_mut().unwrap()["spec"]["scaleTargetRef"] =
+            json!({"apiVersion": "example.com/v1", "kind": "Worker", "name": "w"});
+        assert!(enabled_changes(&custom).is_empty(), "a custom kind is resolved by the webhook");
+        assert_eq!(scale_target(&custom), Some(("example.com".into(), "v1".into(), "Worker".into())));
+        assert!(may_enable(&custom, &PolicySet::empty()));
     }
 }

@@ -80,6 +80,23 @@ pub fn gate_rules<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) 
             }
         }
     }
+    // An autoscaler scales its target: where a scale is held, its writes are judged.
+    let scales = |r: &RuleWithOperations| {
+        r.operations.as_ref().is_some_and(|o| o.iter().any(|o| o == "UPDATE" || o == "*"))
+            && r.resources.as_ref().is_some_and(|res| res.iter().any(|x| x == "*" || x.ends_with("/scale")))
+    };
+    if rules.iter().any(scales) {
+        let autoscalers = RuleWithOperations {
+            operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+            api_groups: Some(vec!["autoscaling".into()]),
+            api_versions: Some(vec!["*".into()]),
+            resources: Some(vec!["horizontalpodautoscalers".into()]),
+            scope: None,
+        };
+        if !rules.contains(&autoscalers) {
+            rules.push(autoscalers);
+        }
+    }
     rules.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
     rules
 }

@@ -259,6 +259,18 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
             }
         }
     }
+    if let Some((group, version, kind)) = side_doors::scale_target(input)
+        && side_doors::workload_resource(&group, &kind).is_none()
+    {
+        // An autoscaler of a custom resource: its plural from discovery.
+        let gvk = kube::core::GroupVersionKind::gvk(&group, &version, &kind);
+        match kube::discovery::pinned_kind(&state.client, &gvk).await {
+            Ok((resource, _)) => enabled.extend(side_doors::autoscaled(input, &group, &resource.plural)),
+            Err(e) => {
+                warn!(error = %e, %kind, "the target of a HorizontalPodAutoscaler is not served; nothing to scale")
+            }
+        }
+    }
     let assessment = side_doors::with_enabled(classify(input, &policies), &enabled, &policies);
     let break_glass = received.user.groups.iter().any(|g| state.settings.break_glass_groups.contains(g));
     if !anchors.is_empty() && !assessment.held() && !state.identities.is_admin(&received.user) && !break_glass {
