@@ -428,3 +428,52 @@ fn signoffs_namespace_labels_change_only_on_the_namespace_and_only_by_an_admin()
     kubectl_ok(cp, ADMIN, &["patch", "ns", &ns, "--type=merge", "-p", relabel], None);
     assert_eq!(environment(), "development", "an admin relabels");
 }
+
+/// A hostile or careless policy (issue 23, item 6): one whose estimated cost is
+/// over the budget is refused when written, with the estimate; one that runs
+/// over the runtime budget holds the change, naming the rule, and never admits
+/// it; writes it does not match are answered as usual meanwhile.
+#[test]
+fn an_expensive_policy_is_refused_or_holds_and_stalls_nothing_else() {
+    let cp = cp();
+    signoff();
+    let ns = namespace(cp, "cost", &[("signoff.dev/test-cost", "true")]);
+    let other = namespace(cp, "cost-other", &[]);
+    let policy = |name: &str, expression: &str| {
+        format!(
+            "apiVersion: signoff.dev/v1alpha1\nkind: EscalationPolicy\nmetadata: {{name: {name}}}\nspec:\n  match:\n    \
+             rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps]}}]\n    \
+             namespaceSelector: {{matchLabels: {{signoff.dev/test-cost: \"true\"}}}}\n  rules:\n  - name: loop\n    \
+             expression: {expression:?}\n    risk: Low\n    route: engineering\n"
+        )
+    };
+    let thousand = format!("[{}]", (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let hostile = policy("cost-hostile", &format!("{thousand}.all(x, {thousand}.all(y, x != y || x == y))"));
+    let err = kubectl_err(cp, ADMIN, &["apply", "-f", "-"], Some(&hostile));
+    assert!(err.contains("estimated cost") && err.contains("exceeds the limit") && err.contains("loop"), "{err}");
+
+    let careless = policy("cost-careless", "object.data.all(x, object.data.all(y, x != y || x == y))");
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&careless));
+    let map = |n: usize| (0..n).map(|i| format!("  k{i}: \"v\"\n")).collect::<String>();
+    let small =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: small, namespace: {ns}}}\ndata:\n{}", map(5));
+    // 600 keys: 600 × 600 elements, over the runtime budget of 200,000.
+    let big = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big, namespace: {ns}}}\ndata:\n{}", map(600));
+    eventually(30, "the careless policy to be enforced", || {
+        let (ok, _, err) = cp.kubectl_run(ADMIN, &["create", "--dry-run=server", "-f", "-"], Some(&big)).unwrap();
+        (ok && err.contains("would be held")).then_some(())
+    });
+    let unrelated = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: unrelated, namespace: {other}}}\n");
+    let (held, admitted) = std::thread::scope(|s| {
+        let held = s.spawn(|| kubectl_err(cp, "alice", &["create", "-f", "-"], Some(&big)));
+        let admitted = s.spawn(|| kubectl_ok(cp, "alice", &["create", "-f", "-"], Some(&unrelated)));
+        (held.join().unwrap(), admitted.join().unwrap())
+    });
+    assert!(admitted.contains("configmap/unrelated created"), "{admitted}");
+    assert!(held.contains("held for approval") && held.contains("rule \"loop\" of policy cost-careless"), "{held}");
+    let (ar_ns, name) = held_ref(&held);
+    let ar = kubectl_ok(cp, ADMIN, &["get", "ar", "-n", &ar_ns, &name, "-o", "json"], None);
+    assert!(ar.contains("evaluation cost over the limit") && ar.contains("cost-careless"), "{ar}");
+    kubectl_ok(cp, "alice", &["create", "-f", "-"], Some(&small));
+    kubectl_ok(cp, ADMIN, &["delete", "escalationpolicy", "cost-careless"], None);
+}

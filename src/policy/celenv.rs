@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cel::common::types::{INT_TYPE, STRING_TYPE, Type};
+use cel::common::types::{DYN_TYPE, INT_TYPE, STRING_TYPE, Type};
 use cel::common::value::{CowVal, Val};
 use cel::objects::{Key, Map, Opaque};
 use cel::{Env, ExecutionError, Value};
@@ -165,6 +165,16 @@ fn f_sign<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     ret(Value::Int(quantity_arg("sign", args[0].as_ref())?.sign()))
 }
 
+/// Charges the elements a comprehension is about to iterate to the evaluation's
+/// budget (budget::instrument puts it around every comprehension's range), and
+/// passes the range on unchanged.
+fn f_charge<'b, 'v>(mut args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity(&args, 1)?;
+    let elements = args[0].as_sizer().map(|s| *s.size().inner()).unwrap_or(0).max(0) as u64;
+    super::budget::charge(elements).map_err(|e| ExecutionError::function_error("cost", e))?;
+    Ok(args.remove(0))
+}
+
 /// Builds the environment. Fails only if the cel crate rejects a declaration,
 /// which is a programming error caught by the unit tests.
 pub fn build_env() -> Result<Env, cel::DeclarationError> {
@@ -174,6 +184,8 @@ pub fn build_env() -> Result<Env, cel::DeclarationError> {
     // cel's `regex` feature is off: its `matches` compiles the pattern on every call.
     env.add_overload("matches", "matches_string_string", vec![STRING_TYPE, STRING_TYPE], f_matches)?;
     env.add_member_overload("matches", "string_matches_string", STRING_TYPE, vec![STRING_TYPE], f_matches)?;
+
+    env.add_overload(super::budget::CHARGE_FUNCTION, "signoff_charge_dyn", vec![DYN_TYPE], f_charge)?;
 
     env.add_type(quantity_type())?;
     env.add_overload("quantity", "quantity_string", vec![STRING_TYPE], f_quantity)?;

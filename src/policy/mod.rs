@@ -10,6 +10,7 @@
 //! High, naming the rule), and so does an enforcing policy that failed to compile
 //! when its `match` selects the request.
 
+pub mod budget;
 pub mod celenv;
 pub mod cost;
 pub mod lazyjson;
@@ -232,12 +233,12 @@ pub struct PolicyError {
 
 enum Message {
     Static(String),
-    Expression(Program),
+    Expression(CompiledExpr),
 }
 
 struct CompiledRule {
     name: String,
-    expression: Program,
+    expression: CompiledExpr,
     message: Message,
     risk: Risk,
     route: String,
@@ -284,9 +285,11 @@ impl Needs {
 pub struct CompiledPolicy {
     name: String,
     spec: EscalationPolicySpec,
-    variables: Vec<(String, Program)>,
+    variables: Vec<(String, CompiledExpr)>,
     rules: Vec<CompiledRule>,
     needs: Needs,
+    /// The estimated steps of all its expressions (budget::estimate).
+    estimate: u64,
 }
 
 impl fmt::Debug for CompiledPolicy {
@@ -299,16 +302,46 @@ fn policy_name(policy: &EscalationPolicy) -> String {
     policy.metadata.name.clone().unwrap_or_default()
 }
 
-fn compile_expr(policy: &str, location: Location, source: &str) -> Result<Program, PolicyError> {
-    ENV.compile(source).map_err(|errors| {
+/// A compiled expression: the program (what it reads) and the form that runs,
+/// whose comprehensions charge the evaluation's budget (budget::instrument).
+struct CompiledExpr {
+    program: Program,
+    run: cel::common::ast::IdedExpr,
+    estimate: u64,
+}
+
+impl CompiledExpr {
+    fn execute(&self, scope: &Context) -> cel::ResolveResult {
+        Value::resolve(&self.run, scope)
+    }
+}
+
+fn compile_expr(policy: &str, location: Location, source: &str) -> Result<CompiledExpr, PolicyError> {
+    let program = ENV.compile(source).map_err(|errors| {
         let first = errors.errors.first();
         PolicyError {
             policy: policy.to_string(),
-            location,
+            location: location.clone(),
             position: first.map(|e| (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1)),
             message: first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string()),
         }
-    })
+    })?;
+    let estimate = budget::estimate(program.expression());
+    if estimate > budget::ESTIMATE_LIMIT {
+        return Err(PolicyError {
+            policy: policy.to_string(),
+            location,
+            position: None,
+            message: format!(
+                "estimated cost {estimate} exceeds the limit of {} steps (a comprehension costs its body once per \
+                 element; a list that is not a literal counts as {} elements): iterate over less, or nest less",
+                budget::ESTIMATE_LIMIT,
+                budget::UNKNOWN_SIZE
+            ),
+        });
+    }
+    let run = budget::instrument(program.expression());
+    Ok(CompiledExpr { program, run, estimate })
 }
 
 impl CompiledPolicy {
@@ -331,7 +364,7 @@ impl CompiledPolicy {
                 return Err(err(Location::Variable(v.name.clone()), "duplicate variable name".into()));
             }
             let p = compile_expr(&name, Location::Variable(v.name.clone()), &v.expression)?;
-            needs.add(&p, &v.expression);
+            needs.add(&p.program, &v.expression);
             variables.push((v.name.clone(), p));
         }
         let mut rules: Vec<CompiledRule> = Vec::with_capacity(spec.rules.len());
@@ -340,11 +373,11 @@ impl CompiledPolicy {
                 return Err(err(Location::Rule(r.name.clone()), "duplicate rule name".into()));
             }
             let expression = compile_expr(&name, Location::Rule(r.name.clone()), &r.expression)?;
-            needs.add(&expression, &r.expression);
+            needs.add(&expression.program, &r.expression);
             let message = match (&r.message_expression, &r.message) {
                 (Some(src), _) => {
                     let p = compile_expr(&name, Location::MessageExpression(r.name.clone()), src)?;
-                    needs.add(&p, src);
+                    needs.add(&p.program, src);
                     Message::Expression(p)
                 }
                 (None, Some(m)) => Message::Static(m.clone()),
@@ -359,7 +392,17 @@ impl CompiledPolicy {
                 action_class: r.action_class,
             });
         }
-        Ok(CompiledPolicy { name, spec: spec.clone(), variables, rules, needs })
+        let messages = rules.iter().filter_map(|r| match &r.message {
+            Message::Expression(e) => Some(e.estimate),
+            Message::Static(_) => None,
+        });
+        let estimate = variables
+            .iter()
+            .map(|(_, e)| e.estimate)
+            .chain(rules.iter().map(|r| r.expression.estimate))
+            .chain(messages)
+            .fold(0u64, u64::saturating_add);
+        Ok(CompiledPolicy { name, spec: spec.clone(), variables, rules, needs, estimate })
     }
 
     pub fn name(&self) -> &str {
@@ -423,6 +466,17 @@ impl PolicySet {
 
     pub fn get(&self, name: &str) -> Option<&CompiledPolicy> {
         self.policies.iter().find(|p| p.name == name)
+    }
+
+    /// The estimated steps of classifying `input`: the policies that match it
+    /// (budget::estimate). Above budget::INLINE_LIMIT the webhook classifies off
+    /// its async workers, so an expensive policy delays nothing it does not match.
+    pub fn estimate_for(&self, input: &ReviewInput) -> u64 {
+        self.policies
+            .iter()
+            .filter(|p| matching::matches(&p.spec.match_, input))
+            .map(|p| p.estimate)
+            .fold(0, u64::saturating_add)
     }
 
     /// Whether any policy's match rules (of valid and invalid policies alike) name
@@ -598,6 +652,9 @@ fn request_scope<'v>(input: &'v ReviewInput, needs: Needs, eager: bool) -> Conte
 
 fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context, out: &mut Assessment) {
     let audit = policy.spec.mode == PolicyMode::Audit;
+    // One budget for the whole policy: its comprehensions together iterate at
+    // most budget::RUNTIME_LIMIT elements; past it each rule fails, and holds.
+    budget::reset();
     // A scope of its own only for `cost` and `variables`: every scope is one more
     // level each variable lookup walks through.
     let mut own = (policy.needs.cost || !policy.variables.is_empty()).then(|| parent.new_inner_scope());
@@ -636,7 +693,7 @@ fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context
             HashMap::with_capacity(policy.variables.len());
         for (name, program) in &policy.variables {
             scope.add_variable_as_val("variables", Box::new(CelMap::from(vars.clone())));
-            match Value::resolve_val(program.expression(), scope).map(|v| v.into_owned()) {
+            match Value::resolve_val(&program.run, scope).map(|v| v.into_owned()) {
                 Ok(v) => {
                     vars.insert(CelMapKey::from(name.clone()), v);
                 }

@@ -788,3 +788,37 @@ fn map_literals_compare_with_object_fields_on_either_side() {
         assert_eq!(eval(expr), Ok(expected), "{expr}");
     }
 }
+
+/// A hostile or careless rule (issue 23, item 6): over the estimate it is
+/// refused when written; over the runtime budget it holds, naming the rule,
+/// and never admits; other rules and policies are evaluated as usual.
+#[test]
+fn expensive_rules_are_refused_when_written_and_hold_when_they_run_over() {
+    let thousand = format!("[{}]", (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let hostile = format!("{thousand}.all(x, {thousand}.all(y, x != y || x == y))");
+    let p = policy("hostile", vec![rule("loop", &hostile, Risk::Low, "x", ActionClass::Routine)]);
+    let err = CompiledPolicy::compile(&p).unwrap_err();
+    assert_eq!(err.location, Location::Rule("loop".into()));
+    assert!(err.message.contains("estimated cost") && err.message.contains("exceeds the limit"), "{err}");
+
+    // Estimated on an unknown list, which turns out to be long at run time.
+    let nested = "object.data.items.all(x, object.data.items.all(y, x != y || x == y))";
+    let set = PolicySet::new([
+        &policy("careless", vec![rule("nested", nested, Risk::Low, "engineering", ActionClass::Routine)]),
+        &policy("usual", vec![rule("always", "true", Risk::Low, "x", ActionClass::Routine)]),
+    ]);
+    assert_eq!(set.errors().count(), 0, "the estimate allows it");
+    let with_items = |n: usize| {
+        let mut i = input(Operation::Update, ("", "v1", "configmaps"), "", "p");
+        i.object = Some(json!({"metadata": {"name": "c"}, "data": {"items": (0..n).collect::<Vec<_>>()}}));
+        i
+    };
+    let small = classify(&with_items(10), &set);
+    assert!(!small.held() && small.fired.len() == 2, "{small:?}");
+    let big = classify(&with_items(1000), &set);
+    assert!(big.held(), "over the budget holds: {big:?}");
+    assert_eq!(big.errors.len(), 1, "{big:?}");
+    assert_eq!((big.errors[0].policy.as_str(), big.errors[0].location.as_str()), ("careless", "rule \"nested\""));
+    assert!(big.errors[0].message.contains("over the limit"), "{}", big.errors[0].message);
+    assert!(big.fired.iter().any(|f| f.policy == "usual"), "the next policy has a budget of its own: {big:?}");
+}

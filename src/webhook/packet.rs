@@ -44,7 +44,10 @@ pub fn packet(
         risk: Risk::High,
         route: e.route.clone(),
         action_class: e.action_class,
-        message: format!("evaluation error (held to be safe): {}", e.message),
+        message: format!(
+            "{} of policy {} could not be evaluated (held to be safe): {}",
+            e.location, e.policy, e.message
+        ),
     }));
     // Each route follows the first policy (in evaluation order) that routed to it.
     let routing = assessment

@@ -26,7 +26,7 @@ use super::route::{self, Route};
 use crate::approval::{self, Denial, Identities};
 use crate::crd::{Admission, ApprovalRequest, Approver, EscalationPolicy, GROUP};
 use crate::metrics::Metrics;
-use crate::policy::{Gvk, Gvr, PolicySet, ReviewInput, UserInfo, classify, side_doors};
+use crate::policy::{Gvk, Gvr, PolicySet, ReviewInput, UserInfo, budget, classify, side_doors};
 
 /// The largest AdmissionReview accepted: an object and its old version can each be
 /// up to etcd's 1.5 MiB limit (and 3 MiB through the API); more is refused.
@@ -271,7 +271,24 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
             }
         }
     }
-    let assessment = side_doors::with_enabled(classify(input, &policies), &enabled, &policies);
+    let estimate = enabled.iter().fold(policies.estimate_for(input), |sum, e| sum + policies.estimate_for(&e.input));
+    let assessment = if estimate <= budget::INLINE_LIMIT {
+        side_doors::with_enabled(classify(input, &policies), &enabled, &policies)
+    } else {
+        // Expensive policies run on a blocking thread: the async workers keep
+        // answering other reviews, and the review's deadline still answers this one.
+        let (judged, set) = (input.clone(), state.policies.load_full());
+        let classified =
+            tokio::task::spawn_blocking(move || side_doors::with_enabled(classify(&judged, &set), &enabled, &set));
+        match classified.await {
+            Ok(assessment) => assessment,
+            Err(e) => {
+                let message = format!("signoff could not classify this change: {e}; denied to be safe, retry");
+                audit(input, "denied-error", &message);
+                return deny(req, message);
+            }
+        }
+    };
     let break_glass = received.user.groups.iter().any(|g| state.settings.break_glass_groups.contains(g));
     if !anchors.is_empty() && !assessment.held() && !state.identities.is_admin(&received.user) && !break_glass {
         let message = route::anchor_denial(&received, &anchors);
