@@ -117,3 +117,50 @@ fn an_exhausted_chain_expires_with_a_runbook_and_the_admins_are_told() {
     let err = kubectl_err(cp(), "alice", &["apply", "-f", "-"], Some(&manifest));
     assert!(err.contains("expired") && err.contains("kubectl signoff reopen"), "{err}");
 }
+
+/// A sink that accepts connections and never answers (issue 23, item 9) does
+/// not delay the next tier: delivery tries are cut to end before it is due, so
+/// the tier gap stays within ±1 s of the tier timeout. The dead delivery is
+/// recorded as failed.
+#[test]
+fn a_black_holed_sink_does_not_delay_the_next_tier() {
+    running();
+    // Bound and never accepted: connections complete and then hear nothing.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/never", black_hole.local_addr().unwrap());
+    let team = format!(
+        "apiVersion: signoff.dev/v1alpha1\nkind: Team\nmetadata: {{name: esc-dead-sink}}\nspec:\n  members: {{users: [bob]}}\n  \
+         lead: carol\n  onCall: {{rotation: [dave], shiftLength: 24h, handoff: \"2026-01-01T00:00:00\", timeZone: UTC}}\n  \
+         contacts: [{{kind: Webhook, url: \"{dead}\"}}]\n"
+    );
+    kubectl_ok(cp(), ADMIN, &["apply", "-f", "-"], Some(&team));
+    let ns = esc_namespace("esc-dead-sink");
+    let name = hold(&ns, "routine");
+    let got = eventually(40, "three tiers notified", || {
+        let got = notifications(&name);
+        (got.len() >= 3).then_some(got)
+    });
+    let who: Vec<&str> = got.iter().take(3).map(|r| r.path.as_str()).collect();
+    assert_eq!(who, ["/user/bob", "/user/dave", "/user/carol"]);
+    for pair in got[..3].windows(2) {
+        let gap = secs(pair[0].at, pair[1].at);
+        eprintln!(
+            "with a black-holed team sink: {} -> {}: {gap:.2}s (tier timeout {TTL}s)",
+            pair[0].path, pair[1].path
+        );
+        assert!((gap - TTL).abs() <= 1.0, "tiers {TTL}s apart (±1 s) despite the dead sink, got {gap:.2}s");
+    }
+    eventually(20, "the dead delivery recorded as failed", || {
+        let ar = request(&ns, &name);
+        ar["status"]["notifications"]
+            .as_array()?
+            .iter()
+            .any(|n| {
+                n["sink"] == "Webhook"
+                    && n["result"] == "Failed"
+                    && n["recipient"].as_str().is_some_and(|r| r.starts_with("team/"))
+            })
+            .then_some(())
+    });
+    drop(black_hole);
+}

@@ -109,6 +109,10 @@ fn next_action(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Action
     }
 }
 
+/// What a step's deliveries leave before its next wake: the status write, and
+/// several tiers' sends in one step when they are due together.
+const DELIVERY_MARGIN: Duration = Duration::from_millis(750);
+
 /// Delivery tries for escalation: 3 attempts within about 7 s.
 pub fn escalation_retry() -> RetryPolicy {
     RetryPolicy {
@@ -141,11 +145,11 @@ async fn notify(
     n: &super::Notify,
     world: World<'_>,
     now: jiff::Timestamp,
+    retry: &RetryPolicy,
 ) -> Vec<Notification> {
     let deliveries = futures::stream::iter(effects::deliveries(n, world, ar, now))
         .map(|d| async move {
-            let record =
-                ctx.notifier.deliver_contact(&ctx.client, &ctx.namespace, &d.contact, &d.message, &ctx.retry).await;
+            let record = ctx.notifier.deliver_contact(&ctx.client, &ctx.namespace, &d.contact, &d.message, retry).await;
             record.to_notification(&d.message)
         })
         .buffer_unordered(8)
@@ -213,11 +217,20 @@ async fn reconcile(
     // as it is climbed); the Events and the runbook at the same time as them
     // (under load each is an API round trip; one after the other made a step
     // several round trips long). All are done before the status write.
+    // Tier timing must not depend on a sink's health: delivery tries end before
+    // the next wake (the next tier), less a margin for the status write.
+    let retry = match step.wake_at {
+        Some(at) => {
+            let until = Duration::from_millis(at.duration_since(now).as_millis().max(0) as u64);
+            ctx.retry.within(until.saturating_sub(DELIVERY_MARGIN))
+        }
+        None => ctx.retry.clone(),
+    };
     let notifications = async {
         let mut records = Vec::new();
         for effect in &step.effects {
             if let Effect::Notify(n) = effect {
-                records.extend(notify(&ctx, &ar, n, world, now).await);
+                records.extend(notify(&ctx, &ar, n, world, now, &retry).await);
             }
         }
         records

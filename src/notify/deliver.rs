@@ -64,6 +64,26 @@ impl RetryPolicy {
         let waits: Duration = (1..attempts).map(|a| self.delay_after(a)).sum();
         waits + self.attempt_timeout * attempts
     }
+
+    /// This policy, cut so that a delivery ends within `budget` whatever the
+    /// sink does (every attempt timing out, every wait a capped `Retry-After`):
+    /// fewer attempts first, then a shorter attempt (at least 100 ms). What is
+    /// due at the end of the budget (the next tier) never waits for a dead sink.
+    pub fn within(&self, budget: Duration) -> RetryPolicy {
+        let longest = |p: &RetryPolicy| {
+            let attempts = p.max_attempts.max(1);
+            p.max_delay * (attempts - 1) + p.attempt_timeout * attempts
+        };
+        let mut cut = self.clone();
+        while cut.max_attempts > 1 && longest(&cut) > budget {
+            cut.max_attempts -= 1;
+        }
+        if longest(&cut) > budget {
+            cut.max_attempts = 1;
+            cut.attempt_timeout = budget.max(Duration::from_millis(100));
+        }
+        cut
+    }
 }
 
 /// How a delivery ended.

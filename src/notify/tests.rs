@@ -454,3 +454,28 @@ fn record_maps_to_the_status_entry() {
         (0, "Failed", Some("Secret signoff/x not found"))
     );
 }
+
+/// Deliveries cut to a budget end within it whatever the sink does (issue 23,
+/// item 9): fewer attempts first, then a shorter one.
+#[test]
+fn a_retry_policy_cut_to_a_budget_ends_within_it() {
+    let escalation = RetryPolicy {
+        max_attempts: 3,
+        initial_delay: Duration::from_millis(250),
+        factor: 2,
+        max_delay: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(2),
+    };
+    assert_eq!(escalation.within(Duration::from_secs(60)), escalation, "a long tier keeps every try");
+    let two = escalation.within(Duration::from_secs(6));
+    assert_eq!((two.max_attempts, two.attempt_timeout), (2, Duration::from_secs(2)));
+    let one = escalation.within(Duration::from_millis(2250));
+    assert_eq!((one.max_attempts, one.attempt_timeout), (1, Duration::from_secs(2)));
+    let short = escalation.within(Duration::from_millis(800));
+    assert_eq!((short.max_attempts, short.attempt_timeout), (1, Duration::from_millis(800)));
+    assert_eq!(escalation.within(Duration::ZERO).attempt_timeout, Duration::from_millis(100), "one short try");
+    for budget in [60_000, 6_000, 2_250, 800] {
+        let cut = escalation.within(Duration::from_millis(budget));
+        assert!(cut.worst_case() <= Duration::from_millis(budget), "{budget} ms: {cut:?}");
+    }
+}
