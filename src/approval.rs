@@ -9,7 +9,8 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{
-    ApprovalRequest, ApprovalRequestSpec, ApprovalRequestStatus, Decision, Lane, Phase, REOPEN_ANNOTATION, Verdict,
+    ApprovalRequest, ApprovalRequestSpec, ApprovalRequestStatus, Decision, Lane, Phase, REOPEN_ANNOTATION,
+    SUPERSEDED_ANNOTATION, Verdict,
 };
 use crate::policy::UserInfo;
 
@@ -126,8 +127,17 @@ pub fn approval_write(
             }
             if sub_resource != "status" {
                 // Metadata only: status writes through the main resource are dropped by
-                // the API server, and the spec cannot change. A reopen is the one
-                // metadata change with a meaning.
+                // the API server, and the spec cannot change. A reopen and a
+                // supersession are the metadata changes with a meaning.
+                let superseded = |ar: &ApprovalRequest| {
+                    ar.metadata.annotations.as_ref().and_then(|a| a.get(SUPERSEDED_ANNOTATION)).cloned()
+                };
+                if superseded(old) != superseded(new) && !is_controller {
+                    return Err(Denial::forbidden(
+                        "metadata.annotations[signoff.dev/superseded-by]",
+                        "only signoff marks a request superseded (when the same requester's newer change is held)",
+                    ));
+                }
                 return reopen_write(old, new, user, ids, now);
             }
             status_write(old, new, user, ids, now)

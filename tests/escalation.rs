@@ -164,3 +164,82 @@ fn a_black_holed_sink_does_not_delay_the_next_tier() {
     });
     drop(black_hole);
 }
+
+/// Floods (issue 23, item 5). The same object applied again and again with new
+/// content (a controller retrying a create with fresh random data) keeps one live
+/// request: each newer hold supersedes the older, whose escalation stops and
+/// whose notified people are told. Many distinct objects stop at the per-requester
+/// cap (20 by default) with a denial that says what to do. Figures are printed.
+#[test]
+fn a_flood_keeps_one_request_per_object_and_stops_at_the_cap() {
+    running();
+    // Long tiers: nothing expires (and stops counting) while the flood runs.
+    let policy = r#"apiVersion: signoff.dev/v1alpha1
+kind: EscalationPolicy
+metadata: {name: esc-flood}
+spec:
+  match:
+    rules: [{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}]
+    namespaceSelector: {matchLabels: {signoff.dev/test-flood: "true"}}
+  adminTeam: esc-admins
+  actionClasses:
+    routine: {tierTimeout: 10m, notify: Sequential}
+  rules:
+  - {name: flood, expression: "true", risk: High, route: engineering, message: a change in a flood test}
+"#;
+    kubectl_ok(cp(), ADMIN, &["apply", "-f", "-"], Some(policy));
+    let ns = namespace(cp(), "flood", &[("signoff.dev/test-flood", "true"), ("signoff.dev/owner", "esc-owners")]);
+    let configmap = |name: &str, data: usize| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{v: \"{data}\"}}\n"
+        )
+    };
+    eventually(30, "the flood policy to be enforced", || {
+        let probe = configmap("probe", 0);
+        let (_, _, err) =
+            cp().kubectl_run("mallory", &["create", "--dry-run=server", "-f", "-"], Some(&probe)).unwrap();
+        err.contains("would be held").then_some(())
+    });
+    // mallory floods: no other test holds anything as mallory, so the cap is hers alone.
+    let same: Vec<String> = (0..10)
+        .map(|i| {
+            let err = kubectl_err(cp(), "mallory", &["apply", "-f", "-"], Some(&configmap("flood-same", i)));
+            assert!(err.contains("held for approval"), "{err}");
+            common::approvals::held_name(&err)
+        })
+        .collect();
+    let (older, newest) = same.split_at(9);
+    eventually(30, "the older requests superseded", || {
+        older.iter().all(|name| request(&ns, name)["status"]["phase"] == "Superseded").then_some(())
+    });
+    assert_eq!(request(&ns, &newest[0])["status"]["phase"], "Pending", "the newest still escalates");
+    let superseded = request(&ns, &older[0]);
+    assert_eq!(superseded["metadata"]["annotations"]["signoff.dev/superseded-by"], older[1].as_str());
+    // bob was asked (tier 1) about the first request, and is told it was superseded.
+    let told = eventually(20, "bob told the first request was superseded", || {
+        let got = setup().receiver.received("/user/bob");
+        got.iter()
+            .any(|r| r.body["request"]["name"] == older[0].as_str() && r.body["kind"] == "Superseded")
+            .then_some(got)
+    });
+    let about = |name: &String| told.iter().filter(|r| r.body["request"]["name"] == name.as_str()).count();
+    assert!(older.iter().all(|n| about(n) <= 2), "each superseded request pages bob at most once and tells him once");
+
+    // Distinct objects: mallory has 1 live request; 19 more are held, then refused.
+    let (mut held, mut refused) = (0, 0);
+    for i in 0..30 {
+        let err = kubectl_err(cp(), "mallory", &["apply", "-f", "-"], Some(&configmap(&format!("flood-{i}"), i)));
+        if err.contains("held for approval") {
+            held += 1;
+        } else {
+            assert!(err.contains("pending approval requests, the most one requester may have (20)"), "{err}");
+            assert!(err.contains("kubectl signoff list -A --mine"), "{err}");
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "flood figures: 10 applies of one object -> 1 live request, 9 superseded; 30 distinct objects -> {held} held, \
+         {refused} refused at the cap of 20 (before: 40 requests, each paging tier 1)"
+    );
+    assert_eq!((held, refused), (19, 11));
+}

@@ -60,6 +60,7 @@ fn settings() -> GateSettings {
         break_glass_groups: vec!["signoff:break-glass".into()],
         // The server refuses uncovered resources before these pure steps.
         refuse_uncovered: false,
+        max_pending_per_requester: 20,
     }
 }
 

@@ -79,6 +79,7 @@ pub enum PhaseFilter {
     Approved,
     Rejected,
     Expired,
+    Superseded,
     All,
 }
 
@@ -89,6 +90,7 @@ impl PhaseFilter {
             PhaseFilter::Approved => phase == Phase::Approved,
             PhaseFilter::Rejected => phase == Phase::Rejected,
             PhaseFilter::Expired => phase == Phase::Expired,
+            PhaseFilter::Superseded => phase == Phase::Superseded,
             PhaseFilter::All => true,
         }
     }
@@ -402,6 +404,19 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
                 }
             }
         },
+        Phase::Superseded => {
+            let newer = ar
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::crd::SUPERSEDED_ANNOTATION))
+                .map(String::as_str)
+                .unwrap_or("a newer request");
+            let _ = writeln!(
+                o,
+                "Superseded: a newer change to the same object holds it now: kubectl signoff show -n {ns} {newer}"
+            );
+        }
         Phase::Rejected | Phase::Expired => {
             if let Some(runbook) = &status.runbook {
                 let _ = writeln!(o, "Runbook:");
@@ -564,7 +579,7 @@ pub async fn wait(
                 Phase::Approved if status.not_after.as_ref().is_none_or(|t| t.0 > now) => return Ok(EXIT_APPROVED),
                 Phase::Approved => return Ok(EXIT_EXPIRED),
                 Phase::Rejected => return Ok(EXIT_REJECTED),
-                Phase::Expired => return Ok(EXIT_EXPIRED),
+                Phase::Expired | Phase::Superseded => return Ok(EXIT_EXPIRED),
                 Phase::Pending => {}
             }
         }

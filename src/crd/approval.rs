@@ -184,12 +184,17 @@ pub enum Phase {
     Rejected,
     /// Every tier of a lane timed out; never admitted. See the runbook.
     Expired,
+    /// A newer change to the same object by the same requester is held now
+    /// (annotation `signoff.dev/superseded-by` names its request); escalation
+    /// stopped and whoever was notified was told. Never admitted.
+    Superseded,
 }
 
 impl Phase {
-    /// Rejected and Expired end an attempt; Approved ends it once `notAfter` passes.
+    /// Rejected, Expired and Superseded end an attempt; Approved ends it once
+    /// `notAfter` passes.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Approved | Phase::Rejected | Phase::Expired)
+        matches!(self, Phase::Approved | Phase::Rejected | Phase::Expired | Phase::Superseded)
     }
 }
 
@@ -197,7 +202,7 @@ impl Phase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRequestStatus {
-    /// Pending, Approved, Rejected or Expired.
+    /// Pending, Approved, Rejected, Expired or Superseded.
     #[serde(default)]
     pub phase: Phase,
     /// Attempt number: 1 for the first, one more after each reopen (the
@@ -295,7 +300,7 @@ pub struct Lane {
     /// When the current tier times out; never earlier than its start plus its timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier_deadline: Option<MicroTime>,
-    /// Pending, Approved, Rejected or Expired.
+    /// Pending, Approved, Rejected, Expired or Superseded.
     #[serde(default)]
     pub phase: Phase,
     /// Users reached so far, who may approve for this lane.
@@ -363,6 +368,11 @@ pub fn first_attempt() -> u32 {
 /// Annotation by which the requester (or an admin) reopens a Rejected or Expired
 /// request: its value is the new attempt, the current one plus one.
 pub const REOPEN_ANNOTATION: &str = "signoff.dev/reopen-attempt";
+
+/// Set by signoff on a Pending request when a newer change to the same object
+/// by the same requester is held: the newer request's name. The controller then
+/// moves the request to Superseded.
+pub const SUPERSEDED_ANNOTATION: &str = "signoff.dev/superseded-by";
 
 /// An approver's answer.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

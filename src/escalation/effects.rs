@@ -35,6 +35,7 @@ pub fn deliveries(n: &Notify, world: World, ar: &ApprovalRequest, now: Timestamp
     let kind = match n.kind {
         NotifyKind::Escalation => MessageKind::Escalation,
         NotifyKind::Expired => MessageKind::Expired,
+        NotifyKind::Superseded => MessageKind::Superseded,
     };
     let deadline = n.deadline.unwrap_or(now);
     let mut recipients: Vec<(Recipient, Vec<Contact>)> = n
@@ -80,6 +81,12 @@ pub fn event_note(n: &Notify) -> String {
         NotifyKind::Expired => {
             format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", "))
         }
+        NotifyKind::Superseded => format!(
+            "superseded ({}): told {}{}",
+            n.route,
+            if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") },
+            n.team.as_ref().map(|t| format!(" and team {t}")).unwrap_or_default()
+        ),
     }
 }
 

@@ -38,6 +38,8 @@ pub enum NotifyKind {
     Escalation,
     /// Every tier of a lane timed out: the platform admins are told the chain failed.
     Expired,
+    /// A newer change replaced the request: whoever it notified is told.
+    Superseded,
 }
 
 /// One notification to send: to the users and the team of one tier.
@@ -355,6 +357,11 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
             ..status
         };
     }
+    if status.phase == Phase::Pending
+        && let Some(newer) = superseded_by(ar)
+    {
+        return supersede(ar, status, effects, &newer);
+    }
     if status.phase != Phase::Pending {
         return Step { status, effects, wake_at: None };
     }
@@ -456,7 +463,8 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
             warning: false,
         }),
         Phase::Expired => expire(ar, &mut status, &mut walker, now),
-        Phase::Pending => {}
+        // Only a mark set by the webhook supersedes (see supersede): never computed here.
+        Phase::Pending | Phase::Superseded => {}
     }
     status.phase = new_phase;
 
@@ -530,6 +538,58 @@ fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut
         ),
         warning: true,
     });
+}
+
+/// The newer request that replaces `ar`, when signoff marked it superseded.
+pub fn superseded_by(ar: &ApprovalRequest) -> Option<String> {
+    ar.metadata.annotations.as_ref()?.get(crate::crd::SUPERSEDED_ANNOTATION).cloned()
+}
+
+/// A Pending request marked superseded stops escalating; everyone it notified
+/// (by name, team or route, per lane) is told once that no decision is needed.
+fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effects: Vec<Effect>, newer: &str) -> Step {
+    let id = match status.attempt {
+        0 | 1 => request_id(ar),
+        n => format!("{}/attempt-{n}", request_id(ar)),
+    };
+    for lane in &mut status.lanes {
+        let reached: Vec<&str> = status
+            .notifications
+            .iter()
+            .filter(|n| n.route == lane.route && n.sink != "Event")
+            .map(|n| n.recipient.as_str())
+            .collect();
+        let mut users: Vec<String> = Vec::new();
+        add_new(&mut users, reached.iter().filter_map(|r| r.strip_prefix("user/")).map(str::to_string).collect::<Vec<_>>());
+        let team = reached.iter().find_map(|r| r.strip_prefix("team/")).map(str::to_string);
+        if !reached.is_empty() {
+            effects.push(Effect::Notify(Notify {
+                key: format!("{id}/superseded/{}", lane.route),
+                kind: NotifyKind::Superseded,
+                policy: lane.policy.clone(),
+                route: lane.route.clone(),
+                tier: lane.tier,
+                tier_name: "Superseded".into(),
+                users,
+                team,
+                deadline: None,
+            }));
+        }
+        if lane.phase == Phase::Pending {
+            lane.phase = Phase::Superseded;
+        }
+    }
+    effects.push(Effect::Event {
+        reason: "Superseded",
+        note: format!(
+            "a newer change to the same object by the same requester is held in {newer}; this request stops \
+             escalating and is never admitted"
+        ),
+        warning: false,
+    });
+    status.phase = Phase::Superseded;
+    status.deadline = None;
+    Step { status, effects, wake_at: None }
 }
 
 #[cfg(test)]

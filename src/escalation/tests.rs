@@ -478,3 +478,53 @@ fn an_expired_request_reopens_without_its_runbook() {
     assert_eq!(sim.status().phase, Phase::Expired);
     assert!(last.effects.iter().any(|e| matches!(e, Effect::Notify(n) if n.key == "uid-1/attempt-2/expired")));
 }
+
+/// A request marked superseded (a newer change to the same object by the same
+/// requester) stops escalating, and everyone it notified is told once.
+#[test]
+fn a_superseded_request_stops_and_tells_who_it_notified() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    let first = sim.at(t0());
+    let paged = first
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Notify(n) if n.kind == NotifyKind::Escalation => Some(n.clone()),
+            _ => None,
+        })
+        .expect("tier 1 notified");
+    // What the reconciler records for those deliveries.
+    let status = sim.ar.status.as_mut().unwrap();
+    for user in &paged.users {
+        status.notifications.push(Notification {
+            key: format!("{}/user/{user}", paged.key),
+            route: paged.route.clone(),
+            tier: paged.tier,
+            recipient: format!("user/{user}"),
+            sink: "Webhook".into(),
+            attempts: 1,
+            result: "Delivered".into(),
+            message: None,
+            at: Time(t0()),
+        });
+    }
+    sim.ar.metadata.annotations = Some([(SUPERSEDED_ANNOTATION.to_string(), "ar-newer".to_string())].into());
+    let step = sim.at(t0() + mins(1));
+    assert_eq!(sim.status().phase, Phase::Superseded);
+    assert_eq!(step.wake_at, None, "no more tiers");
+    let told: Vec<&Notify> = step
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{:?}", step.effects);
+    assert_eq!((told[0].kind, &told[0].users), (NotifyKind::Superseded, &paged.users));
+    assert_eq!(told[0].key, "uid-1/superseded/engineering");
+    assert!(step.effects.iter().any(|e| matches!(e, Effect::Event { reason: "Superseded", .. })));
+    // Terminal: later steps do nothing, even at what was the next tier's deadline.
+    assert!(sim.at(t0() + mins(30)).effects.is_empty());
+    assert_eq!(sim.status().phase, Phase::Superseded);
+}

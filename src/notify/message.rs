@@ -20,6 +20,9 @@ pub enum MessageKind {
     Approved,
     /// The request was rejected.
     Rejected,
+    /// A newer change to the same object by the same requester replaced the
+    /// request: whoever was asked to decide it need not.
+    Superseded,
 }
 
 impl MessageKind {
@@ -29,6 +32,7 @@ impl MessageKind {
             MessageKind::Expired => "Expired",
             MessageKind::Approved => "Approved",
             MessageKind::Rejected => "Rejected",
+            MessageKind::Superseded => "Superseded",
         }
     }
 }
@@ -221,6 +225,9 @@ impl Message {
             MessageKind::Expired => format!("expired: nobody approved ({} chain exhausted)", self.route),
             MessageKind::Approved => "approved".to_string(),
             MessageKind::Rejected => "rejected".to_string(),
+            MessageKind::Superseded => {
+                "superseded by a newer change to the same object; no decision needed".to_string()
+            }
         };
         format!("[{}] {}: {what}", self.risk.as_str(), self.action.headline())
     }

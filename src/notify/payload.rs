@@ -176,6 +176,7 @@ pub fn slack_body(msg: &Message) -> Value {
         MessageKind::Expired => format!("Expired, nobody approved: {headline}"),
         MessageKind::Approved => format!("Approved: {headline}"),
         MessageKind::Rejected => format!("Rejected: {headline}"),
+        MessageKind::Superseded => format!("Superseded, no decision needed: {headline}"),
     };
     let mut blocks = vec![json!({
         "type": "header",

@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Groups admitted without approval, with a loud recorded warning.
     #[arg(long, default_value = "signoff:break-glass")]
     pub break_glass_group: Vec<String>,
+    /// The most Pending requests one requester may have; a further hold is denied
+    /// with what to do. 0: no limit.
+    #[arg(long, default_value_t = 20)]
+    pub max_pending_per_requester: u32,
     /// This replica's identity in the leader Lease (default: POD_NAME, else host and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -140,6 +144,7 @@ impl RunArgs {
                 admin_groups: args.admin_group,
             },
             break_glass_groups: args.break_glass_group,
+            max_pending_per_requester: args.max_pending_per_requester,
             timeout_seconds: args.timeout_seconds,
             exempt_namespaces: args.exempt_namespace,
             identity: args.identity.unwrap_or_else(|| {

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub tls: TlsSource,
     pub identities: Identities,
     pub break_glass_groups: Vec<String>,
+    /// The most Pending requests per requester (0: no limit).
+    pub max_pending_per_requester: u32,
     pub timeout_seconds: i32,
     /// Namespaces the gate's namespaceSelector leaves out, besides the system ones.
     pub exempt_namespaces: Vec<String>,
@@ -114,6 +116,7 @@ pub async fn run(
             controller_namespace: options.namespace.clone(),
             break_glass_groups: options.break_glass_groups.clone(),
             refuse_uncovered: options.manage_webhook_config,
+            max_pending_per_requester: options.max_pending_per_requester,
         },
         identities: options.identities.clone(),
         recorder: crate::events::Events::new(client.clone(), reporter),

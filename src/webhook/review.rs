@@ -36,6 +36,9 @@ pub struct GateSettings {
     /// writes the webhook configuration from the policies (then such a review means
     /// a stale configuration or a foreign caller); false when a chart owns broader rules.
     pub refuse_uncovered: bool,
+    /// The most Pending requests one requester may have (0: no limit): a flood
+    /// of holds is denied past it instead of paging people without end.
+    pub max_pending_per_requester: u32,
 }
 
 /// What to do with a change before looking up any ApprovalRequest.
@@ -168,6 +171,52 @@ pub fn assessed_request_name(digest: &str, needed: &crate::crd::ApprovalRequestS
     crate::digest::request_name(&hash)
 }
 
+/// What a new hold does to its requester's other requests (issue 23, item 5).
+#[derive(Debug, Default, PartialEq)]
+pub struct Flood {
+    /// Live requests for the same object, now replaced: (namespace, name).
+    pub supersedes: Vec<(String, String)>,
+    /// Set when the requester would have more live requests than allowed.
+    pub over_cap: Option<String>,
+}
+
+/// A request that still escalates: Pending, and not marked superseded.
+pub fn is_live(ar: &ApprovalRequest) -> bool {
+    ar.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) && crate::escalation::superseded_by(ar).is_none()
+}
+
+/// The same object: group, resource, subresource, namespace and name.
+pub fn same_target(a: &crate::crd::ApprovalRequestSpec, b: &crate::crd::ApprovalRequestSpec) -> bool {
+    let (a, b) = (&a.action, &b.action);
+    (&a.group, &a.resource, &a.sub_resource, &a.namespace, &a.name)
+        == (&b.group, &b.resource, &b.sub_resource, &b.namespace, &b.name)
+}
+
+/// Keep at most one live request per object and requester (a newer hold
+/// supersedes the older), and at most `cap` live requests per requester (0: no
+/// limit). `others` are the requester's other requests.
+pub fn flood(new: &ApprovalRequest, others: &[ApprovalRequest], cap: u32) -> Flood {
+    let requester = &new.spec.requester.username;
+    let key = |ar: &ApprovalRequest| {
+        (ar.metadata.namespace.clone().unwrap_or_default(), ar.metadata.name.clone().unwrap_or_default())
+    };
+    let live: Vec<&ApprovalRequest> =
+        others.iter().filter(|o| &o.spec.requester.username == requester && key(o) != key(new) && is_live(o)).collect();
+    let supersedes: Vec<(String, String)> =
+        live.iter().filter(|o| same_target(&o.spec, &new.spec)).map(|o| key(o)).collect();
+    let pending = live.len() - supersedes.len() + 1;
+    let over_cap = (cap > 0 && pending > cap as usize).then(|| {
+        format!(
+            "signoff: {requester} already has {} pending approval requests, the most one requester may have ({cap}), \
+             so this change is not held as another one. Wait for decisions on them or ask for them to be rejected \
+             (kubectl signoff list -A --mine), then apply again; a platform admin can raise \
+             --max-pending-per-requester",
+            pending - 1
+        )
+    });
+    Flood { supersedes, over_cap }
+}
+
 /// An UPDATE that removes finalizers from an object that is being deleted
 /// finishes that deletion, so it is judged as the DELETE it completes: held unless
 /// the deletion was admitted by signoff (approved, or break-glass). Returns that
@@ -295,6 +344,19 @@ pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp, final
             message: format!(
                 "signoff: nobody approved ApprovalRequest {ns}/{name} before its last tier timed out, so it expired and \
                  is never applied automatically. Runbook: kubectl signoff show -n {ns} {name}. To ask again: {reopen}"
+            ),
+        },
+        Phase::Superseded => Answer::Deny {
+            message: format!(
+                "signoff: ApprovalRequest {ns}/{name} was superseded by a newer change to the same object (request {}); \
+                 that one is the change being decided. To ask for this one, ask a platform admin to delete {ns}/{name}, \
+                 then apply it again",
+                ar.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::crd::SUPERSEDED_ANNOTATION))
+                    .map(String::as_str)
+                    .unwrap_or("unknown")
             ),
         },
     }

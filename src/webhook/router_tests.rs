@@ -47,6 +47,7 @@ fn state(api: &MockApi, refuse_uncovered: bool) -> WebhookState {
             controller_namespace: "signoff-system".into(),
             break_glass_groups: vec!["signoff:break-glass".into()],
             refuse_uncovered,
+            max_pending_per_requester: 20,
         },
         identities: Identities { controller: CONTROLLER.into(), admin_groups: vec![] },
         recorder: crate::events::Events::new(

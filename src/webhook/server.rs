@@ -571,6 +571,8 @@ enum Created {
     Held(String),
     /// Neither created nor read: denied to be safe.
     Failed(String),
+    /// Not held as another request: the requester has too many (flood control).
+    Refused(String),
 }
 
 impl Created {
@@ -580,7 +582,7 @@ impl Created {
         denied: &impl Fn(String) -> AdmissionResponse,
     ) -> AdmissionResponse {
         match self {
-            Created::Held(message) => deny(req, message),
+            Created::Held(message) | Created::Refused(message) => deny(req, message),
             Created::Failed(message) => denied(message),
         }
     }
@@ -602,6 +604,11 @@ async fn create_or_read(
     let namespace = packet.metadata.namespace.as_deref().unwrap_or_default();
     match api.create(&PostParams::default(), packet).await {
         Ok(created) => {
+            if let Err(message) = flood_control(state, api, input, &created).await {
+                audit(input, "denied-flood", &message);
+                state.metrics.decision("denied-flood");
+                return Err(Created::Refused(message));
+            }
             let message = format!("{}{note}", review::held_message(&created));
             audit(input, "held", &message);
             state.metrics.decision("held");
@@ -618,6 +625,47 @@ async fn create_or_read(
             ))),
         },
     }
+}
+
+/// After a new request is created: refuse it when its requester has too many
+/// live requests (it is deleted again), and mark the requester's older live
+/// requests for the same object superseded (the controller stops their
+/// escalation and tells who was notified). If the requester's requests cannot be
+/// read, the hold stands as it is: flood control must not stop the gate.
+async fn flood_control(
+    state: &WebhookState,
+    api: &Api<ApprovalRequest>,
+    input: &ReviewInput,
+    created: &ApprovalRequest,
+) -> Result<(), String> {
+    let label = created.metadata.labels.as_ref().and_then(|l| l.get("signoff.dev/requester")).cloned();
+    let Some(label) = label.filter(|l| !l.is_empty()) else { return Ok(()) };
+    let all: Api<ApprovalRequest> = Api::all(state.client.clone());
+    let others =
+        match all.list(&kube::api::ListParams::default().labels(&format!("signoff.dev/requester={label}"))).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                warn!(error = %e, "could not read the requester's requests; flood control skipped for this hold");
+                return Ok(());
+            }
+        };
+    let flood = review::flood(created, &others, state.settings.max_pending_per_requester);
+    let name = created.metadata.name.as_deref().unwrap_or_default();
+    if let Some(message) = flood.over_cap {
+        if let Err(e) = api.delete(name, &Default::default()).await {
+            warn!(error = %e, request = name, "could not delete the request refused by flood control");
+        }
+        return Err(message);
+    }
+    for (namespace, older) in flood.supersedes {
+        let patch = serde_json::json!({"metadata": {"annotations": {crate::crd::SUPERSEDED_ANNOTATION: name}}});
+        let api: Api<ApprovalRequest> = Api::namespaced(state.client.clone(), &namespace);
+        match api.patch(&older, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => audit(input, "superseded", &format!("ApprovalRequest {namespace}/{older} superseded by {name}")),
+            Err(e) => warn!(error = %e, request = %older, "could not mark a request superseded"),
+        }
+    }
+    Ok(())
 }
 
 /// How often an admission is re-decided after a concurrent write to its request.

@@ -26,6 +26,7 @@ fn settings() -> GateSettings {
         controller_namespace: "signoff-system".into(),
         break_glass_groups: vec!["signoff:break-glass".into()],
         refuse_uncovered: true,
+        max_pending_per_requester: 20,
     }
 }
 
@@ -832,4 +833,51 @@ fn uncovered_writes_have_a_request_of_their_own() {
     assert_ne!(name, assessed_request_name("a".repeat(64).as_str(), &needs(&[("engineering", "payments")])));
     assert_ne!(name, crate::digest::request_name(&"a".repeat(64)), "not the first request's name");
     assert!(name.starts_with("ar-") && name.len() == 15, "{name}");
+}
+
+/// Flood control (issue 23, item 5): a newer hold for the same object by the
+/// same requester supersedes the older live one; past the cap a requester's
+/// next hold is refused with what to do; others' requests do not count.
+#[test]
+fn a_flood_supersedes_per_object_and_is_capped_per_requester() {
+    use crate::fixtures::Packet;
+    let by = |who: &str, name: &str, object: &str| {
+        Packet::new("prod", name)
+            .requester(who, &[])
+            .action("CREATE", "", "ConfigMap", "configmaps", None, object)
+            .build()
+    };
+    let new = by("mallory", "ar-new", "limits");
+    let older_same = by("mallory", "ar-old", "limits");
+    let mut already_superseded = by("mallory", "ar-older", "limits");
+    already_superseded.metadata.annotations =
+        Some([(crate::crd::SUPERSEDED_ANNOTATION.to_string(), "ar-old".to_string())].into());
+    let other_object = by("mallory", "ar-other", "quotas");
+    let someone_else = by("alice", "ar-alice", "limits");
+    let others = [older_same, already_superseded, other_object.clone(), someone_else];
+
+    let f = flood(&new, &others, 0);
+    assert_eq!(f.supersedes, vec![("prod".to_string(), "ar-old".to_string())]);
+    assert_eq!(f.over_cap, None, "0 is no limit");
+    // mallory has 2 live requests (ar-old is replaced, so 1 besides the new one: 2 in all).
+    assert_eq!(flood(&new, &others, 2).over_cap, None);
+    let refused = flood(&new, &others, 1).over_cap.expect("over the cap");
+    assert!(refused.contains("mallory already has 1 pending") && refused.contains("--max-pending-per-requester"));
+    // A decided request is not live.
+    let mut decided = other_object;
+    decided.status.get_or_insert_with(Default::default).phase = Phase::Rejected;
+    assert_eq!(flood(&new, &[decided], 1).over_cap, None);
+}
+
+/// Only signoff marks a request superseded: an approver who may update
+/// requests cannot stop someone else's escalation that way.
+#[test]
+fn only_signoff_marks_a_request_superseded() {
+    let old = held_request();
+    let mut marked = old.clone();
+    marked.metadata.annotations = Some([(SUPERSEDED_ANNOTATION.to_string(), "ar-newer".to_string())].into());
+    let write = |by: &User| approval_write("UPDATE", "", Some(&old), Some(&marked), by, &ids(), now());
+    assert_eq!(write(&user(CONTROLLER, &[])), Ok(()));
+    let err = write(&user("bob", &["team:payments"])).unwrap_err();
+    assert!(err.to_string().contains("only signoff marks a request superseded"), "{err}");
 }
