@@ -955,6 +955,35 @@ spec:
         run(ADMIN, &["label", "ns", n, "signoff.dev/owner=mallory", "--overwrite"], None),
         held_in_controller_ns(n),
     );
+    // Most kinds keep a label change sent through /status (tests/status_metadata.rs):
+    // the gate judges it as an update of the object (issue 23, item 3).
+    m.case(
+        "context",
+        "relabel a StatefulSet through its status (out of sight of policies on statefulsets)",
+        "kubectl patch statefulset db --subresource=status (labels)",
+        Outcome::Held,
+        run(
+            ADMIN,
+            &[
+                "patch",
+                "statefulset",
+                "db",
+                "-n",
+                n,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"labels":{"tier":"none"}}}"#,
+            ],
+            None,
+        ),
+        |err| {
+            let label =
+                run(ADMIN, &["get", "statefulset", "db", "-n", n, "-o", "jsonpath={.metadata.labels.tier}"], None).1;
+            label.is_empty().then_some(()).ok_or("the label changed")?;
+            held_record(err, &["db"]).map(|r| format!("{r}; label unchanged"))
+        },
+    );
     // The API server keeps label changes sent through these subresources, where
     // no policy sees them (issue 23, item 3): signoff's labels never change there.
     let relabel = r#"{"metadata":{"labels":{"signoff.dev/environment":"development"}}}"#;

@@ -147,19 +147,28 @@ fn chart_webhook_matches_what_signoff_writes() {
             timeout_seconds: 10,
             exempt_namespaces: vec!["argocd".into(), "flux-system".into()],
         },
-        Vec::new(),
+        // The chart's default gate rules, so the /status webhook is generated too.
+        serde_yaml::from_value(vwc[0]["webhooks"][0]["rules"].clone()).unwrap(),
         b"",
     );
     let generated = serde_yaml::to_value(&generated).unwrap();
-    for (i, webhook) in generated["webhooks"].as_sequence().unwrap().iter().enumerate() {
-        let chart = &vwc[0]["webhooks"][i];
-        for field in ["name", "failurePolicy", "matchPolicy", "sideEffects", "timeoutSeconds", "namespaceSelector"] {
-            assert_eq!(chart[field], webhook[field], "webhooks[{i}].{field}: chart vs src/webhook/config.rs");
+    let generated = generated["webhooks"].as_sequence().unwrap();
+    let chart = vwc[0]["webhooks"].as_sequence().unwrap();
+    let names = |w: &[serde_yaml::Value]| w.iter().map(|w| w["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(chart), names(generated), "the same webhooks, in the same order");
+    for (webhook, chart) in generated.iter().zip(chart) {
+        let name = webhook["name"].as_str().unwrap();
+        for field in ["failurePolicy", "matchPolicy", "sideEffects", "timeoutSeconds", "namespaceSelector"] {
+            assert_eq!(chart[field], webhook[field], "{name}.{field}: chart vs src/webhook/config.rs");
         }
-        if i == 1 {
-            assert_eq!(chart["rules"], webhook["rules"], "approvals webhook rules");
+        if name != "gate.signoff.dev" {
+            assert_eq!(chart["rules"], webhook["rules"], "{name} rules: chart vs src/webhook/config.rs");
         }
     }
+    let status = &chart[1];
+    let condition = status["matchConditions"][1]["expression"].as_str().unwrap();
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    assert_eq!(squash(condition), squash(signoff::webhook::config::STATUS_METADATA_CONDITION));
 }
 
 #[test]

@@ -560,7 +560,10 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
             .map(|n| n.recipient.as_str())
             .collect();
         let mut users: Vec<String> = Vec::new();
-        add_new(&mut users, reached.iter().filter_map(|r| r.strip_prefix("user/")).map(str::to_string).collect::<Vec<_>>());
+        add_new(
+            &mut users,
+            reached.iter().filter_map(|r| r.strip_prefix("user/")).map(str::to_string).collect::<Vec<_>>(),
+        );
         let team = reached.iter().find_map(|r| r.strip_prefix("team/")).map(str::to_string);
         if !reached.is_empty() {
             effects.push(Effect::Notify(Notify {

@@ -101,6 +101,45 @@ pub fn gate_rules<'a>(policies: impl IntoIterator<Item = &'a EscalationPolicy>) 
     rules
 }
 
+/// The `/status` of every resource whose UPDATE the gate sees: most built-in
+/// kinds keep a metadata change sent there (tests/status_metadata.rs), out of
+/// sight of policies that match the resource. Only writes that change metadata
+/// are sent ([`STATUS_METADATA_CONDITION`]); the gate judges them as an UPDATE of
+/// the resource (review::status_metadata_change). Those a policy names itself
+/// stay with the gate.
+pub fn status_rules(gate: &[RuleWithOperations]) -> Vec<RuleWithOperations> {
+    let named: Vec<&String> = gate.iter().flat_map(|r| r.resources.iter().flatten()).collect();
+    let mut rules: Vec<RuleWithOperations> = Vec::new();
+    for rule in gate {
+        let updates = rule.operations.as_ref().is_some_and(|o| o.iter().any(|o| o == "UPDATE" || o == "*"));
+        let resources: Vec<String> = rule
+            .resources
+            .iter()
+            .flatten()
+            .filter(|r| !r.contains('/'))
+            .map(|r| format!("{r}/status"))
+            .filter(|status| !named.contains(&status))
+            .collect();
+        if !updates || resources.is_empty() {
+            continue;
+        }
+        let status =
+            RuleWithOperations { operations: Some(vec!["UPDATE".into()]), resources: Some(resources), ..rule.clone() };
+        if !rules.contains(&status) {
+            rules.push(status);
+        }
+    }
+    rules
+}
+
+/// A CEL condition (evaluated by the API server): a `/status` write that changes
+/// the object's labels, annotations, owners or finalizers.
+pub const STATUS_METADATA_CONDITION: &str = "request.subResource == 'status' && oldObject != null && object != null && (\
+(has(object.metadata.labels) ? object.metadata.labels : {}) != (has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}) || \
+(has(object.metadata.annotations) ? object.metadata.annotations : {}) != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {}) || \
+(has(object.metadata.ownerReferences) ? object.metadata.ownerReferences : []) != (has(oldObject.metadata.ownerReferences) ? oldObject.metadata.ownerReferences : []) || \
+(has(object.metadata.finalizers) ? object.metadata.finalizers : []) != (has(oldObject.metadata.finalizers) ? oldObject.metadata.finalizers : []))";
+
 /// A CEL condition (evaluated by the API server) that lets through everything
 /// but namespace updates that leave signoff's `signoff.dev/` labels alone, so that
 /// only a change of signoff's trust anchors depends on signoff being up.
@@ -179,21 +218,33 @@ pub fn webhook_configuration(
         operations: Some(operations.iter().map(|s| s.to_string()).collect()),
         scope: None,
     };
+    let status = status_rules(&gate);
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(settings.name.clone()),
             labels: Some([("app.kubernetes.io/managed-by".to_string(), "signoff".to_string())].into()),
             ..Default::default()
         },
-        webhooks: Some(vec![
-            ValidatingWebhook {
+        webhooks: Some(
+            [ValidatingWebhook {
                 name: "gate.signoff.dev".into(),
                 rules: Some(gate),
-                namespace_selector: Some(system_namespaces),
+                namespace_selector: Some(system_namespaces.clone()),
                 match_conditions: Some(vec![not_exempt()]),
                 ..common.clone()
-            },
-            ValidatingWebhook {
+            }]
+            .into_iter()
+            .chain((!status.is_empty()).then(|| ValidatingWebhook {
+                name: "status.signoff.dev".into(),
+                rules: Some(status),
+                namespace_selector: Some(system_namespaces),
+                match_conditions: Some(vec![
+                    not_exempt(),
+                    MatchCondition { name: "metadata-changes".into(), expression: STATUS_METADATA_CONDITION.into() },
+                ]),
+                ..common.clone()
+            }))
+            .chain([ValidatingWebhook {
                 name: "approvals.signoff.dev".into(),
                 rules: Some(vec![
                     own(&["approvalrequests", "approvalrequests/status"], &["CREATE", "UPDATE", "DELETE"]),
@@ -216,8 +267,9 @@ pub fn webhook_configuration(
                 ]),
                 match_conditions: Some(vec![anchor_labels_change()]),
                 ..common
-            },
-        ]),
+            }])
+            .collect(),
+        ),
     }
 }
 
@@ -264,5 +316,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(gate_rules([&EscalationPolicy::new("p", creates)]).len(), 1, "no DELETE held, no side door");
+        // The /status of every resource the gate sees updated; none for CREATE-only.
+        let status: Vec<String> = status_rules(&rules).iter().flat_map(|r| r.resources.clone().unwrap()).collect();
+        assert_eq!(status, ["persistentvolumeclaims/status", "statefulsets/status"]);
+        assert!(status_rules(&rules).iter().all(|r| r.operations == Some(vec!["UPDATE".to_string()])));
     }
 }

@@ -217,6 +217,27 @@ pub fn flood(new: &ApprovalRequest, others: &[ApprovalRequest], cap: u32) -> Flo
     Flood { supersedes, over_cap }
 }
 
+/// A `/status` write that changes the object's metadata (labels, annotations,
+/// owners, finalizers), judged as the UPDATE of the object it is: most built-in
+/// kinds keep such a change (tests/status_metadata.rs), where policies that
+/// match the object would not see it. None for anything else.
+pub fn status_metadata_change(input: &ReviewInput) -> Option<ReviewInput> {
+    if input.operation != crate::crd::Operation::Update || input.sub_resource != "status" {
+        return None;
+    }
+    let field = |o: &Option<serde_json::Value>, f: &str| {
+        o.as_ref().and_then(|o| o.pointer(&format!("/metadata/{f}"))).cloned().unwrap_or(serde_json::Value::Null)
+    };
+    let changed = ["labels", "annotations", "ownerReferences", "finalizers"].iter().any(|f| {
+        let (new, old) = (field(&input.object, f), field(&input.old_object, f));
+        let empty = |v: &serde_json::Value| {
+            v.is_null() || v.as_object().is_some_and(|m| m.is_empty()) || v.as_array().is_some_and(|a| a.is_empty())
+        };
+        new != old && !(empty(&new) && empty(&old))
+    });
+    changed.then(|| ReviewInput { sub_resource: String::new(), ..input.clone() })
+}
+
 /// An UPDATE that removes finalizers from an object that is being deleted
 /// finishes that deletion, so it is judged as the DELETE it completes: held unless
 /// the deletion was admitted by signoff (approved, or break-glass). Returns that

@@ -44,28 +44,30 @@ pub fn by_resource(group: &str, resource: &str) -> Option<Route> {
     }
 }
 
-/// The whole decision for `received` (and, for a finalizer removal that
-/// completes a deletion, the DELETE it is judged as). `refuse_uncovered` is set
+/// The whole decision for `received`, judged as `judged_as` when it stands for
+/// another change (a finalizer removal that completes a deletion: that DELETE; a
+/// metadata change through /status: the object's UPDATE). `refuse_uncovered` is set
 /// when signoff writes its own webhook configuration, so an uncovered kind can
 /// only come from a stale configuration or a foreign caller.
 pub fn route(
     received: &ReviewInput,
-    finalizing: Option<&ReviewInput>,
+    judged_as: Option<&ReviewInput>,
     policies: &PolicySet,
     refuse_uncovered: bool,
 ) -> Route {
     if let Some(route) = by_resource(&received.resource.group, &received.resource.resource) {
         return route;
     }
-    let judged = finalizing.unwrap_or(received);
+    let judged = judged_as.unwrap_or(received);
     // The configuration registers UPDATE wherever a policy covers DELETE (a
     // finalizer removal can complete a deletion), so such an update is expected.
+    // (Also for a /status write judged as the object's update.)
     let deletes_covered = || {
-        received.operation == Operation::Update
-            && policies.covers(&ReviewInput { operation: Operation::Delete, ..received.clone() })
+        judged.operation == Operation::Update
+            && policies.covers(&ReviewInput { operation: Operation::Delete, ..judged.clone() })
     };
     // A write that makes a controller perform a held change (side doors).
-    let enables = || crate::policy::side_doors::may_enable(received, policies);
+    let enables = || crate::policy::side_doors::may_enable(judged, policies);
     if refuse_uncovered && !policies.covers(judged) && !policies.covers(received) && !deletes_covered() && !enables() {
         let r = &received.resource;
         return Route::Uncovered(format!(

@@ -227,7 +227,10 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
     }
     // A finalizer removal that completes a deletion is judged as that DELETE.
     let finalizing = review::finalizing_delete(&received);
-    let input = finalizing.as_ref().unwrap_or(&received);
+    // A metadata change through /status is judged as the UPDATE of the object.
+    let status_metadata = review::status_metadata_change(&received);
+    let judged = finalizing.as_ref().or(status_metadata.as_ref());
+    let input = judged.unwrap_or(&received);
     let policies = state.policies.load();
     // signoff's namespace labels are its trust anchors: never through a
     // subresource; on the namespace, held by a policy or changed by an admin.
@@ -237,8 +240,7 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
         audit(&received, "denied-anchor-subresource", &message);
         return deny(req, message);
     }
-    if let Route::Uncovered(message) =
-        route::route(&received, finalizing.as_ref(), &policies, state.settings.refuse_uncovered)
+    if let Route::Uncovered(message) = route::route(&received, judged, &policies, state.settings.refuse_uncovered)
         && anchors.is_empty()
     {
         audit(&received, "denied-unknown-resource", &message);

@@ -881,3 +881,36 @@ fn only_signoff_marks_a_request_superseded() {
     let err = write(&user("bob", &["team:payments"])).unwrap_err();
     assert!(err.to_string().contains("only signoff marks a request superseded"), "{err}");
 }
+
+/// A metadata change sent through /status (most kinds keep it) is judged as the
+/// UPDATE of the object; a plain status write is not (issue 23, item 3).
+#[test]
+fn metadata_changes_through_status_are_judged_as_updates_of_the_object() {
+    let write = |old: serde_json::Value, new: serde_json::Value| ReviewInput {
+        operation: Operation::Update,
+        user: user("mallory", &[]),
+        kind: Gvk { group: "".into(), version: "v1".into(), kind: "PersistentVolumeClaim".into() },
+        resource: Gvr { group: "".into(), version: "v1".into(), resource: "persistentvolumeclaims".into() },
+        sub_resource: "status".into(),
+        namespace: "prod".into(),
+        name: "ledger".into(),
+        dry_run: false,
+        object: Some(new),
+        old_object: Some(old),
+        namespace_object: None,
+    };
+    let pvc = |labels: serde_json::Value, phase: &str| json!({"metadata": {"name": "ledger", "labels": labels}, "status": {"phase": phase}});
+    let relabel = write(pvc(json!({"tier": "critical"}), "Bound"), pvc(json!({}), "Bound"));
+    let judged = status_metadata_change(&relabel).expect("judged as an update");
+    assert_eq!((judged.operation, judged.sub_resource.as_str()), (Operation::Update, ""));
+    let plain = write(pvc(json!({"tier": "critical"}), "Pending"), pvc(json!({"tier": "critical"}), "Bound"));
+    assert_eq!(status_metadata_change(&plain), None);
+    let empty_vs_none = write(json!({"metadata": {"name": "ledger"}}), pvc(json!({}), "Bound"));
+    assert_eq!(status_metadata_change(&empty_vs_none), None, "no labels and empty labels are the same");
+    let mut owned = relabel.clone();
+    owned.object = Some(json!({"metadata": {"labels": {"tier": "critical"}, "ownerReferences": [{"uid": "u"}]}}));
+    assert!(status_metadata_change(&owned).is_some(), "owners too");
+    let mut main = relabel;
+    main.sub_resource = String::new();
+    assert_eq!(status_metadata_change(&main), None, "the main resource is judged as it is");
+}
