@@ -95,6 +95,10 @@ impl Fleet {
             LEASE,
             "--identity",
             &identity,
+            // 200 requests by one requester on purpose, each page counted: flood
+            // control (tests/escalation.rs) is not what this test is about.
+            "--max-pending-per-requester=0",
+            "--coalesce-window=0s",
         ];
         let kubeconfig = cp().kubeconfig.display().to_string();
         let log = cp().dir.join(format!("{identity}.log"));

@@ -14,7 +14,9 @@ use common::*;
 fn running() -> &'static Signoff {
     static SIGNOFF: OnceLock<Signoff> = OnceLock::new();
     setup();
-    SIGNOFF.get_or_init(|| start_signoff(&["--lease-duration=3s"]))
+    // Coalescing as in production, with a short window; a burst above what the
+    // other tests page one person with at once (alice's requests).
+    SIGNOFF.get_or_init(|| start_signoff(&["--lease-duration=3s", "--coalesce-window=5s", "--coalesce-burst=5"]))
 }
 
 #[test]
@@ -201,6 +203,7 @@ spec:
         err.contains("would be held").then_some(())
     });
     // mallory floods: no other test holds anything as mallory, so the cap is hers alone.
+    let started = std::time::Instant::now();
     let same: Vec<String> = (0..10)
         .map(|i| {
             let err = kubectl_err(cp(), "mallory", &["apply", "-f", "-"], Some(&configmap("flood-same", i)));
@@ -237,9 +240,32 @@ spec:
             refused += 1;
         }
     }
+    assert_eq!((held, refused), (19, 11));
+    let windows = started.elapsed().as_secs() / 5 + 1;
+    // bob (tier 1) hears about mallory's flood 5 times one by one per 5-second
+    // window, and once more per window in a summary listing the rest.
+    let summaries = eventually(20, "a summary of the held pages to bob", || {
+        let got: Vec<Received> = setup()
+            .receiver
+            .received("/user/bob")
+            .into_iter()
+            .filter(|r| r.body["requester"] == "mallory" && r.body["kind"] == "Summary")
+            .collect();
+        (!got.is_empty()).then_some(got)
+    });
+    let pages = setup()
+        .receiver
+        .received("/user/bob")
+        .iter()
+        .filter(|r| r.body["requester"] == "mallory" && r.body["kind"] == "Escalation")
+        .count();
+    let listed: usize = summaries.iter().map(|s| s.body["reasons"].as_array().map_or(0, Vec::len)).sum();
     eprintln!(
         "flood figures: 10 applies of one object -> 1 live request, 9 superseded; 30 distinct objects -> {held} held, \
-         {refused} refused at the cap of 20 (before: 40 requests, each paging tier 1)"
+         {refused} refused at the cap of 20; bob paged {pages} times one by one and {} times in summaries listing \
+         {listed} more (before: 40 requests, 40 pages)",
+        summaries.len()
     );
-    assert_eq!((held, refused), (19, 11));
+    assert!(pages + listed >= held, "every held request reaches bob, alone or in a summary: {pages} + {listed}");
+    assert!(pages as u64 <= 5 * windows, "at most 5 single pages per 5-second window ({windows} windows): {pages}");
 }

@@ -67,6 +67,42 @@ pub fn deliveries(n: &Notify, world: World, ar: &ApprovalRequest, now: Timestamp
     out
 }
 
+/// The summary of a window's held pages (notify::coalesce): one message per
+/// contact the held pages had, about the newest held request, listing them all.
+pub fn summary(recipient: &str, requester: &str, held: &[Vec<Delivery>]) -> Vec<(Contact, Message)> {
+    let Some(newest) = held.last().and_then(|group| group.first()) else { return vec![] };
+    let mut message = newest.message.clone();
+    message.kind = MessageKind::Summary;
+    message.key = format!("summary/{recipient}/{requester}/{}", newest.message.key);
+    // A step retried after a conflict offers its pages again: each request once.
+    let mut keys: Vec<&str> = Vec::new();
+    message.reasons = held
+        .iter()
+        .filter_map(|group| group.first())
+        .filter(|d| {
+            let first = !keys.contains(&d.message.key.as_str());
+            keys.push(&d.message.key);
+            first
+        })
+        .map(|d| {
+            format!(
+                "{}: kubectl signoff show -n {} {}",
+                d.message.summary(),
+                d.message.request.namespace,
+                d.message.request.name
+            )
+        })
+        .collect();
+    message.diff_excerpt = None;
+    let mut contacts: Vec<Contact> = Vec::new();
+    for d in held.iter().flatten() {
+        if !contacts.contains(&d.contact) {
+            contacts.push(d.contact.clone());
+        }
+    }
+    contacts.into_iter().map(|contact| (contact, message.clone())).collect()
+}
+
 /// The note of the Kubernetes Event that goes with every Notify effect.
 pub fn event_note(n: &Notify) -> String {
     match n.kind {
@@ -252,5 +288,43 @@ mod tests {
         assert_eq!(status.notifications.len(), MAX_NOTIFICATIONS);
         assert_eq!(status.notifications[0].recipient, "u1", "the oldest went");
         assert_eq!(status.notifications.last().unwrap().recipient, format!("u{MAX_NOTIFICATIONS}"));
+    }
+
+    /// The summary of held pages: one message per contact they had, listing
+    /// every held request, under a key of its own.
+    #[test]
+    fn a_summary_lists_the_held_requests_once_per_contact() {
+        let held: Vec<Vec<Delivery>> = ["ar-1", "ar-2", "ar-3"]
+            .iter()
+            .map(|name| {
+                let mut ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+                ar.metadata.name = Some(name.to_string());
+                let message = Message::from_request(
+                    &ar,
+                    MessageKind::Escalation,
+                    "engineering",
+                    0,
+                    "Team",
+                    Recipient::User("bob".into()),
+                    &format!("{name}/engineering/0/user/bob"),
+                    t0(),
+                );
+                vec![
+                    Delivery { contact: webhook("http://127.0.0.1:9/a"), message: message.clone() },
+                    Delivery { contact: webhook("http://127.0.0.1:9/b"), message },
+                ]
+            })
+            .collect();
+        let mut held = held;
+        held.push(held[2].clone()); // offered again by a retried step
+        let out = summary("user/bob", "mallory", &held);
+        assert_eq!(out.len(), 2, "one per contact");
+        let message = &out[0].1;
+        assert_eq!(message.kind, MessageKind::Summary);
+        assert_eq!(message.key, "summary/user/bob/mallory/ar-3/engineering/0/user/bob");
+        assert_eq!(message.reasons.len(), 3);
+        assert!(message.reasons[0].ends_with("kubectl signoff show -n prod ar-1"), "{:?}", message.reasons);
+        assert!(message.summary().starts_with("3 more requests from"), "{}", message.summary());
+        assert!(summary("user/bob", "mallory", &[]).is_empty());
     }
 }

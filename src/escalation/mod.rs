@@ -556,7 +556,7 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
         let reached: Vec<&str> = status
             .notifications
             .iter()
-            .filter(|n| n.route == lane.route && n.sink != "Event")
+            .filter(|n| n.route == lane.route && n.sink != "Event" && n.result != "Coalesced")
             .map(|n| n.recipient.as_str())
             .collect();
         let mut users: Vec<String> = Vec::new();

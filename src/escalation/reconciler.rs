@@ -29,9 +29,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::effects::Delivery;
 use super::{Effect, World, effects};
 use crate::crd::{ApprovalRequest, Approver, Notification, Team};
-use crate::notify::{Notifier, RetryPolicy};
+use crate::notify::coalesce::{Coalescer, Offer};
+use crate::notify::{DeliveryRecord, Notifier, RetryPolicy};
 use crate::policy::PolicySet;
 
 /// What the reconciler reads and uses: caches shared with the webhook.
@@ -49,6 +51,16 @@ pub struct Context {
     pub retry: RetryPolicy,
     /// Per request, the version our last reconcile left and its next step.
     pub known: Known,
+    /// Escalation pages held back during a flood, for one summary per window.
+    pub coalescer: std::sync::Mutex<Coalescer<Vec<Delivery>>>,
+}
+
+/// How long one recipient's pages about one requester's requests are counted
+/// together, and how many go out individually in that time (the rest: one
+/// summary when it ends).
+pub fn coalescer(window: Duration, burst: u32) -> std::sync::Mutex<Coalescer<Vec<Delivery>>> {
+    let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::ZERO);
+    std::sync::Mutex::new(Coalescer::new(window, burst))
 }
 
 /// What this reconciler knows of each request without reading it: the
@@ -147,7 +159,47 @@ async fn notify(
     now: jiff::Timestamp,
     retry: &RetryPolicy,
 ) -> Vec<Notification> {
-    let deliveries = futures::stream::iter(effects::deliveries(n, world, ar, now))
+    // During a flood, a person's escalation pages about one requester beyond the
+    // burst are held for the window's summary (recorded as Coalesced).
+    let mut send = Vec::new();
+    let mut coalesced = Vec::new();
+    let mut by_recipient: Vec<Vec<Delivery>> = Vec::new();
+    for d in effects::deliveries(n, world, ar, now) {
+        match by_recipient.iter_mut().find(|g| g[0].message.key == d.message.key) {
+            Some(group) => group.push(d),
+            None => by_recipient.push(vec![d]),
+        }
+    }
+    for group in by_recipient {
+        let message = group[0].message.clone();
+        // People are paged; team and route channels are where volume belongs.
+        let person = matches!(message.recipient, crate::notify::Recipient::User(_));
+        if n.kind != super::NotifyKind::Escalation || !person {
+            send.extend(group);
+            continue;
+        }
+        let recipient = message.recipient.to_string();
+        let offer = ctx.coalescer.lock().unwrap_or_else(|e| e.into_inner()).offer(
+            &recipient,
+            &message.requester,
+            group.clone(),
+            now,
+        );
+        match offer {
+            Offer::Send => send.extend(group),
+            Offer::Held(until) => coalesced.extend(group.iter().map(|d| {
+                let mut record = DeliveryRecord::failed_before_sending(
+                    &format!("{:?}", d.contact.kind),
+                    format!("many requests from {}: held for one summary at {until}", message.requester),
+                    now,
+                )
+                .to_notification(&d.message);
+                record.result = "Coalesced".into();
+                record
+            })),
+        }
+    }
+    let deliveries = futures::stream::iter(send)
         .map(|d| async move {
             let record = ctx.notifier.deliver_contact(&ctx.client, &ctx.namespace, &d.contact, &d.message, retry).await;
             record.to_notification(&d.message)
@@ -165,7 +217,26 @@ async fn notify(
     let (deliveries, published) = futures::join!(deliveries, ctx.recorder.publish(&event, &about));
     let mut records = vec![effects::event_record(n, published.map_err(|e| e.to_string()), jiff::Timestamp::now())];
     records.extend(deliveries);
+    records.extend(coalesced);
     records
+}
+
+/// Every second, the summaries of ended windows: one message per recipient and
+/// requester, to each contact the held pages had, listing the held requests.
+async fn send_summaries(ctx: &Context) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let due = ctx.coalescer.lock().unwrap_or_else(|e| e.into_inner()).due(jiff::Timestamp::now());
+        for (recipient, requester, held) in due {
+            for (contact, message) in effects::summary(&recipient, &requester, &held) {
+                let record =
+                    ctx.notifier.deliver_contact(&ctx.client, &ctx.namespace, &contact, &message, &ctx.retry).await;
+                info!(target: "audit", %recipient, %requester, requests = held.len(), result = record.result.as_str(),
+                    "summary of coalesced pages sent");
+            }
+        }
+    }
 }
 
 async fn write_runbook(ctx: &Context, ar: &ApprovalRequest, name: &str, text: &str) {
@@ -222,7 +293,9 @@ async fn reconcile(
     let retry = match step.wake_at {
         Some(at) => {
             let until = Duration::from_millis(at.duration_since(now).as_millis().max(0) as u64);
-            ctx.retry.within(until.saturating_sub(DELIVERY_MARGIN))
+            // At least one whole attempt: a late step (its next wake already
+            // near) still gives a slow but healthy sink its full try.
+            ctx.retry.within(until.saturating_sub(DELIVERY_MARGIN).max(ctx.retry.attempt_timeout))
         }
         None => ctx.retry.clone(),
     };
@@ -359,7 +432,7 @@ where
         .with_config(config)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
-    futures::join!(remember_settled(&ctx), controller);
+    futures::join!(remember_settled(&ctx), controller, send_summaries(&ctx));
 }
 
 #[cfg(test)]
@@ -392,6 +465,7 @@ mod tests {
             notifier: Notifier::new(),
             retry: escalation_retry(),
             known: Known::default(),
+            coalescer: coalescer(Duration::ZERO, 1),
         })
     }
 

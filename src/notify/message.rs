@@ -23,6 +23,9 @@ pub enum MessageKind {
     /// A newer change to the same object by the same requester replaced the
     /// request: whoever was asked to decide it need not.
     Superseded,
+    /// One message for the pages held back during a flood (notify::coalesce):
+    /// `reasons` lists the held requests, one line each.
+    Summary,
 }
 
 impl MessageKind {
@@ -33,6 +36,7 @@ impl MessageKind {
             MessageKind::Approved => "Approved",
             MessageKind::Rejected => "Rejected",
             MessageKind::Superseded => "Superseded",
+            MessageKind::Summary => "Summary",
         }
     }
 }
@@ -227,6 +231,13 @@ impl Message {
             MessageKind::Rejected => "rejected".to_string(),
             MessageKind::Superseded => {
                 "superseded by a newer change to the same object; no decision needed".to_string()
+            }
+            MessageKind::Summary => {
+                return format!(
+                    "{} more requests from {} wait for a decision (held back during a flood): kubectl signoff list -A",
+                    self.reasons.len(),
+                    self.requester
+                );
             }
         };
         format!("[{}] {}: {what}", self.risk.as_str(), self.action.headline())

@@ -13,6 +13,7 @@
 //! repeats a step rather than losing a notification), with a bounded retry policy
 //! so that a dead sink delays a step by seconds, not minutes.
 
+pub mod coalesce;
 pub mod deliver;
 pub mod message;
 pub mod payload;

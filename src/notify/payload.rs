@@ -177,6 +177,9 @@ pub fn slack_body(msg: &Message) -> Value {
         MessageKind::Approved => format!("Approved: {headline}"),
         MessageKind::Rejected => format!("Rejected: {headline}"),
         MessageKind::Superseded => format!("Superseded, no decision needed: {headline}"),
+        MessageKind::Summary => {
+            format!("{} more requests from {} wait for a decision", msg.reasons.len(), msg.requester)
+        }
     };
     let mut blocks = vec![json!({
         "type": "header",

@@ -79,6 +79,14 @@ pub struct RunArgs {
     /// with what to do. 0: no limit.
     #[arg(long, default_value_t = 20)]
     pub max_pending_per_requester: u32,
+    /// During a flood, how long one recipient's pages about one requester's
+    /// requests are counted together (0s: never coalesce).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub coalesce_window: std::time::Duration,
+    /// How many of those pages go out one by one in a window; the rest go out as
+    /// one summary when it ends.
+    #[arg(long, default_value_t = 3)]
+    pub coalesce_burst: u32,
     /// This replica's identity in the leader Lease (default: POD_NAME, else host and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -152,6 +160,8 @@ impl RunArgs {
                 format!("{}-{}", host.trim(), std::process::id())
             }),
             lease_duration: args.lease_duration,
+            coalesce_window: args.coalesce_window,
+            coalesce_burst: args.coalesce_burst,
         };
         run(client, options, shutdown_signal()).await
     }

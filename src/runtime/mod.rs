@@ -66,6 +66,9 @@ pub struct RunOptions {
     pub identity: String,
     /// How long a leader's Lease lasts without renewal (failover time).
     pub lease_duration: Duration,
+    /// Coalescing of pages during a flood: the window and the pages sent one by one in it.
+    pub coalesce_window: Duration,
+    pub coalesce_burst: u32,
 }
 
 /// Run until `shutdown` resolves.
@@ -161,6 +164,7 @@ pub async fn run(
         notifier: crate::notify::Notifier::new(),
         retry: reconciler::escalation_retry(),
         known: Default::default(),
+        coalescer: reconciler::coalescer(options.coalesce_window, options.coalesce_burst),
     });
     let escalation = supervisor::start(
         client.clone(),

@@ -590,11 +590,14 @@ impl Created {
     }
 }
 
-/// Create the request `packet` (the common case: one API round trip), or read
-/// the existing one from the API server, never a cache, because an approval is
-/// only as good as its latest state. Any other create error (e.g. a namespace
-/// being deleted) also falls back to the read, so an approved change there is
-/// still admitted. `note` follows the held message.
+/// Create the request `packet`, or read the existing one from the API server,
+/// never a cache, because an approval is only as good as its latest state.
+/// Flood control first: the requester's requests are listed (a consistent read,
+/// which also finds this request when it exists); past the cap nothing is
+/// created; a new request supersedes the requester's older live one for the
+/// same object. Any create error (e.g. a namespace being deleted) falls back to
+/// a read, so an approved change there is still admitted. `note` follows the
+/// held message.
 async fn create_or_read(
     state: &WebhookState,
     api: &Api<ApprovalRequest>,
@@ -604,13 +607,22 @@ async fn create_or_read(
 ) -> Result<ApprovalRequest, Created> {
     let name = packet.metadata.name.as_deref().unwrap_or_default();
     let namespace = packet.metadata.namespace.as_deref().unwrap_or_default();
+    let others = requesters_requests(state, packet).await;
+    if let Some(existing) = others
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some(name) && o.metadata.namespace.as_deref() == Some(namespace))
+    {
+        return Ok(existing.clone());
+    }
+    let flood = review::flood(packet, &others, state.settings.max_pending_per_requester);
+    if let Some(message) = flood.over_cap {
+        audit(input, "denied-flood", &message);
+        state.metrics.decision("denied-flood");
+        return Err(Created::Refused(message));
+    }
     match api.create(&PostParams::default(), packet).await {
         Ok(created) => {
-            if let Err(message) = flood_control(state, api, input, &created).await {
-                audit(input, "denied-flood", &message);
-                state.metrics.decision("denied-flood");
-                return Err(Created::Refused(message));
-            }
+            supersede(state, input, name, flood.supersedes).await;
             let message = format!("{}{note}", review::held_message(&created));
             audit(input, "held", &message);
             state.metrics.decision("held");
@@ -629,45 +641,32 @@ async fn create_or_read(
     }
 }
 
-/// After a new request is created: refuse it when its requester has too many
-/// live requests (it is deleted again), and mark the requester's older live
-/// requests for the same object superseded (the controller stops their
-/// escalation and tells who was notified). If the requester's requests cannot be
-/// read, the hold stands as it is: flood control must not stop the gate.
-async fn flood_control(
-    state: &WebhookState,
-    api: &Api<ApprovalRequest>,
-    input: &ReviewInput,
-    created: &ApprovalRequest,
-) -> Result<(), String> {
-    let label = created.metadata.labels.as_ref().and_then(|l| l.get("signoff.dev/requester")).cloned();
-    let Some(label) = label.filter(|l| !l.is_empty()) else { return Ok(()) };
+/// Every request of the packet's requester (by its requester label), or none
+/// when they cannot be read: flood control must not stop the gate.
+async fn requesters_requests(state: &WebhookState, packet: &ApprovalRequest) -> Vec<ApprovalRequest> {
+    let label = packet.metadata.labels.as_ref().and_then(|l| l.get("signoff.dev/requester")).cloned();
+    let Some(label) = label.filter(|l| !l.is_empty()) else { return vec![] };
     let all: Api<ApprovalRequest> = Api::all(state.client.clone());
-    let others =
-        match all.list(&kube::api::ListParams::default().labels(&format!("signoff.dev/requester={label}"))).await {
-            Ok(list) => list.items,
-            Err(e) => {
-                warn!(error = %e, "could not read the requester's requests; flood control skipped for this hold");
-                return Ok(());
-            }
-        };
-    let flood = review::flood(created, &others, state.settings.max_pending_per_requester);
-    let name = created.metadata.name.as_deref().unwrap_or_default();
-    if let Some(message) = flood.over_cap {
-        if let Err(e) = api.delete(name, &Default::default()).await {
-            warn!(error = %e, request = name, "could not delete the request refused by flood control");
+    match all.list(&kube::api::ListParams::default().labels(&format!("signoff.dev/requester={label}"))).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            warn!(error = %e, "could not read the requester's requests; flood control skipped for this hold");
+            vec![]
         }
-        return Err(message);
     }
-    for (namespace, older) in flood.supersedes {
-        let patch = serde_json::json!({"metadata": {"annotations": {crate::crd::SUPERSEDED_ANNOTATION: name}}});
+}
+
+/// Mark the requester's older live requests for the same object superseded by
+/// `newer` (the controller stops their escalation and tells who was notified).
+async fn supersede(state: &WebhookState, input: &ReviewInput, newer: &str, older: Vec<(String, String)>) {
+    for (namespace, name) in older {
+        let patch = serde_json::json!({"metadata": {"annotations": {crate::crd::SUPERSEDED_ANNOTATION: newer}}});
         let api: Api<ApprovalRequest> = Api::namespaced(state.client.clone(), &namespace);
-        match api.patch(&older, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => audit(input, "superseded", &format!("ApprovalRequest {namespace}/{older} superseded by {name}")),
-            Err(e) => warn!(error = %e, request = %older, "could not mark a request superseded"),
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => audit(input, "superseded", &format!("ApprovalRequest {namespace}/{name} superseded by {newer}")),
+            Err(e) => warn!(error = %e, request = %name, "could not mark a request superseded"),
         }
     }
-    Ok(())
 }
 
 /// How often an admission is re-decided after a concurrent write to its request.

@@ -110,10 +110,16 @@ pub fn start_signoff(extra_args: &[&str]) -> Signoff {
         let canary = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: canary\n  namespace: {ns}\n  labels: {{risk: high}}\n"
         );
+        // Every page on its own (tests count deliveries per request), unless the
+        // test sets coalescing itself.
+        let mut args: Vec<&str> = extra_args.to_vec();
+        if !args.iter().any(|a| a.starts_with("--coalesce-")) {
+            args.push("--coalesce-window=0s");
+        }
         let (process, health) = cp
             .start_signoff(
                 std::path::Path::new(env!("CARGO_BIN_EXE_signoff")),
-                extra_args,
+                &args,
                 &[("RUST_LOG", "info")],
                 &log,
                 &canary,
