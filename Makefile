@@ -64,6 +64,7 @@ chaos: controlplane
 	rm -rf "$(CARGO_TARGET_DIR)/tmp/signoff-report"
 	status=0; \
 	SIGNOFF_CHAOS=1 $(CARGO) test --locked --test adversarial_status --test crash --test load --test rotation_e2e \
+	  --test escalation --test webhook \
 	  -- --show-output --test-threads=1 || status=$$?; \
 	SIGNOFF_CHAOS=1 SIGNOFF_UPDATE_DOCS=1 $(CARGO) test --locked --test chaos_report -- --ignored --nocapture \
 	  || status=$$?; \

@@ -10,7 +10,7 @@ use common::report::{self, Figure};
 const BEGIN: &str = "<!-- chaos:begin -->";
 const END: &str = "<!-- chaos:end -->";
 /// The sections that `make chaos` measures, by number.
-const SECTIONS: [&str; 4] = ["2", "4", "5", "6"];
+const SECTIONS: [&str; 6] = ["2", "4", "5", "6", "7", "8"];
 
 /// One row: a figure and whether it came from a long chaos run.
 struct Row {

@@ -8,15 +8,32 @@ mod common;
 use std::sync::OnceLock;
 
 use common::esc::*;
+use common::report::Figure;
 use common::*;
 
 /// Start signoff (once) after the setup, with a short Lease for the restart test.
 fn running() -> &'static Signoff {
     static SIGNOFF: OnceLock<Signoff> = OnceLock::new();
     setup();
-    // Coalescing as in production, with a short window; a burst above what the
-    // other tests page one person with at once (alice's requests).
-    SIGNOFF.get_or_init(|| start_signoff(&["--lease-duration=3s", "--coalesce-window=5s", "--coalesce-burst=5"]))
+    // Flood control as in production (the cap's default), with a short
+    // coalescing window and a burst above what the other tests page one person
+    // with at once (alice's requests).
+    SIGNOFF.get_or_init(|| {
+        start_signoff(&[
+            "--lease-duration=3s",
+            "--coalesce-window=5s",
+            "--coalesce-burst=5",
+            "--max-pending-per-requester=20",
+        ])
+    })
+}
+
+/// The first three tiers' notifications of a request, waiting up to `secs`.
+fn three_tiers(name: &str, secs: u64) -> Vec<Received> {
+    eventually(secs, "three tiers notified", || {
+        let got = notifications(name);
+        (got.len() >= 3).then_some(got)
+    })
 }
 
 #[test]
@@ -24,10 +41,7 @@ fn a_held_change_walks_tier_1_2_3_with_notifications_in_order_and_on_time() {
     running();
     let ns = esc_namespace("esc-owners");
     let name = hold(&ns, "routine");
-    let got = eventually(30, "three tiers notified", || {
-        let got = notifications(&name);
-        (got.len() >= 3).then_some(got)
-    });
+    let got = three_tiers(&name, 30);
     let who: Vec<&str> = got.iter().take(3).map(|r| r.path.as_str()).collect();
     assert_eq!(who, ["/user/bob", "/user/dave", "/user/carol"], "owner, then on-call, then lead");
     let tiers: Vec<u64> = got.iter().take(3).map(|r| r.body["tier"].as_u64().unwrap()).collect();
@@ -138,10 +152,7 @@ fn a_black_holed_sink_does_not_delay_the_next_tier() {
     kubectl_ok(cp(), ADMIN, &["apply", "-f", "-"], Some(&team));
     let ns = esc_namespace("esc-dead-sink");
     let name = hold(&ns, "routine");
-    let got = eventually(40, "three tiers notified", || {
-        let got = notifications(&name);
-        (got.len() >= 3).then_some(got)
-    });
+    let got = three_tiers(&name, 40);
     let who: Vec<&str> = got.iter().take(3).map(|r| r.path.as_str()).collect();
     assert_eq!(who, ["/user/bob", "/user/dave", "/user/carol"]);
     for pair in got[..3].windows(2) {
@@ -265,6 +276,35 @@ spec:
          {refused} refused at the cap of 20; bob paged {pages} times one by one and {} times in summaries listing \
          {listed} more (before: 40 requests, 40 pages)",
         summaries.len()
+    );
+    const SECTION: &str = "7 floods (one requester)";
+    let live = usize::from(request(&ns, &newest[0])["status"]["phase"] == "Pending");
+    common::report::record(
+        "floods",
+        &[
+            Figure::count(SECTION, "applies of one object with new content", same.len()),
+            Figure::new(SECTION, "live requests for that object after them", live, "1", live == 1),
+            Figure::count(SECTION, "superseded (escalation stopped, people told)", older.len()),
+            Figure::count(SECTION, "distinct objects applied next", held + refused),
+            Figure::new(SECTION, "held (cap 20 pending, 1 already live)", held, "19", held == 19),
+            Figure::count(SECTION, "refused at the cap, with what to do", refused),
+            Figure::new(
+                SECTION,
+                format!("single pages to the tier-1 approver ({windows} windows of 5 s, burst 5)").as_str(),
+                pages,
+                format!("<= {}", 5 * windows).as_str(),
+                pages as u64 <= 5 * windows,
+            ),
+            Figure::count(SECTION, "summary messages to the tier-1 approver", summaries.len()),
+            Figure::new(
+                SECTION,
+                "requests listed in summaries",
+                listed,
+                ">= held - single pages",
+                pages + listed >= held,
+            ),
+            Figure::count(SECTION, "before flood control: requests / pages to the approver", "40 / 40"),
+        ],
     );
     assert!(pages + listed >= held, "every held request reaches bob, alone or in a summary: {pages} + {listed}");
     assert!(pages as u64 <= 5 * windows, "at most 5 single pages per 5-second window ({windows} windows): {pages}");

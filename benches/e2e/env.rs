@@ -56,13 +56,13 @@ pub fn program(name: &str) -> PathBuf {
 /// own: Kyverno creates its TLS Secrets there at startup, and signoff's
 /// example policies hold Secret writes (as they would in a real cluster; a
 /// platform team exempts its controllers' namespaces the same way).
-/// signoff's arguments: the peers' namespaces exempt, and every page sent on
-/// its own (coalescing off), so escalation capacity is measured per request.
+/// signoff's arguments: the peers' namespaces exempt, and flood control off
+/// (every page on its own, no cap), so capacity is measured per request.
 fn exempt_args() -> Vec<String> {
     [NS_NONE, NS_NOOP, NS_KYVERNO, "kyverno"]
         .iter()
         .map(|ns| format!("--exempt-namespace={ns}"))
-        .chain(["--coalesce-window=0s".to_string()])
+        .chain(["--coalesce-window=0s".to_string(), "--max-pending-per-requester=0".to_string()])
         .collect()
 }
 

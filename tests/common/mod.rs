@@ -110,11 +110,15 @@ pub fn start_signoff(extra_args: &[&str]) -> Signoff {
         let canary = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: canary\n  namespace: {ns}\n  labels: {{risk: high}}\n"
         );
-        // Every page on its own (tests count deliveries per request), unless the
-        // test sets coalescing itself.
+        // Every page on its own and no cap on pending requests (tests count
+        // deliveries per request, and load tests hold hundreds as one user),
+        // unless the test sets flood control itself (tests/escalation.rs).
         let mut args: Vec<&str> = extra_args.to_vec();
         if !args.iter().any(|a| a.starts_with("--coalesce-")) {
             args.push("--coalesce-window=0s");
+        }
+        if !args.iter().any(|a| a.starts_with("--max-pending-per-requester")) {
+            args.push("--max-pending-per-requester=0");
         }
         let (process, health) = cp
             .start_signoff(
