@@ -129,10 +129,7 @@ pub fn approval_write(
                 // Metadata only: status writes through the main resource are dropped by
                 // the API server, and the spec cannot change. A reopen and a
                 // supersession are the metadata changes with a meaning.
-                let superseded = |ar: &ApprovalRequest| {
-                    ar.metadata.annotations.as_ref().and_then(|a| a.get(SUPERSEDED_ANNOTATION)).cloned()
-                };
-                if superseded(old) != superseded(new) && !is_controller {
+                if superseded_by(old) != superseded_by(new) && !is_controller {
                     return Err(Denial::forbidden(
                         "metadata.annotations[signoff.dev/superseded-by]",
                         "only signoff marks a request superseded (when the same requester's newer change is held)",
@@ -147,6 +144,12 @@ pub fn approval_write(
             format!("unexpected {operation} of an ApprovalRequest without its objects; refusing"),
         )),
     }
+}
+
+/// The newer request that replaces `ar`, when signoff marked it superseded
+/// (only signoff may: see [`approval_write`]).
+pub fn superseded_by(ar: &ApprovalRequest) -> Option<&str> {
+    ar.metadata.annotations.as_ref()?.get(SUPERSEDED_ANNOTATION).map(String::as_str)
 }
 
 /// The reopen annotation as written (the guard compares it as text).

@@ -358,9 +358,9 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         };
     }
     if status.phase == Phase::Pending
-        && let Some(newer) = superseded_by(ar)
+        && let Some(newer) = crate::approval::superseded_by(ar)
     {
-        return supersede(ar, status, effects, &newer);
+        return supersede(ar, status, effects, newer);
     }
     if status.phase != Phase::Pending {
         return Step { status, effects, wake_at: None };
@@ -540,11 +540,6 @@ fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut
     });
 }
 
-/// The newer request that replaces `ar`, when signoff marked it superseded.
-pub fn superseded_by(ar: &ApprovalRequest) -> Option<String> {
-    ar.metadata.annotations.as_ref()?.get(crate::crd::SUPERSEDED_ANNOTATION).cloned()
-}
-
 /// A Pending request marked superseded stops escalating; everyone it notified
 /// (by name, team or route, per lane) is told once that no decision is needed.
 fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effects: Vec<Effect>, newer: &str) -> Step {
@@ -556,7 +551,11 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
         let reached: Vec<&str> = status
             .notifications
             .iter()
-            .filter(|n| n.route == lane.route && n.sink != "Event" && n.result != "Coalesced")
+            .filter(|n| {
+                n.route == lane.route
+                    && n.sink != "Event"
+                    && n.result != crate::notify::DeliveryResult::Coalesced.as_str()
+            })
             .map(|n| n.recipient.as_str())
             .collect();
         let mut users: Vec<String> = Vec::new();

@@ -188,14 +188,8 @@ async fn notify(
         match offer {
             Offer::Send => send.extend(group),
             Offer::Held(until) => coalesced.extend(group.iter().map(|d| {
-                let mut record = DeliveryRecord::failed_before_sending(
-                    &format!("{:?}", d.contact.kind),
-                    format!("many requests from {}: held for one summary at {until}", message.requester),
-                    now,
-                )
-                .to_notification(&d.message);
-                record.result = "Coalesced".into();
-                record
+                let why = format!("many requests from {}: held for one summary at {until}", message.requester);
+                DeliveryRecord::coalesced(&d.contact, why, now).to_notification(&d.message)
             })),
         }
     }

@@ -94,6 +94,8 @@ pub enum DeliveryResult {
     /// [`Notifier::deliver_with`]).
     Retrying,
     Failed,
+    /// Not sent on its own: held for a summary during a flood (notify::coalesce).
+    Coalesced,
 }
 
 impl DeliveryResult {
@@ -102,6 +104,7 @@ impl DeliveryResult {
             DeliveryResult::Delivered => "Delivered",
             DeliveryResult::Retrying => "Retrying",
             DeliveryResult::Failed => "Failed",
+            DeliveryResult::Coalesced => "Coalesced",
         }
     }
 }
@@ -124,6 +127,17 @@ impl DeliveryRecord {
     /// A delivery that failed before any attempt (e.g. a missing Secret).
     pub fn failed_before_sending(sink: &str, why: impl Into<String>, at: Timestamp) -> DeliveryRecord {
         DeliveryRecord { sink: sink.into(), attempts: 0, result: DeliveryResult::Failed, message: Some(why.into()), at }
+    }
+
+    /// A delivery held for a flood's summary instead of being sent on its own.
+    pub fn coalesced(contact: &Contact, why: impl Into<String>, at: Timestamp) -> DeliveryRecord {
+        DeliveryRecord {
+            sink: sink_name(contact).into(),
+            attempts: 0,
+            result: DeliveryResult::Coalesced,
+            message: Some(why.into()),
+            at,
+        }
     }
 
     /// The status entry (`status.notifications[]`) for this delivery of `msg`.
@@ -356,14 +370,18 @@ impl Notifier {
             Ok(target) => self.deliver(&target, msg, policy).await,
             Err(e) => {
                 tracing::warn!(key = %msg.key, error = %e, "notification not sent: contact unresolved");
-                let sink = match contact.kind {
-                    crate::crd::ContactKind::Webhook => "Webhook",
-                    crate::crd::ContactKind::Slack => "Slack",
-                    crate::crd::ContactKind::PagerDuty => "PagerDuty",
-                };
-                DeliveryRecord::failed_before_sending(sink, e.to_string(), Timestamp::now())
+                DeliveryRecord::failed_before_sending(sink_name(contact), e.to_string(), Timestamp::now())
             }
         }
+    }
+}
+
+/// The sink a contact delivers to, as status records name it.
+fn sink_name(contact: &Contact) -> &'static str {
+    match contact.kind {
+        crate::crd::ContactKind::Webhook => "Webhook",
+        crate::crd::ContactKind::Slack => "Slack",
+        crate::crd::ContactKind::PagerDuty => "PagerDuty",
     }
 }
 

@@ -41,6 +41,13 @@ pub struct GateSettings {
     pub max_pending_per_requester: u32,
 }
 
+impl GateSettings {
+    /// The break-glass group `user` is in, if any.
+    pub fn break_glass_group<'u>(&self, user: &'u crate::policy::UserInfo) -> Option<&'u String> {
+        user.groups.iter().find(|g| self.break_glass_groups.contains(g))
+    }
+}
+
 /// What to do with a change before looking up any ApprovalRequest.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Preliminary {
@@ -111,7 +118,7 @@ pub fn preliminary(input: &ReviewInput, assessment: &Assessment, settings: &Gate
         return Preliminary::Admit { warnings };
     }
     let reasons = assessment.reasons().join("; ");
-    if let Some(group) = input.user.groups.iter().find(|g| settings.break_glass_groups.contains(g)) {
+    if let Some(group) = settings.break_glass_group(&input.user) {
         return Preliminary::BreakGlass {
             warning: format!(
                 "signoff BREAK-GLASS: admitted without approval because {} is in group {group}; recorded in the audit log. Held for: {reasons}",
@@ -182,7 +189,7 @@ pub struct Flood {
 
 /// A request that still escalates: Pending, and not marked superseded.
 pub fn is_live(ar: &ApprovalRequest) -> bool {
-    ar.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) && crate::escalation::superseded_by(ar).is_none()
+    ar.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) && crate::approval::superseded_by(ar).is_none()
 }
 
 /// The same object: group, resource, subresource, namespace and name.
@@ -372,12 +379,7 @@ pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp, final
                 "signoff: ApprovalRequest {ns}/{name} was superseded by a newer change to the same object (request {}); \
                  that one is the change being decided. To ask for this one, ask a platform admin to delete {ns}/{name}, \
                  then apply it again",
-                ar.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(crate::crd::SUPERSEDED_ANNOTATION))
-                    .map(String::as_str)
-                    .unwrap_or("unknown")
+                crate::approval::superseded_by(ar).unwrap_or("unknown")
             ),
         },
     }

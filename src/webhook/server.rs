@@ -231,7 +231,8 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
     let status_metadata = review::status_metadata_change(&received);
     let judged = finalizing.as_ref().or(status_metadata.as_ref());
     let input = judged.unwrap_or(&received);
-    let policies = state.policies.load();
+    // One policy set for the whole review (the blocking path below shares it).
+    let policies = state.policies.load_full();
     // signoff's namespace labels are its trust anchors: never through a
     // subresource; on the namespace, held by a policy or changed by an admin.
     let anchors = route::anchor_labels_changed(&received);
@@ -247,39 +248,20 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
         return deny(req, message);
     }
     // A write that makes a controller perform a held change is judged as that change.
-    let mut enabled = side_doors::enabled_changes(input);
-    if side_doors::is_namespace_delete(input) {
-        match swept_kinds(state, &policies).await {
-            Ok(kinds) => enabled.extend(side_doors::namespace_sweep(input, &kinds)),
-            Err(e) => {
-                let message = format!(
-                    "signoff could not find out what deleting namespace {} deletes: {e}; denied to be safe, retry",
-                    input.name
-                );
-                audit(input, "denied-error", &message);
-                return deny(req, message);
-            }
+    let enabled = match enabled_changes(state, &policies, input).await {
+        Ok(enabled) => enabled,
+        Err(message) => {
+            audit(input, "denied-error", &message);
+            return deny(req, message);
         }
-    }
-    if let Some((group, version, kind)) = side_doors::scale_target(input)
-        && side_doors::workload_resource(&group, &kind).is_none()
-    {
-        // An autoscaler of a custom resource: its plural from discovery.
-        let gvk = kube::core::GroupVersionKind::gvk(&group, &version, &kind);
-        match kube::discovery::pinned_kind(&state.client, &gvk).await {
-            Ok((resource, _)) => enabled.extend(side_doors::autoscaled(input, &group, &resource.plural)),
-            Err(e) => {
-                warn!(error = %e, %kind, "the target of a HorizontalPodAutoscaler is not served; nothing to scale")
-            }
-        }
-    }
+    };
     let estimate = enabled.iter().fold(policies.estimate_for(input), |sum, e| sum + policies.estimate_for(&e.input));
     let assessment = if estimate <= budget::INLINE_LIMIT {
         side_doors::with_enabled(classify(input, &policies), &enabled, &policies)
     } else {
         // Expensive policies run on a blocking thread: the async workers keep
         // answering other reviews, and the review's deadline still answers this one.
-        let (judged, set) = (input.clone(), state.policies.load_full());
+        let (judged, set) = (input.clone(), Arc::clone(&policies));
         let classified =
             tokio::task::spawn_blocking(move || side_doors::with_enabled(classify(&judged, &set), &enabled, &set));
         match classified.await {
@@ -291,7 +273,7 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
             }
         }
     };
-    let break_glass = received.user.groups.iter().any(|g| state.settings.break_glass_groups.contains(g));
+    let break_glass = state.settings.break_glass_group(&received.user).is_some();
     if !anchors.is_empty() && !assessment.held() && !state.identities.is_admin(&received.user) && !break_glass {
         let message = route::anchor_denial(&received, &anchors);
         audit(&received, "denied-anchor", &message);
@@ -341,6 +323,38 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
             held(state, req, input, &assessment, &policies, &digest, &namespace, &name, finalizing).await
         }
     }
+}
+
+/// The changes `input` makes a controller perform (policy::side_doors), with
+/// what only the API server can tell: the kinds a namespace's deletion sweeps,
+/// and the plural of an autoscaler's custom target.
+async fn enabled_changes(
+    state: &WebhookState,
+    policies: &PolicySet,
+    input: &ReviewInput,
+) -> Result<Vec<side_doors::Enabled>, String> {
+    let mut enabled = side_doors::enabled_changes(input);
+    if side_doors::is_namespace_delete(input) {
+        let kinds = swept_kinds(state, policies).await.map_err(|e| {
+            format!(
+                "signoff could not find out what deleting namespace {} deletes: {e}; denied to be safe, retry",
+                input.name
+            )
+        })?;
+        enabled.extend(side_doors::namespace_sweep(input, &kinds));
+    }
+    if let Some((group, version, kind)) = side_doors::scale_target(input)
+        && side_doors::workload_resource(&group, &kind).is_none()
+    {
+        let gvk = kube::core::GroupVersionKind::gvk(&group, &version, &kind);
+        match kube::discovery::pinned_kind(&state.client, &gvk).await {
+            Ok((resource, _)) => enabled.extend(side_doors::autoscaled(input, &group, &resource.plural)),
+            Err(e) => {
+                warn!(error = %e, %kind, "the target of a HorizontalPodAutoscaler is not served; nothing to scale")
+            }
+        }
+    }
+    Ok(enabled)
 }
 
 /// The kinds of the resources whose deletes the policies name, as the API server
