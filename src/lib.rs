@@ -22,6 +22,7 @@ pub mod escalation;
 pub mod events;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod gitops;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

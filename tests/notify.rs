@@ -143,7 +143,7 @@ fn hmac_hex(key: &[u8], body: &[u8]) -> String {
 #[tokio::test]
 async fn generic_webhook_gets_the_signed_packet_with_an_idempotency_key() {
     let rx = Receiver::ok().await;
-    let target = Target::Webhook { url: rx.url("hook"), signing_key: Some(b"topsecret".to_vec()) };
+    let target = Target::webhook(rx.url("hook"), Some(b"topsecret".to_vec()));
     let record = Notifier::new().deliver(&target, &message("ar-77aa/finance/0/team-finance"), &fast_policy(3)).await;
     assert_eq!((record.result, record.attempts, record.message.as_deref()), (DeliveryResult::Delivered, 1, None));
 
@@ -219,7 +219,7 @@ async fn pagerduty_receiver_gets_a_trigger_with_the_dedup_key() {
 #[tokio::test]
 async fn two_503s_then_success_is_delivered_on_the_third_attempt() {
     let rx = Receiver::start(&[503, 503], 200, Duration::ZERO).await;
-    let target = Target::Webhook { url: rx.url("hook"), signing_key: None };
+    let target = Target::webhook(rx.url("hook"), None);
     let mut seen = Vec::new();
     let record = Notifier::new()
         .deliver_with(&target, &message("k-retry"), &fast_policy(5), |r| seen.push((r.attempts, r.result)))
@@ -275,7 +275,7 @@ async fn a_dead_port_fails_after_max_attempts_within_the_backoff_time() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let target = Target::Webhook { url: format!("http://127.0.0.1:{port}/hook"), signing_key: None };
+    let target = Target::webhook(format!("http://127.0.0.1:{port}/hook"), None);
     let policy = fast_policy(4);
     let started = Instant::now();
     let record = Notifier::new().deliver(&target, &message("k-dead"), &policy).await;
@@ -292,7 +292,7 @@ async fn a_dead_port_fails_after_max_attempts_within_the_backoff_time() {
 #[tokio::test]
 async fn an_attempt_that_hangs_times_out_and_is_retried() {
     let rx = Receiver::start(&[], 200, Duration::from_secs(30)).await;
-    let target = Target::Webhook { url: rx.url("hook"), signing_key: None };
+    let target = Target::webhook(rx.url("hook"), None);
     let policy = RetryPolicy { attempt_timeout: Duration::from_millis(200), ..fast_policy(2) };
     let started = Instant::now();
     let record = Notifier::new().deliver(&target, &message("k-hang"), &policy).await;
@@ -312,8 +312,8 @@ async fn a_slow_sink_does_not_delay_a_fast_one() {
     };
     let policy = RetryPolicy { attempt_timeout: Duration::from_secs(5), ..fast_policy(3) };
     let jobs = vec![
-        (Target::Webhook { url: slow.url("slow"), signing_key: None }, message("k-slow")),
-        (Target::Webhook { url: format!("http://127.0.0.1:{dead_port}/"), signing_key: None }, message("k-dead")),
+        (Target::webhook(slow.url("slow"), None), message("k-slow")),
+        (Target::webhook(format!("http://127.0.0.1:{dead_port}/"), None), message("k-dead")),
         (Target::Slack { url: fast.url("fast") }, message("k-fast")),
     ];
     let started = Instant::now();
@@ -361,9 +361,10 @@ async fn contacts_resolve_secrets_from_the_control_plane() {
         url_secret_ref: Some(SecretKeyRef { name: "hooks".into(), key: "url".into() }),
         signing_secret_ref: Some(SecretKeyRef { name: "hooks".into(), key: "signing".into() }),
         routing_key_secret_ref: None,
+        signature_header: None,
     };
     let target = Target::resolve(&client, &ns, &contact).await.unwrap();
-    assert_eq!(target, Target::Webhook { url: rx.url("from-secret"), signing_key: Some(b"k8s-secret-key".to_vec()) });
+    assert_eq!(target, Target::webhook(rx.url("from-secret"), Some(b"k8s-secret-key".to_vec())));
 
     let notifier = Notifier::new();
     let record = notifier.deliver_contact(&client, &ns, &contact, &message("k-secret"), &fast_policy(3)).await;
@@ -389,6 +390,7 @@ async fn contacts_resolve_secrets_from_the_control_plane() {
         url_secret_ref: None,
         signing_secret_ref: None,
         routing_key_secret_ref: Some(SecretKeyRef { name: "hooks".into(), key: "routing".into() }),
+        signature_header: None,
     };
     let record = notifier.deliver_contact(&client, &ns, &missing_key, &message("k-nokey"), &fast_policy(3)).await;
     assert_eq!((record.result, record.attempts), (DeliveryResult::Failed, 0));

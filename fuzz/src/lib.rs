@@ -61,6 +61,7 @@ fn settings() -> GateSettings {
         // The server refuses uncovered resources before these pure steps.
         refuse_uncovered: false,
         max_pending_per_requester: 20,
+        gitops: Default::default(),
     }
 }
 
@@ -112,7 +113,7 @@ fn check_gate(input: &ReviewInput, assessment: &Assessment) {
             assert_eq!(held, digest);
             assert_eq!(name, request_name(&digest));
             assert!(!namespace.is_empty(), "an ApprovalRequest needs a namespace");
-            let mut ar = packet(input, assessment, &POLICIES, &held, &namespace, &name);
+            let mut ar = packet(input, assessment, &POLICIES, &held, &namespace, &name, &Default::default());
             assert_eq!(ar.spec.digest, digest);
             serde_json::to_vec(&ar).expect("an ApprovalRequest serializes");
             // A fresh request never admits; one for another digest never does either.

@@ -69,6 +69,49 @@ pub struct ApprovalRequestSpec {
     /// What happens if nobody answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The GitOps object that applied the change (Flux Kustomization or
+    /// HelmRelease, Argo CD Application), read from the marks its tool leaves
+    /// on the object, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOpsOwner>,
+}
+
+/// The GitOps object that applied a held change, found by the labels or the
+/// annotation its tool sets on what it applies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsOwner {
+    /// Flux or ArgoCD.
+    pub tool: GitOpsTool,
+    /// Kind of the owning object: Kustomization or HelmRelease (Flux), Application (Argo CD).
+    pub kind: String,
+    /// Namespace of the owning object.
+    pub namespace: String,
+    /// Name of the owning object.
+    pub name: String,
+    /// True when signoff asks the owner to apply again once the change is
+    /// approved (the hand-back; the policy's `gitops.handBack`, else the
+    /// install's default, when the change was held).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hand_back: bool,
+}
+
+/// A GitOps tool whose marks signoff reads.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum GitOpsTool {
+    /// Flux (kustomize-controller, helm-controller).
+    Flux,
+    /// Argo CD (application-controller).
+    ArgoCD,
+}
+
+impl GitOpsTool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitOpsTool::Flux => "Flux",
+            GitOpsTool::ArgoCD => "Argo CD",
+        }
+    }
 }
 
 /// Where one route of a request goes.
@@ -252,10 +295,58 @@ pub struct ApprovalRequestStatus {
     /// ConfigMap holding the runbook when it is too large for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_config_map: Option<String>,
+    /// Where the GitOps owner (spec.gitops) took the change from, read once by
+    /// the controller; says why when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops_source: Option<GitOpsSource>,
+    /// The hand-back of the approved change to its GitOps owner, when asked for
+    /// (spec.gitops.handBack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_back: Option<HandBack>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The repository and revision a GitOps owner was applying when the change was held.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsSource {
+    /// Repository URL: the Flux source's `spec.url`, or the Application's
+    /// `spec.source.repoURL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Revision being applied: the Flux owner's `status.lastAttemptedRevision`
+    /// (e.g. `main@sha1:3f2a9c1...`), or the Application's `status.sync.revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Why the owner or its source could not be read (not installed, no RBAC);
+    /// the hold never depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+    /// When it was read.
+    pub at: Time,
+}
+
+/// Asking the GitOps owner to apply the approved change now, instead of at its
+/// next retry: Flux's `reconcile.fluxcd.io/requestedAt` annotation, or an Argo
+/// CD sync operation of the approved resource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandBack {
+    /// Done, Failed (retried with backoff), or GaveUp after the last attempt.
+    pub result: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// What was done, or the error of the last failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the last attempt was made.
+    pub at: Time,
+    /// The request's attempt whose approval was handed back.
+    #[serde(default = "first_attempt")]
+    pub for_attempt: u32,
 }
 
 impl Default for ApprovalRequestStatus {
@@ -273,6 +364,8 @@ impl Default for ApprovalRequestStatus {
             admissions: Vec::new(),
             runbook: None,
             runbook_config_map: None,
+            gitops_source: None,
+            hand_back: None,
             conditions: Vec::new(),
         }
     }

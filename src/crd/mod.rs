@@ -107,6 +107,13 @@ pub struct Contact {
     /// Secret key holding the PagerDuty integration (routing) key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_key_secret_ref: Option<SecretKeyRef>,
+    /// For a generic webhook: the header that carries the signature
+    /// (`sha256=<hex HMAC-SHA256 of the body>`); default `X-Signoff-Signature`.
+    /// `X-Signature` makes a Flux notification-controller Receiver of type
+    /// `generic-hmac` a contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub signature_header: Option<String>,
 }
 
 /// A notification sink.

@@ -63,6 +63,22 @@ pub struct EscalationPolicySpec {
     /// default chain, and who is notified when a chain is exhausted.
     #[serde(default = "default_admin_team")]
     pub admin_team: String,
+
+    /// What signoff does for changes a GitOps tool applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<PolicyGitOps>,
+}
+
+/// GitOps settings of a policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyGitOps {
+    /// Once a change this policy held is approved, ask its GitOps owner to
+    /// apply it at once (Flux: `reconcile.fluxcd.io/requestedAt` on the
+    /// Kustomization or HelmRelease; Argo CD: a sync of the approved resource).
+    /// Unset: the install's default (`signoff run --gitops-hand-back`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_back: Option<bool>,
 }
 
 pub(crate) fn default_admin_team() -> String {

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::{Notify, NotifyKind, World};
-use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Contact, Notification};
+use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Contact, ContactKind, Notification, Phase};
 use crate::notify::{Message, MessageKind, Recipient};
 
 /// Status keeps the most recent notifications (the CRD caps the list).
@@ -34,9 +34,17 @@ pub struct Delivery {
 pub fn deliveries(n: &Notify, world: World, ar: &ApprovalRequest, now: Timestamp) -> Vec<Delivery> {
     let kind = match n.kind {
         NotifyKind::Escalation => MessageKind::Escalation,
-        NotifyKind::Expired => MessageKind::Expired,
-        NotifyKind::Superseded => MessageKind::Superseded,
+        NotifyKind::Expired | NotifyKind::Outcome(Phase::Expired) => MessageKind::Expired,
+        NotifyKind::Superseded | NotifyKind::Outcome(Phase::Superseded | Phase::Pending) => MessageKind::Superseded,
+        NotifyKind::Outcome(Phase::Approved) => MessageKind::Approved,
+        NotifyKind::Outcome(Phase::Rejected) => MessageKind::Rejected,
     };
+    let outcome = match n.kind {
+        NotifyKind::Outcome(phase) => Some(crate::notify::message::Outcome::of(ar, phase)),
+        _ => None,
+    };
+    // A page asked for a decision; when none is needed any more, its incident resolves.
+    let closes = matches!(n.kind, NotifyKind::Outcome(_) | NotifyKind::Superseded);
     let deadline = n.deadline.unwrap_or(now);
     let mut recipients: Vec<(Recipient, Vec<Contact>)> = n
         .users
@@ -46,7 +54,7 @@ pub fn deliveries(n: &Notify, world: World, ar: &ApprovalRequest, now: Timestamp
             (Recipient::User(u.clone()), approver.map(|a| a.spec.contacts.clone()).unwrap_or_default())
         })
         .collect();
-    if let Some(team) = &n.team {
+    for team in &n.teams {
         let found = world.teams.iter().find(|t| t.name_any() == *team);
         recipients.push((Recipient::Team(team.clone()), found.map(|t| t.spec.contacts.clone()).unwrap_or_default()));
     }
@@ -61,8 +69,22 @@ pub fn deliveries(n: &Notify, world: World, ar: &ApprovalRequest, now: Timestamp
     let mut out = Vec::new();
     for (recipient, contacts) in recipients {
         let key = format!("{}/{recipient}", n.key);
-        let message = Message::from_request(ar, kind, &n.route, n.tier, &n.tier_name, recipient, &key, deadline);
-        out.extend(contacts.into_iter().map(|contact| Delivery { contact, message: message.clone() }));
+        let name = recipient.to_string();
+        let mut message = Message::from_request(ar, kind, &n.route, n.tier, &n.tier_name, recipient, &key, deadline);
+        message.outcome = outcome.clone();
+        for contact in contacts {
+            if closes && contact.kind == ContactKind::PagerDuty {
+                // PagerDuty is for pages: it hears only to resolve the ones it got.
+                for (_, page) in n.pages.iter().filter(|(to, _)| *to == name) {
+                    let mut resolve = message.clone();
+                    resolve.key = format!("{page}/resolve");
+                    resolve.resolves = Some(page.clone());
+                    out.push(Delivery { contact: contact.clone(), message: resolve });
+                }
+            } else {
+                out.push(Delivery { contact, message: message.clone() });
+            }
+        }
     }
     out
 }
@@ -106,24 +128,23 @@ pub fn summary(recipient: &str, requester: &str, held: &[Vec<Delivery>]) -> Vec<
 /// The note of the Kubernetes Event that goes with every Notify effect.
 pub fn event_note(n: &Notify) -> String {
     match n.kind {
-        NotifyKind::Escalation => format!(
-            "{} tier {} ({}): notified {}{}",
-            n.route,
-            n.tier + 1,
-            n.tier_name,
-            if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") },
-            n.team.as_ref().map(|t| format!(" and team {t}")).unwrap_or_default()
-        ),
+        NotifyKind::Escalation => format!("{} tier {} ({}): notified {}", n.route, n.tier + 1, n.tier_name, told(n)),
         NotifyKind::Expired => {
             format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", "))
         }
-        NotifyKind::Superseded => format!(
-            "superseded ({}): told {}{}",
-            n.route,
-            if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") },
-            n.team.as_ref().map(|t| format!(" and team {t}")).unwrap_or_default()
-        ),
+        NotifyKind::Superseded => format!("superseded ({}): told {}", n.route, told(n)),
+        NotifyKind::Outcome(phase) if n.route.is_empty() => {
+            format!("{phase:?}: told the requester {}", n.users.join(", "))
+        }
+        NotifyKind::Outcome(phase) => format!("{phase:?}: told {} ({})", told(n), n.route),
     }
+}
+
+/// `alice, bob and team payments`: who a notification names.
+fn told(n: &Notify) -> String {
+    let users = if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") };
+    let teams: String = n.teams.iter().map(|t| format!(" and team {t}")).collect();
+    format!("{users}{teams}")
 }
 
 /// The status record of that Event: delivered, or failed with the API's error.
@@ -186,6 +207,7 @@ mod tests {
             url_secret_ref: None,
             signing_secret_ref: None,
             routing_key_secret_ref: None,
+            signature_header: None,
         }
     }
 
@@ -198,8 +220,9 @@ mod tests {
             tier: 0,
             tier_name: "team payments".into(),
             users: users.iter().map(|u| u.to_string()).collect(),
-            team: team.map(str::to_string),
+            teams: team.map(str::to_string).into_iter().collect(),
             deadline: Some(t0() + mins(10)),
+            pages: vec![],
         }
     }
 
@@ -326,5 +349,66 @@ mod tests {
         assert!(message.reasons[0].ends_with("kubectl signoff show -n prod ar-1"), "{:?}", message.reasons);
         assert!(message.summary().starts_with("3 more requests from"), "{}", message.summary());
         assert!(summary("user/bob", "mallory", &[]).is_empty());
+    }
+
+    /// An outcome reaches every contact of those told; PagerDuty contacts only
+    /// resolve the pages they got (each under a key of its own).
+    #[test]
+    fn an_outcome_resolves_pagerduty_pages_and_tells_every_other_contact() {
+        let policies = policy_set("");
+        let mut teams = teams();
+        let pd = Contact { kind: ContactKind::PagerDuty, url: Some("http://127.0.0.1:9/pd".into()), ..webhook("") };
+        teams[0].spec.contacts = vec![pd.clone(), webhook("http://127.0.0.1:9/payments")];
+        let world = World { policies: &policies, teams: &teams, approvers: &[] };
+        let mut ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+        ar.status = Some(ApprovalRequestStatus {
+            phase: Phase::Approved,
+            decisions: vec![crate::crd::Decision {
+                approver: "bob".into(),
+                uid: None,
+                groups: vec![],
+                decision: crate::crd::Verdict::Approve,
+                routes: vec![],
+                comment: Some("ship it".into()),
+                at: Time(t0()),
+                attempt: 1,
+            }],
+            ..Default::default()
+        });
+        let mut n = notify(&[], Some("payments"));
+        n.kind = NotifyKind::Outcome(Phase::Approved);
+        n.key = "uid-1/outcome/engineering".into();
+        n.pages = vec![
+            ("team/payments".into(), "uid-1/engineering/0/team/payments".into()),
+            ("team/payments".into(), "uid-1/engineering/2/team/payments".into()),
+        ];
+        let out = deliveries(&n, world, &ar, t0());
+        let sent: Vec<(ContactKind, &str, Option<&str>)> =
+            out.iter().map(|d| (d.contact.kind, d.message.key.as_str(), d.message.resolves.as_deref())).collect();
+        assert_eq!(
+            sent,
+            vec![
+                (
+                    ContactKind::PagerDuty,
+                    "uid-1/engineering/0/team/payments/resolve",
+                    Some("uid-1/engineering/0/team/payments")
+                ),
+                (
+                    ContactKind::PagerDuty,
+                    "uid-1/engineering/2/team/payments/resolve",
+                    Some("uid-1/engineering/2/team/payments")
+                ),
+                (ContactKind::Webhook, "uid-1/outcome/engineering/team/payments", None),
+            ]
+        );
+        let told = &out[2].message;
+        assert_eq!(told.kind, MessageKind::Approved);
+        let outcome = told.outcome.as_ref().expect("the outcome");
+        assert_eq!(
+            (outcome.decided_by.as_slice(), outcome.comments.as_slice()),
+            (&["bob".to_string()][..], &["bob: ship it".to_string()][..])
+        );
+        assert_eq!(told.summary(), format!("[High] {}: approved by bob", told.action.headline()));
+        assert_eq!(event_note(&n), "Approved: told nobody by name and team payments (engineering)");
     }
 }

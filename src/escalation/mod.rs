@@ -40,6 +40,9 @@ pub enum NotifyKind {
     Expired,
     /// A newer change replaced the request: whoever it notified is told.
     Superseded,
+    /// The request was decided or expired (the phase): the requester and
+    /// everyone notified for it are told; PagerDuty incidents it opened resolve.
+    Outcome(Phase),
 }
 
 /// One notification to send: to the users and the team of one tier.
@@ -55,9 +58,12 @@ pub struct Notify {
     pub tier: u32,
     pub tier_name: String,
     pub users: Vec<String>,
-    pub team: Option<String>,
+    pub teams: Vec<String>,
     /// When this tier times out.
     pub deadline: Option<Timestamp>,
+    /// For outcomes and supersedes: the PagerDuty pages to resolve, as
+    /// (recipient, idempotency key of the page), from the status records.
+    pub pages: Vec<(String, String)>,
 }
 
 /// Something the reconciler does.
@@ -74,6 +80,12 @@ pub enum Effect {
     RunbookConfigMap {
         name: String,
         text: String,
+    },
+    /// Ask the GitOps owner to apply the approved change now (attempt `attempt`
+    /// of the hand-back, from 1).
+    HandBack {
+        owner: crate::crd::GitOpsOwner,
+        attempt: u32,
     },
 }
 
@@ -267,8 +279,9 @@ impl Walker<'_> {
                 tier: i as u32,
                 tier_name: tier_name(tier),
                 users: available,
-                team: reached.team.clone(),
+                teams: reached.team.clone().into_iter().collect(),
                 deadline: Some(deadline),
+                pages: Vec::new(),
             }));
             self.effects.push(Effect::Event {
                 reason: "Escalated",
@@ -363,7 +376,9 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         return supersede(ar, status, effects, newer);
     }
     if status.phase != Phase::Pending {
-        return Step { status, effects, wake_at: None };
+        // An approved change may still be handed back to its GitOps owner.
+        let wake_at = hand_back(ar, &status, &mut effects, now);
+        return Step { status, effects, wake_at };
     }
     // Keys name the attempt after a reopen, so receivers do not drop the new notifications.
     let id = match status.attempt {
@@ -456,13 +471,23 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
                 note: format!("approved; the change is admitted until {}", floor_second(now + validity)),
                 warning: false,
             });
+            let outcome = outcome(ar, &status, &walker.id, Phase::Approved);
+            walker.effects.extend(outcome);
         }
-        Phase::Rejected => walker.effects.push(Effect::Event {
-            reason: "Rejected",
-            note: "rejected by an eligible approver; the change will not be admitted".into(),
-            warning: false,
-        }),
-        Phase::Expired => expire(ar, &mut status, &mut walker, now),
+        Phase::Rejected => {
+            walker.effects.push(Effect::Event {
+                reason: "Rejected",
+                note: "rejected by an eligible approver; the change will not be admitted".into(),
+                warning: false,
+            });
+            let outcome = outcome(ar, &status, &walker.id, Phase::Rejected);
+            walker.effects.extend(outcome);
+        }
+        Phase::Expired => {
+            let outcome = outcome(ar, &status, &walker.id, Phase::Expired);
+            expire(ar, &mut status, &mut walker, now);
+            walker.effects.extend(outcome);
+        }
         // Only a mark set by the webhook supersedes (see supersede): never computed here.
         Phase::Pending | Phase::Superseded => {}
     }
@@ -484,12 +509,13 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         .max()
         .map(Time)
         .or(status.deadline);
+    let mut effects = walker.effects;
     let wake_at = if status.phase == Phase::Pending {
         pending.iter().filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0)).min()
     } else {
-        None
+        hand_back(ar, &status, &mut effects, now)
     };
-    Step { status, effects: walker.effects, wake_at }
+    Step { status, effects, wake_at }
 }
 
 fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut Walker, now: Timestamp) {
@@ -527,8 +553,9 @@ fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut
         tier: 0,
         tier_name: "Admins".into(),
         users: admins.users,
-        team: admins.team,
+        teams: admins.team.into_iter().collect(),
         deadline: None,
+        pages: Vec::new(),
     }));
     walker.effects.push(Effect::Event {
         reason: "Expired",
@@ -547,24 +574,9 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
         0 | 1 => request_id(ar),
         n => format!("{}/attempt-{n}", request_id(ar)),
     };
+    let told = notified(&status, &id);
     for lane in &mut status.lanes {
-        let reached: Vec<&str> = status
-            .notifications
-            .iter()
-            .filter(|n| {
-                n.route == lane.route
-                    && n.sink != "Event"
-                    && n.result != crate::notify::DeliveryResult::Coalesced.as_str()
-            })
-            .map(|n| n.recipient.as_str())
-            .collect();
-        let mut users: Vec<String> = Vec::new();
-        add_new(
-            &mut users,
-            reached.iter().filter_map(|r| r.strip_prefix("user/")).map(str::to_string).collect::<Vec<_>>(),
-        );
-        let team = reached.iter().find_map(|r| r.strip_prefix("team/")).map(str::to_string);
-        if !reached.is_empty() {
+        if let Some(lane_told) = told.iter().find(|t| t.route == lane.route) {
             effects.push(Effect::Notify(Notify {
                 key: format!("{id}/superseded/{}", lane.route),
                 kind: NotifyKind::Superseded,
@@ -572,9 +584,10 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
                 route: lane.route.clone(),
                 tier: lane.tier,
                 tier_name: "Superseded".into(),
-                users,
-                team,
+                users: lane_told.users.clone(),
+                teams: lane_told.teams.clone(),
                 deadline: None,
+                pages: lane_told.pages.clone(),
             }));
         }
         if lane.phase == Phase::Pending {
@@ -592,6 +605,107 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
     status.phase = Phase::Superseded;
     status.deadline = None;
     Step { status, effects, wake_at: None }
+}
+
+/// Who one lane's notifications reached in the current attempt (from the
+/// status records): users and teams by name, and the PagerDuty pages sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Told {
+    route: String,
+    users: Vec<String>,
+    teams: Vec<String>,
+    pages: Vec<(String, String)>,
+}
+
+/// Every lane's [`Told`], in lane order; lanes that reached nobody are left out.
+/// Only tier pages of this attempt count (keys under `id`, not a later
+/// attempt's, not an outcome or superseded notice, not coalesced).
+fn notified(status: &ApprovalRequestStatus, id: &str) -> Vec<Told> {
+    let mut out: Vec<Told> = Vec::new();
+    for n in &status.notifications {
+        let Some(rest) = n.key.strip_prefix(id).and_then(|r| r.strip_prefix('/')) else { continue };
+        let first = rest.split('/').next().unwrap_or_default();
+        let page = !first.starts_with("attempt-") && !["outcome", "superseded", "expired"].contains(&first);
+        if !page || n.sink == "Event" || n.result == crate::notify::DeliveryResult::Coalesced.as_str() {
+            continue;
+        }
+        let told = match out.iter_mut().find(|t| t.route == n.route) {
+            Some(t) => t,
+            None => {
+                out.push(Told { route: n.route.clone(), ..Default::default() });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        if let Some(user) = n.recipient.strip_prefix("user/") {
+            add_new(&mut told.users, [user.to_string()]);
+        } else if let Some(team) = n.recipient.strip_prefix("team/") {
+            add_new(&mut told.teams, [team.to_string()]);
+        }
+        let page = (n.recipient.clone(), n.key.clone());
+        if n.sink == "PagerDuty" && !told.pages.contains(&page) {
+            told.pages.push(page);
+        }
+    }
+    out
+}
+
+/// The outcome notifications of a request that was just decided or expired:
+/// the requester first (an Event always; their Approver's contacts), then per
+/// lane everyone its pages reached (users, teams, the route's own contacts),
+/// whose PagerDuty incidents resolve. Keys name the attempt (`id`), so a
+/// reopened request's outcome is told afresh.
+fn outcome(ar: &ApprovalRequest, status: &ApprovalRequestStatus, id: &str, phase: Phase) -> Vec<Effect> {
+    let requester = ar.spec.requester.username.clone();
+    let first = status.lanes.first();
+    let mut effects = vec![Effect::Notify(Notify {
+        key: format!("{id}/outcome/requester"),
+        kind: NotifyKind::Outcome(phase),
+        policy: first.map(|l| l.policy.clone()).unwrap_or_default(),
+        // No lane: the route's own contacts hear in the lanes' notices below.
+        route: String::new(),
+        tier: 0,
+        tier_name: "Requester".into(),
+        users: vec![requester.clone()],
+        teams: Vec::new(),
+        deadline: None,
+        pages: Vec::new(),
+    })];
+    for told in notified(status, id) {
+        let Some(lane) = status.lanes.iter().find(|l| l.route == told.route) else { continue };
+        effects.push(Effect::Notify(Notify {
+            key: format!("{id}/outcome/{}", lane.route),
+            kind: NotifyKind::Outcome(phase),
+            policy: lane.policy.clone(),
+            route: lane.route.clone(),
+            tier: lane.tier,
+            tier_name: "Outcome".into(),
+            users: told.users.into_iter().filter(|u| *u != requester).collect(),
+            teams: told.teams,
+            deadline: None,
+            pages: told.pages,
+        }));
+    }
+    effects
+}
+
+/// The hand-back of an approved change to its GitOps owner, when asked for
+/// (spec.gitops.handBack) and due: pushes the effect, or returns when the next
+/// try is due after a failure.
+fn hand_back(
+    ar: &ApprovalRequest,
+    status: &ApprovalRequestStatus,
+    effects: &mut Vec<Effect>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let owner = ar.spec.gitops.as_ref().filter(|o| o.hand_back)?;
+    match crate::gitops::hand_back_due(status, now) {
+        crate::gitops::Due::Now(attempt) => {
+            effects.push(Effect::HandBack { owner: owner.clone(), attempt });
+            None
+        }
+        crate::gitops::Due::At(at) => Some(at),
+        crate::gitops::Due::Never => None,
+    }
 }
 
 #[cfg(test)]

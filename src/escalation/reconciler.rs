@@ -277,6 +277,14 @@ async fn reconcile(
     let policies = ctx.policies.load();
     let world = World { policies: &policies, teams: &teams, approvers: &approvers };
     let mut step = super::step(&ar, world, now);
+    // Where a GitOps-applied change came from, read once (before the first
+    // pages, which say it); the hold never depends on it.
+    let mut shown = std::borrow::Cow::Borrowed(&ar);
+    if let Some(owner) = ar.spec.gitops.as_ref().filter(|_| step.status.gitops_source.is_none()) {
+        let source = read_gitops_source(&ctx.client, owner, now).await;
+        shown.to_mut().status.get_or_insert_with(Default::default).gitops_source = Some(source.clone());
+        step.status.gitops_source = Some(source);
+    }
 
     // Notifications go out tier by tier, in order (a receiver sees the ladder
     // as it is climbed); the Events and the runbook at the same time as them
@@ -297,7 +305,7 @@ async fn reconcile(
         let mut records = Vec::new();
         for effect in &step.effects {
             if let Effect::Notify(n) = effect {
-                records.extend(notify(&ctx, &ar, n, world, now, &retry).await);
+                records.extend(notify(&ctx, &shown, n, world, now, &retry).await);
             }
         }
         records
@@ -320,11 +328,40 @@ async fn reconcile(
                     }
                 }
                 Effect::RunbookConfigMap { name, text } => write_runbook(ctx, ar, name, text).await,
+                // After the outcome's notifications (below): the change lands after they are told.
+                Effect::HandBack { .. } => {}
             }
         }
     }));
     let (records, _) = futures::join!(notifications, others);
     effects::record_notifications(&mut step.status, records);
+    for effect in &step.effects {
+        if let Effect::HandBack { owner, attempt } = effect {
+            let result = hand_back(&ctx.client, &ar, owner).await;
+            let record = crate::gitops::hand_back_record(*attempt, step.status.attempt, result, jiff::Timestamp::now());
+            let event = Event {
+                type_: if record.result == "Done" { EventType::Normal } else { EventType::Warning },
+                reason: if record.result == "Done" { "HandedBack".into() } else { "HandBackFailed".into() },
+                note: Some(format!(
+                    "{} (attempt {} of {})",
+                    record.message.clone().unwrap_or_default(),
+                    record.attempts,
+                    crate::gitops::HAND_BACK_ATTEMPTS
+                )),
+                action: "HandBack".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference(&ar)).await {
+                warn!(error = %e, "could not publish the hand-back event");
+            }
+            info!(target: "audit", request = %format!("{namespace}/{name}"), result = %record.result,
+                attempts = record.attempts, "approved change handed back to its GitOps owner");
+            step.status.hand_back = Some(record);
+            if let crate::gitops::Due::At(at) = crate::gitops::hand_back_due(&step.status, now) {
+                step.wake_at = Some(step.wake_at.map_or(at, |w| w.min(at)));
+            }
+        }
+    }
 
     let mut written = None;
     if let Some(patch) = effects::status_patch(&ar, &step.status) {
@@ -339,6 +376,117 @@ async fn reconcile(
     // The version we leave: the one our write produced, or the one we read.
     ctx.known.record(&written.as_ref().unwrap_or(&ar).metadata, step.wake_at);
     Ok(next_action(step.wake_at, jiff::Timestamp::now()))
+}
+
+/// How long a GitOps read or hand-back may take: it never holds up a step for long.
+const GITOPS_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn dynamic_api(client: &kube::Client, kind: &str, namespace: &str) -> Option<Api<kube::api::DynamicObject>> {
+    let r = crate::gitops::resource_of(kind)?;
+    let gvk = kube::api::GroupVersionKind::gvk(r.group, r.version, kind);
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, r.plural);
+    Some(Api::namespaced_with(client.clone(), namespace, &resource))
+}
+
+/// Why a GitOps object could not be read (`verb` "read") or patched, saying what to do.
+fn api_error(verb: &str, kind: &str, namespace: &str, name: &str, e: &kube::Error) -> String {
+    let grant = if verb == "read" { "get (the chart's gitops.read)" } else { "patch (the chart's gitops.handBack)" };
+    match e {
+        kube::Error::Api(s) if s.code == 404 => {
+            format!("{kind} {namespace}/{name} not found (is its tool installed, its CRD served?)")
+        }
+        kube::Error::Api(s) if s.code == 403 => {
+            format!("signoff may not {verb} {kind} {namespace}/{name}: grant it {grant}")
+        }
+        e => format!("could not {verb} {kind} {namespace}/{name}: {e}"),
+    }
+}
+
+async fn get_dynamic(
+    client: &kube::Client,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<serde_json::Value, String> {
+    let api = dynamic_api(client, kind, namespace).ok_or_else(|| format!("{kind} is not a kind signoff reads"))?;
+    match tokio::time::timeout(GITOPS_TIMEOUT, api.get(name)).await {
+        Err(_) => Err(format!("reading {kind} {namespace}/{name} took longer than {GITOPS_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(api_error("read", kind, namespace, name, &e)),
+        Ok(Ok(object)) => serde_json::to_value(object).map_err(|e| e.to_string()),
+    }
+}
+
+/// The owner's revision and its source's URL; what could not be read is said.
+async fn read_gitops_source(
+    client: &kube::Client,
+    owner: &crate::crd::GitOpsOwner,
+    now: jiff::Timestamp,
+) -> crate::crd::GitOpsSource {
+    let mut source = crate::crd::GitOpsSource {
+        url: None,
+        revision: None,
+        unreadable: None,
+        at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+        ),
+    };
+    let object = match get_dynamic(client, &owner.kind, &owner.namespace, &owner.name).await {
+        Ok(object) => object,
+        Err(why) => {
+            source.unreadable = Some(why);
+            return source;
+        }
+    };
+    (source.revision, source.url) = crate::gitops::revision_and_url(owner, &object);
+    if owner.tool == crate::crd::GitOpsTool::Flux {
+        match crate::gitops::flux_source_ref(owner, &object) {
+            Some((kind, namespace, name)) => match get_dynamic(client, &kind, &namespace, &name).await {
+                Ok(found) => source.url = crate::gitops::source_url(&found),
+                Err(why) => source.unreadable = Some(why),
+            },
+            None => {
+                source.unreadable = Some(format!("{} {}/{} names no source", owner.kind, owner.namespace, owner.name))
+            }
+        }
+    }
+    source
+}
+
+/// Ask the owner to apply the approved change now: what was done, or why not.
+async fn hand_back(
+    client: &kube::Client,
+    ar: &ApprovalRequest,
+    owner: &crate::crd::GitOpsOwner,
+) -> Result<String, String> {
+    let what = format!("{} {} {}/{}", owner.tool.as_str(), owner.kind, owner.namespace, owner.name);
+    let api = dynamic_api(client, &owner.kind, &owner.namespace).ok_or_else(|| format!("{what}: unknown kind"))?;
+    let patch = match owner.tool {
+        crate::crd::GitOpsTool::Flux => crate::gitops::flux_patch(jiff::Timestamp::now()),
+        crate::crd::GitOpsTool::ArgoCD => {
+            let app = get_dynamic(client, &owner.kind, &owner.namespace, &owner.name).await?;
+            let action = &ar.spec.action;
+            let resource = crate::gitops::SyncResource {
+                group: action.group.clone(),
+                kind: action.kind.clone(),
+                namespace: action.namespace.clone(),
+                name: action.name.clone(),
+            };
+            let request = format!("{}/{}", ar.namespace().unwrap_or_default(), ar.name_any());
+            crate::gitops::argocd_patch(&app, &resource, &request)?
+        }
+    };
+    match tokio::time::timeout(GITOPS_TIMEOUT, api.patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)))
+        .await
+    {
+        Err(_) => Err(format!("patching {what} took longer than {GITOPS_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(api_error("patch", &owner.kind, &owner.namespace, &owner.name, &e)),
+        Ok(Ok(_)) => Ok(match owner.tool {
+            crate::crd::GitOpsTool::Flux => {
+                format!("asked {what} to apply the approved change ({})", crate::gitops::FLUX_REQUESTED_AT)
+            }
+            crate::crd::GitOpsTool::ArgoCD => format!("started a sync of the approved resource on {what}"),
+        }),
+    }
 }
 
 fn error_policy(_ar: Arc<PartialObjectMeta<ApprovalRequest>>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {

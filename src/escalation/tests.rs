@@ -528,3 +528,131 @@ fn a_superseded_request_stops_and_tells_who_it_notified() {
     assert!(sim.at(t0() + mins(30)).effects.is_empty());
     assert_eq!(sim.status().phase, Phase::Superseded);
 }
+
+/// What the reconciler records for a Notify's deliveries: one record per
+/// recipient on `sink`.
+fn record(sim: &mut Sim, n: &Notify, sink: &str, at: Timestamp) {
+    let status = sim.ar.status.as_mut().unwrap();
+    let recipients = n.users.iter().map(|u| format!("user/{u}")).chain(n.teams.iter().map(|t| format!("team/{t}")));
+    for recipient in recipients {
+        status.notifications.push(Notification {
+            key: format!("{}/{recipient}", n.key),
+            route: n.route.clone(),
+            tier: n.tier,
+            recipient,
+            sink: sink.into(),
+            attempts: 1,
+            result: "Delivered".into(),
+            message: None,
+            at: Time(at),
+        });
+    }
+}
+
+fn notifies(step: &Step) -> Vec<Notify> {
+    step.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 18: once decided, the requester and everyone the pages reached are
+/// told, exactly once per attempt; the PagerDuty pages are named for resolving.
+#[test]
+fn a_decision_tells_the_requester_and_everyone_paged_once_per_attempt() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    let first = sim.at(t0());
+    let page = notifies(&first).into_iter().find(|n| n.kind == NotifyKind::Escalation).expect("tier 1");
+    record(&mut sim, &page, "PagerDuty", t0());
+    sim.decide("bob", Verdict::Approve, t0() + mins(1));
+    let decided = sim.at(t0() + mins(1));
+    assert_eq!(sim.status().phase, Phase::Approved);
+    let told = notifies(&decided);
+    assert_eq!(told.len(), 2, "the requester, then the lane: {told:?}");
+    assert_eq!(told[0].kind, NotifyKind::Outcome(Phase::Approved));
+    assert_eq!(
+        (told[0].key.as_str(), told[0].users.as_slice()),
+        ("uid-1/outcome/requester", &["alice".to_string()][..])
+    );
+    assert!(told[0].route.is_empty(), "the requester's notice names no lane (no route contacts twice)");
+    assert_eq!(told[1].key, "uid-1/outcome/engineering");
+    let others: Vec<String> = page.users.iter().filter(|u| *u != "alice").cloned().collect();
+    assert!(others.contains(&"bob".to_string()), "{page:?}");
+    assert_eq!(told[1].users, others, "everyone tier 1 paged but the requester, who has her own notice");
+    assert_eq!(told[1].teams, page.teams);
+    let expected: Vec<(String, String)> = page
+        .users
+        .iter()
+        .map(|u| format!("user/{u}"))
+        .chain(page.teams.iter().map(|t| format!("team/{t}")))
+        .map(|r| (r.clone(), format!("{}/{r}", page.key)))
+        .collect();
+    assert_eq!(told[1].pages, expected, "the PagerDuty pages to resolve");
+    assert!(notifies(&sim.at(t0() + mins(2))).is_empty(), "told once: later steps send nothing");
+}
+
+#[test]
+fn a_rejection_and_an_expiry_are_told_too_and_a_reopen_tells_afresh() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    let first = sim.at(t0());
+    let page = notifies(&first).into_iter().find(|n| n.kind == NotifyKind::Escalation).unwrap();
+    record(&mut sim, &page, "Webhook", t0());
+    sim.decide("bob", Verdict::Reject, t0() + mins(1));
+    let rejected = notifies(&sim.at(t0() + mins(1)));
+    assert!(rejected.iter().all(|n| n.kind == NotifyKind::Outcome(Phase::Rejected)) && rejected.len() == 2);
+    assert!(rejected[1].pages.is_empty(), "no PagerDuty page was sent, none to resolve");
+
+    reopen(&mut sim, 2);
+    sim.at(t0() + mins(2));
+    // Attempt 2 expires: its outcome is told under the attempt's keys; the
+    // admins get their expiry page besides.
+    let expired = notifies(&sim.at(t0() + mins(200)));
+    assert_eq!(sim.status().phase, Phase::Expired);
+    let outcome: Vec<&Notify> = expired.iter().filter(|n| n.kind == NotifyKind::Outcome(Phase::Expired)).collect();
+    assert_eq!(outcome[0].key, "uid-1/attempt-2/outcome/requester");
+    assert!(outcome.iter().all(|n| n.key.starts_with("uid-1/attempt-2/")), "{outcome:?}");
+    assert!(expired.iter().any(|n| n.kind == NotifyKind::Expired), "the admins' page");
+}
+
+/// Issue 18: an approved change with a GitOps owner that asked for it is
+/// handed back once; a plain one never.
+#[test]
+fn an_approved_gitops_change_is_handed_back_once() {
+    let owner = GitOpsOwner {
+        tool: GitOpsTool::Flux,
+        kind: "Kustomization".into(),
+        namespace: "flux-system".into(),
+        name: "shop".into(),
+        hand_back: true,
+    };
+    for (gitops, expected) in
+        [(Some(owner.clone()), 1), (Some(GitOpsOwner { hand_back: false, ..owner.clone() }), 0), (None, 0)]
+    {
+        let mut ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+        ar.spec.gitops = gitops;
+        let mut sim = Sim::new(ar, policy_set(""));
+        let page = notifies(&sim.at(t0())).into_iter().find(|n| n.kind == NotifyKind::Escalation).unwrap();
+        assert!(page.users.contains(&"bob".to_string()));
+        sim.decide("bob", Verdict::Approve, t0() + mins(1));
+        let step = sim.at(t0() + mins(1));
+        let handed: Vec<&Effect> = step.effects.iter().filter(|e| matches!(e, Effect::HandBack { .. })).collect();
+        assert_eq!(handed.len(), expected, "{:?}", sim.ar.spec.gitops);
+        if expected == 1 {
+            assert!(matches!(handed[0], Effect::HandBack { attempt: 1, .. }));
+            // A failure is retried after its backoff; a success ends it.
+            let status = sim.ar.status.as_mut().unwrap();
+            status.hand_back = Some(crate::gitops::hand_back_record(1, 1, Err("refused".into()), t0() + mins(1)));
+            let waiting = sim.at(t0() + mins(1));
+            assert_eq!(waiting.wake_at, Some(t0() + mins(1) + SignedDuration::from_secs(1)));
+            assert!(!waiting.effects.iter().any(|e| matches!(e, Effect::HandBack { .. })));
+            let retry = sim.at(t0() + mins(1) + SignedDuration::from_secs(1));
+            assert!(retry.effects.iter().any(|e| matches!(e, Effect::HandBack { attempt: 2, .. })));
+            let status = sim.ar.status.as_mut().unwrap();
+            status.hand_back = Some(crate::gitops::hand_back_record(2, 1, Ok("requested".into()), t0() + mins(2)));
+            assert!(sim.at(t0() + mins(3)).effects.is_empty(), "done once");
+        }
+    }
+}

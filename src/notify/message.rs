@@ -105,6 +105,46 @@ impl ActionSummary {
     }
 }
 
+/// How a request ended, in an outcome message: who decided and what they said.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// Approved, Rejected or Expired.
+    pub phase: String,
+    /// Who decided (for Approved: everyone whose approval counted; for
+    /// Rejected: who rejected). Empty for Expired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decided_by: Vec<String>,
+    /// Their comments, `name: comment` each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<String>,
+}
+
+impl Outcome {
+    /// The outcome of `ar` as its status records it: the decisions of the
+    /// current attempt with the verdict that decided it.
+    pub fn of(ar: &ApprovalRequest, phase: crate::crd::Phase) -> Outcome {
+        let status = ar.status.clone().unwrap_or_default();
+        let verdict = match phase {
+            crate::crd::Phase::Approved => Some(crate::crd::Verdict::Approve),
+            crate::crd::Phase::Rejected => Some(crate::crd::Verdict::Reject),
+            _ => None,
+        };
+        let mut decided_by: Vec<String> = Vec::new();
+        let mut comments = Vec::new();
+        for d in status.decisions.iter().filter(|d| d.attempt == status.attempt && Some(d.decision) == verdict) {
+            if d.approver == ar.spec.requester.username || decided_by.contains(&d.approver) {
+                continue;
+            }
+            decided_by.push(d.approver.clone());
+            if let Some(comment) = d.comment.as_deref().filter(|c| !c.trim().is_empty()) {
+                comments.push(format!("{}: {comment}", d.approver));
+            }
+        }
+        Outcome { phase: format!("{phase:?}"), decided_by, comments }
+    }
+}
+
 /// Everything a notification says. Pure data: each sink renders it its own way.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -149,6 +189,19 @@ pub struct Message {
     pub show_command: String,
     /// The ApprovalRequest spec, in full: the packet a generic webhook receives.
     pub packet: serde_json::Value,
+    /// For Approved, Rejected and (to those asked to decide) Expired: how the
+    /// request ended. None on pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Where the change came from when a GitOps tool applied it, e.g. `commit
+    /// 3f2a9c1 on main of github.com/acme/deploy, applied by Flux Kustomization
+    /// flux-system/shop`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<String>,
+    /// The idempotency key of the page this message answers: PagerDuty
+    /// resolves that incident (its `dedup_key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<String>,
 }
 
 /// The first `lines` lines of `diff`; says how many lines were left out.
@@ -217,6 +270,12 @@ impl Message {
             approve_command: format!("kubectl signoff approve -n {namespace} {name}"),
             show_command: format!("kubectl get approvalrequest -n {namespace} {name} -o yaml"),
             packet: serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
+            outcome: None,
+            gitops: spec
+                .gitops
+                .as_ref()
+                .map(|o| crate::gitops::describe(o, ar.status.as_ref().and_then(|s| s.gitops_source.as_ref()))),
+            resolves: None,
         }
     }
 
@@ -226,9 +285,15 @@ impl Message {
             MessageKind::Escalation => {
                 format!("held for approval ({}, tier {} {})", self.route, self.tier + 1, self.tier_name)
             }
+            MessageKind::Expired if self.outcome.is_some() => {
+                "expired: nobody approved in time; never applied".to_string()
+            }
             MessageKind::Expired => format!("expired: nobody approved ({} chain exhausted)", self.route),
-            MessageKind::Approved => "approved".to_string(),
-            MessageKind::Rejected => "rejected".to_string(),
+            MessageKind::Approved | MessageKind::Rejected => {
+                let by = self.outcome.as_ref().map(|o| o.decided_by.join(", ")).filter(|b| !b.is_empty());
+                let what = if self.kind == MessageKind::Approved { "approved" } else { "rejected" };
+                by.map(|b| format!("{what} by {b}")).unwrap_or_else(|| what.to_string())
+            }
             MessageKind::Superseded => {
                 "superseded by a newer change to the same object; no decision needed".to_string()
             }

@@ -89,8 +89,16 @@ pub fn pagerduty_severity(risk: Risk) -> &'static str {
     }
 }
 
-/// A PagerDuty Events API v2 `trigger` event.
+/// A PagerDuty Events API v2 event: `resolve` of the page a message answers
+/// (its `resolves` key is the page's `dedup_key`), else a `trigger`.
 pub fn pagerduty_body(msg: &Message, routing_key: &str) -> Value {
+    if let Some(page) = &msg.resolves {
+        return json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": truncate(page, 255),
+        });
+    }
     let mut details = json!({
         "request": format!("{}/{}", msg.request.namespace, msg.request.name),
         "kind": msg.kind,
@@ -116,6 +124,9 @@ pub fn pagerduty_body(msg: &Message, routing_key: &str) -> Value {
     }
     if let Some(reason) = &msg.context_reason {
         extra.insert("context".into(), json!(reason));
+    }
+    if let Some(gitops) = &msg.gitops {
+        extra.insert("gitops".into(), json!(gitops));
     }
     if let Some(diff) = &msg.diff_excerpt {
         extra.insert("diff".into(), json!(diff));
@@ -185,6 +196,16 @@ pub fn slack_body(msg: &Message) -> Value {
         "type": "header",
         "text": {"type": "plain_text", "text": truncate(&title, 150), "emoji": false}
     })];
+    if let Some(outcome) = &msg.outcome {
+        let mut text = match outcome.decided_by.as_slice() {
+            [] => format!("*{}*: nobody approved in time; the change was never applied", outcome.phase),
+            by => format!("*{} by* {}", outcome.phase, slack_escape(&by.join(", "))),
+        };
+        for comment in &outcome.comments {
+            text.push_str(&format!("\n> {}", slack_escape(comment)));
+        }
+        blocks.push(section(text));
+    }
 
     let mut why = String::from("*Why*");
     for reason in &msg.reasons {
@@ -195,6 +216,9 @@ pub fn slack_body(msg: &Message) -> Value {
     }
     if let Some(ticket) = &msg.ticket {
         why.push_str(&format!("\n*Ticket:* {}", slack_escape(ticket)));
+    }
+    if let Some(gitops) = &msg.gitops {
+        why.push_str(&format!("\n*From:* {}", slack_escape(gitops)));
     }
     blocks.push(section(why));
 
@@ -252,12 +276,12 @@ pub fn render(target: &Target, msg: &Message) -> HttpRequest {
         ("User-Agent".to_string(), USER_AGENT.to_string()),
     ];
     let (url, body) = match target {
-        Target::Webhook { url, signing_key } => {
+        Target::Webhook { url, signing_key, signature_header } => {
             let body = serde_json::to_vec(&webhook_body(msg)).expect("JSON serializes");
             headers.push((IDEMPOTENCY_HEADER.to_string(), msg.key.clone()));
             headers.push((SIGNOFF_IDEMPOTENCY_HEADER.to_string(), msg.key.clone()));
             if let Some(key) = signing_key {
-                headers.push((SIGNATURE_HEADER.to_string(), signature(key, &body)));
+                headers.push((signature_header.clone(), signature(key, &body)));
             }
             (url.clone(), body)
         }

@@ -38,8 +38,9 @@ impl From<ResolveError> for crate::Error {
 /// paths (a Slack webhook URL is itself a credential).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A generic webhook; the body is signed when a signing key is set.
-    Webhook { url: String, signing_key: Option<Vec<u8>> },
+    /// A generic webhook; the body is signed when a signing key is set, in
+    /// `signature_header` (default [`super::payload::SIGNATURE_HEADER`]).
+    Webhook { url: String, signing_key: Option<Vec<u8>>, signature_header: String },
     /// A Slack incoming webhook.
     Slack { url: String },
     /// PagerDuty Events API v2.
@@ -49,7 +50,7 @@ pub enum Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Webhook { url, signing_key } => f
+            Target::Webhook { url, signing_key, .. } => f
                 .debug_struct("Webhook")
                 .field("url", &redact_url(url))
                 .field("signed", &signing_key.is_some())
@@ -77,6 +78,11 @@ fn sink_name(kind: ContactKind) -> &'static str {
 }
 
 impl Target {
+    /// A generic webhook signed (when `signing_key` is set) in the default header.
+    pub fn webhook(url: impl Into<String>, signing_key: Option<Vec<u8>>) -> Target {
+        Target::Webhook { url: url.into(), signing_key, signature_header: super::payload::SIGNATURE_HEADER.to_string() }
+    }
+
     /// `Webhook`, `Slack` or `PagerDuty`, as recorded in status.
     pub fn sink(&self) -> &'static str {
         match self {
@@ -140,6 +146,11 @@ impl Target {
             ContactKind::Webhook => Ok(Target::Webhook {
                 url: url.ok_or(ResolveError::NoUrl { sink })?,
                 signing_key: contact.signing_secret_ref.as_ref().map(value).transpose()?,
+                signature_header: contact
+                    .signature_header
+                    .clone()
+                    .filter(|h| !h.trim().is_empty())
+                    .unwrap_or_else(|| super::payload::SIGNATURE_HEADER.to_string()),
             }),
             ContactKind::Slack => Ok(Target::Slack { url: url.ok_or(ResolveError::NoUrl { sink })? }),
             ContactKind::PagerDuty => Ok(Target::PagerDuty {

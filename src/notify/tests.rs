@@ -183,7 +183,7 @@ fn webhook_body_is_the_exact_packet() {
 
 #[test]
 fn webhook_request_is_signed_with_the_idempotency_key() {
-    let target = Target::Webhook { url: "https://hooks.example/x".into(), signing_key: Some(b"s3cret".to_vec()) };
+    let target = Target::webhook("https://hooks.example/x", Some(b"s3cret".to_vec()));
     let req = render(&target, &message());
     assert_eq!(req.url, "https://hooks.example/x");
     assert_eq!(req.header("content-type"), Some("application/json"));
@@ -196,7 +196,7 @@ fn webhook_request_is_signed_with_the_idempotency_key() {
     assert!(!verify_signature(b"s3cret", b"tampered", sig));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&req.body).unwrap(), webhook_body(&message()));
 
-    let unsigned = render(&Target::Webhook { url: "http://h/".into(), signing_key: None }, &message());
+    let unsigned = render(&Target::webhook("http://h/", None), &message());
     assert_eq!(unsigned.header(SIGNATURE_HEADER), None);
 }
 
@@ -358,10 +358,11 @@ fn contacts_resolve_to_targets() {
         url_secret_ref: None,
         signing_secret_ref: key_ref("hooks", "hmac"),
         routing_key_secret_ref: None,
+        signature_header: None,
     };
     assert_eq!(
         Target::from_contact(&webhook, "signoff", &s).unwrap(),
-        Target::Webhook { url: "https://example.com/hook".into(), signing_key: Some(b"k".to_vec()) }
+        Target::webhook("https://example.com/hook", Some(b"k".to_vec()))
     );
     let slack = Contact {
         kind: ContactKind::Slack,
@@ -369,6 +370,7 @@ fn contacts_resolve_to_targets() {
         url_secret_ref: key_ref("hooks", "url"),
         signing_secret_ref: None,
         routing_key_secret_ref: None,
+        signature_header: None,
     };
     let t = Target::from_contact(&slack, "signoff", &s).unwrap();
     assert_eq!(t, Target::Slack { url: "https://hooks.slack.com/services/T/B/X".into() });
@@ -379,6 +381,7 @@ fn contacts_resolve_to_targets() {
         url_secret_ref: None,
         signing_secret_ref: None,
         routing_key_secret_ref: key_ref("pd", "key"),
+        signature_header: None,
     };
     assert_eq!(
         Target::from_contact(&pd, "signoff", &s).unwrap(),
@@ -395,6 +398,7 @@ fn unresolvable_contacts_are_clear_errors() {
         url_secret_ref: url_ref,
         signing_secret_ref: None,
         routing_key_secret_ref: routing,
+        signature_header: None,
     };
     let err = |c: Contact| Target::from_contact(&c, "signoff", &s).unwrap_err().to_string();
     assert_eq!(
@@ -478,4 +482,44 @@ fn a_retry_policy_cut_to_a_budget_ends_within_it() {
         let cut = escalation.within(Duration::from_millis(budget));
         assert!(cut.worst_case() <= Duration::from_millis(budget), "{budget} ms: {cut:?}");
     }
+}
+
+/// Issue 18: a message that answers a page resolves its PagerDuty incident
+/// (same dedup_key); Slack names the outcome, who decided and the comment.
+#[test]
+fn outcomes_resolve_pagerduty_and_name_the_decision_on_slack() {
+    let mut msg = message();
+    msg.kind = MessageKind::Approved;
+    msg.resolves = Some("uid-1/security/0/user/bob".into());
+    msg.key = "uid-1/security/0/user/bob/resolve".into();
+    msg.outcome = Some(crate::notify::message::Outcome {
+        phase: "Approved".into(),
+        decided_by: vec!["carol".into()],
+        comments: vec!["carol: <ok> & go".into()],
+    });
+    let pd = pagerduty_body(&msg, "R");
+    assert_eq!(
+        pd,
+        serde_json::json!({"routing_key": "R", "event_action": "resolve", "dedup_key": "uid-1/security/0/user/bob"})
+    );
+    let slack = slack_body(&msg).to_string();
+    assert!(slack.contains("Approved: "), "{slack}");
+    assert!(slack.contains("*Approved by* carol") && slack.contains("> carol: &lt;ok&gt; &amp; go"), "{slack}");
+    let body = webhook_body(&msg);
+    assert_eq!((body["kind"].as_str(), body["outcome"]["decidedBy"][0].as_str()), (Some("Approved"), Some("carol")));
+}
+
+/// A contact may name the signature header: a Flux Receiver (generic-hmac)
+/// reads `X-Signature: sha256=<hex>`.
+#[test]
+fn a_webhook_signs_in_the_header_its_contact_names() {
+    let target = Target::Webhook {
+        url: "http://127.0.0.1:9/hook".into(),
+        signing_key: Some(b"k".to_vec()),
+        signature_header: "X-Signature".into(),
+    };
+    let req = render(&target, &message());
+    let value = req.header("X-Signature").expect("signed in X-Signature");
+    assert!(verify_signature(b"k", &req.body, value));
+    assert_eq!(req.header(SIGNATURE_HEADER), None, "only in the header asked for");
 }

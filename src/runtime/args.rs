@@ -87,6 +87,20 @@ pub struct RunArgs {
     /// one summary when it ends.
     #[arg(long, default_value_t = 3)]
     pub coalesce_burst: u32,
+    /// Once a change is approved, ask its GitOps owner (Flux Kustomization or
+    /// HelmRelease, Argo CD Application) to apply it at once, unless the
+    /// policy says otherwise (`spec.gitops.handBack`). Needs patch on those
+    /// kinds (the chart's gitops.handBack).
+    #[arg(long)]
+    pub gitops_hand_back: bool,
+    /// Argo CD label tracking: the label naming the Application (Argo CD's
+    /// `application.instanceLabelKey`, e.g. app.kubernetes.io/instance). Unset:
+    /// annotation tracking only (Argo CD's default).
+    #[arg(long)]
+    pub argocd_instance_label: Option<String>,
+    /// Where Argo CD's Applications live (unless the tracking id names a namespace).
+    #[arg(long, default_value = "argocd")]
+    pub argocd_namespace: String,
     /// This replica's identity in the leader Lease (default: POD_NAME, else host and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -162,6 +176,11 @@ impl RunArgs {
             lease_duration: args.lease_duration,
             coalesce_window: args.coalesce_window,
             coalesce_burst: args.coalesce_burst,
+            gitops: crate::gitops::Settings {
+                hand_back: args.gitops_hand_back,
+                argocd_instance_label: args.argocd_instance_label.filter(|l| !l.is_empty()),
+                argocd_namespace: args.argocd_namespace,
+            },
         };
         run(client, options, shutdown_signal()).await
     }

@@ -69,6 +69,8 @@ pub struct RunOptions {
     /// Coalescing of pages during a flood: the window and the pages sent one by one in it.
     pub coalesce_window: Duration,
     pub coalesce_burst: u32,
+    /// GitOps owners: how they are found, and whether approved changes go back to them.
+    pub gitops: crate::gitops::Settings,
 }
 
 /// Run until `shutdown` resolves.
@@ -120,6 +122,7 @@ pub async fn run(
             break_glass_groups: options.break_glass_groups.clone(),
             refuse_uncovered: options.manage_webhook_config,
             max_pending_per_requester: options.max_pending_per_requester,
+            gitops: options.gitops.clone(),
         },
         identities: options.identities.clone(),
         recorder: crate::events::Events::new(client.clone(), reporter),

@@ -30,6 +30,7 @@ pub fn packet(
     digest: &str,
     namespace: &str,
     name: &str,
+    gitops: &crate::gitops::Settings,
 ) -> ApprovalRequest {
     let owner_team = input
         .namespace_object
@@ -50,7 +51,7 @@ pub fn packet(
         ),
     }));
     // Each route follows the first policy (in evaluation order) that routed to it.
-    let routing = assessment
+    let routing: Vec<RouteTarget> = assessment
         .routes
         .iter()
         .map(|route| {
@@ -59,6 +60,10 @@ pub fn packet(
             RouteTarget { route: route.clone(), policy, team }
         })
         .collect();
+    let gitops = subject(input).and_then(|o| crate::gitops::owner_of(o, gitops)).map(|mut owner| {
+        owner.hand_back = hand_back(policies, &routing, gitops.hand_back);
+        owner
+    });
     let annotation = |key: &str| {
         subject(input)
             .and_then(|o| o.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1"))))
@@ -101,6 +106,7 @@ pub fn packet(
         context,
         diff,
         manifest,
+        gitops,
         fallback: Some(
             "If nobody approves before the last tier times out, the request expires and the change is never \
              applied automatically: a runbook is written to status and the platform admins are notified."
@@ -121,6 +127,14 @@ pub fn packet(
         ..Default::default()
     };
     ar
+}
+
+/// Whether an approved change is handed back to its GitOps owner: what the
+/// routing policies say (any that says yes), else the install's default.
+fn hand_back(policies: &PolicySet, routing: &[RouteTarget], default: bool) -> bool {
+    let said: Vec<bool> =
+        routing.iter().filter_map(|t| policies.get(&t.policy)?.spec().gitops.as_ref()?.hand_back).collect();
+    if said.is_empty() { default } else { said.contains(&true) }
 }
 
 /// A label value from arbitrary text (usernames may contain ':' and '@').

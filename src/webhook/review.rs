@@ -39,6 +39,8 @@ pub struct GateSettings {
     /// The most Pending requests one requester may have (0: no limit): a flood
     /// of holds is denied past it instead of paging people without end.
     pub max_pending_per_requester: u32,
+    /// How GitOps owners are found and whether approved changes go back to them.
+    pub gitops: crate::gitops::Settings,
 }
 
 impl GateSettings {

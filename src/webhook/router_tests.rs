@@ -48,6 +48,7 @@ fn state(api: &MockApi, refuse_uncovered: bool) -> WebhookState {
             break_glass_groups: vec!["signoff:break-glass".into()],
             refuse_uncovered,
             max_pending_per_requester: 20,
+            gitops: Default::default(),
         },
         identities: Identities { controller: CONTROLLER.into(), admin_groups: vec![] },
         recorder: crate::events::Events::new(

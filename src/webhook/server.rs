@@ -483,7 +483,8 @@ async fn held(
         audit(input, "denied-error", &message);
         deny(req, message)
     };
-    let mut packet = super::packet::packet(input, assessment, policies, digest, namespace, name);
+    let mut packet =
+        super::packet::packet(input, assessment, policies, digest, namespace, name, &state.settings.gitops);
     let mut ar = match create_or_read(state, &api, input, &packet, "").await {
         Ok(existing) => existing,
         Err(answer) => return answer.into_response(req, &denied),
@@ -727,7 +728,15 @@ async fn record_break_glass(
         let ar = match api.get_opt(&name).await? {
             Some(ar) => ar,
             None => {
-                let packet = super::packet::packet(input, assessment, policies, &digest, &namespace, &name);
+                let packet = super::packet::packet(
+                    input,
+                    assessment,
+                    policies,
+                    &digest,
+                    &namespace,
+                    &name,
+                    &state.settings.gitops,
+                );
                 match api.create(&PostParams::default(), &packet).await {
                     Ok(created) => created,
                     Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await?,

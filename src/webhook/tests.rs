@@ -27,6 +27,7 @@ fn settings() -> GateSettings {
         break_glass_groups: vec!["signoff:break-glass".into()],
         refuse_uncovered: true,
         max_pending_per_requester: 20,
+        gitops: Default::default(),
     }
 }
 
@@ -72,7 +73,7 @@ fn held_request() -> ApprovalRequest {
     let input = pvc_delete(&user("alice", &["team:payments"]));
     let a = held_assessment();
     let Preliminary::Held { digest, namespace, name } = preliminary(&input, &a, &settings()) else { panic!("held") };
-    packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name)
+    packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name, &Default::default())
 }
 
 #[test]
@@ -690,7 +691,7 @@ fn a_huge_object_gets_a_bounded_packet_that_still_fits_in_etcd() {
     input.object = Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": data}));
     let a = held_assessment();
     let Preliminary::Held { digest, namespace, name } = preliminary(&input, &a, &settings()) else { panic!("held") };
-    let ar = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name);
+    let ar = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name, &Default::default());
     let manifest = ar.spec.manifest.unwrap();
     assert!(manifest.len() <= MAX_PACKET_TEXT + 200, "{}", manifest.len());
     assert!(manifest.contains("# … manifest truncated"), "{}", &manifest[manifest.len() - 200..]);
@@ -708,7 +709,8 @@ fn a_multi_megabyte_string_is_shown_cut_with_the_rest_of_the_object() {
         "data": {"blob": "é".repeat(1_500_000), "small": "kept"}}));
     let a = held_assessment();
     let Preliminary::Held { digest, namespace, name } = preliminary(&input, &a, &settings()) else { panic!("held") };
-    let manifest = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name).spec.manifest.unwrap();
+    let manifest =
+        packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name, &Default::default()).spec.manifest.unwrap();
     assert!(manifest.len() <= MAX_PACKET_TEXT + 200, "{}", manifest.len());
     assert!(manifest.contains("éé…"), "the long value is cut, visibly");
     assert!(manifest.contains("small: kept") && manifest.contains("name: big"), "the rest is shown: {manifest}");
@@ -716,7 +718,8 @@ fn a_multi_megabyte_string_is_shown_cut_with_the_rest_of_the_object() {
     // A small object is shown whole, with no note.
     input.object =
         Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "small"}, "data": {"a": "b"}}));
-    let manifest = packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name).spec.manifest.unwrap();
+    let manifest =
+        packet(&input, &a, &PolicySet::empty(), &digest, &namespace, &name, &Default::default()).spec.manifest.unwrap();
     assert!(!manifest.contains("truncated") && manifest.contains("a: b"), "{manifest}");
 }
 
