@@ -234,6 +234,9 @@ fn rbac_lines(mode: &str, docs: &[Value]) -> Vec<String> {
 fn rbac_rules_match_the_snapshot() {
     let mut lines = rbac_lines("signoff", &documents(&render("signoff-system", &[])));
     lines.extend(rbac_lines("chart", &documents(&render("signoff-system", CHART_MODE_SECRET))));
+    // The hand-back adds patch on the GitOps owners, and nothing else.
+    let hand_back = rbac_lines("handBack", &documents(&render("signoff-system", &["gitops.handBack=true"])));
+    lines.extend(hand_back.into_iter().filter(|l| l.contains("fluxcd") || l.contains("argoproj")));
     for line in &lines {
         assert!(!line.contains('*'), "no wildcards in RBAC: {line}");
     }
@@ -258,7 +261,8 @@ fn controller_rbac_mirrors_the_demo() {
     // The chart grants its ServiceAccount exactly what examples/demo/03-signoff-rbac.yaml grants.
     let demo = std::fs::read_to_string(root().join("examples/demo/03-signoff-rbac.yaml")).unwrap();
     let demo = rbac_lines("x", &documents(&demo));
-    let chart = rbac_lines("x", &documents(&render("signoff-system", &[])));
+    // The demo hands approved changes back (make dev shows it).
+    let chart = rbac_lines("x", &documents(&render("signoff-system", &["gitops.handBack=true"])));
     let chart: Vec<String> = chart.into_iter().filter(|l| l.contains("/signoff-controller:")).collect();
     assert_eq!(chart, demo);
 }

@@ -279,6 +279,19 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
     let requested =
         ar.metadata.creation_timestamp.as_ref().map(|t| format!(", {}", when(t.0, now))).unwrap_or_default();
     let _ = writeln!(o, "Requester:  {}{requested}", spec.requester.username);
+    if let Some(owner) = &spec.gitops {
+        let _ = writeln!(o, "GitOps:     {}", crate::gitops::describe(owner, status.gitops_source.as_ref()));
+        if let Some(h) = status.hand_back.as_ref().filter(|h| h.for_attempt == status.attempt) {
+            let _ = writeln!(
+                o,
+                "Hand-back:  {} after {} attempt(s), {}: {}",
+                h.result,
+                h.attempts,
+                when(h.at.0, now),
+                h.message.as_deref().unwrap_or_default()
+            );
+        }
+    }
     let a = &spec.action;
     let target = crate::crd::target_text(&a.kind, a.namespace.as_deref(), &a.name);
     let gv = if a.group.is_empty() { a.version.clone() } else { format!("{}/{}", a.group, a.version) };
@@ -345,6 +358,9 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
         let msg = n.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
         let what = if crate::escalation::is_expiry_notice(&n.key) {
             format!("{}: chain exhausted, expiry notice", n.route)
+        } else if let Some(label) = crate::escalation::notice_label(&n.key) {
+            let route = if n.route.is_empty() { "requester".to_string() } else { n.route.clone() };
+            format!("{route}: {label} notice")
         } else {
             format!("{} tier {}", n.route, n.tier + 1)
         };
@@ -698,6 +714,45 @@ mod tests {
         assert!(text.contains("(engineering: chain exhausted, expiry notice)"), "{text}");
         assert!(crate::escalation::is_expiry_notice("uid-1/expired/event"));
         assert!(!crate::escalation::is_expiry_notice("uid-1/expired/2/event"), "a route named expired, tier 3");
+        request.status.as_mut().unwrap().notifications = vec![
+            record("uid-1/outcome/requester/user/alice", ""),
+            record("uid-1/engineering/0/user/ivan/resolve", "engineering"),
+            record("uid-1/outcome/0/user/ivan", "outcome"),
+        ];
+        let text = render(&request, now(), false);
+        assert!(text.contains("(requester: outcome notice)"), "{text}");
+        assert!(text.contains("(engineering: resolve notice)"), "{text}");
+        assert!(text.contains("(outcome tier 1)"), "a route named outcome, tier 1: {text}");
+    }
+
+    /// Issue 18: the packet names the GitOps owner, the commit and the repository.
+    #[test]
+    fn show_prints_the_gitops_source_and_the_commit() {
+        let mut request = ar("ar-1", &["bob"], 10);
+        assert!(!render(&request, now(), false).contains("GitOps:"), "not a GitOps change");
+        request.spec.gitops = Some(crate::crd::GitOpsOwner {
+            tool: crate::crd::GitOpsTool::Flux,
+            kind: "Kustomization".into(),
+            namespace: "flux-system".into(),
+            name: "shop".into(),
+            hand_back: true,
+        });
+        let status = request.status.as_mut().unwrap();
+        status.gitops_source = Some(crate::crd::GitOpsSource {
+            url: Some("http://127.0.0.1:8080/acme/deploy.git".into()),
+            revision: Some("main@sha1:3f2a9c1e0b6d4a7f8c9e0d1b2a3c4d5e6f708192".into()),
+            unreadable: None,
+            at: Time(now()),
+        });
+        status.hand_back = Some(crate::gitops::hand_back_record(1, 1, Ok("asked it".into()), now()));
+        let text = render(&request, now(), false);
+        assert!(
+            text.contains(
+                "GitOps:     commit 3f2a9c1 on main of 127.0.0.1:8080/acme/deploy, applied by Flux Kustomization flux-system/shop"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Hand-back:  Done after 1 attempt(s)"), "{text}");
     }
 
     #[test]

@@ -106,6 +106,24 @@ pub fn is_expiry_notice(key: &str) -> bool {
     (1..parts.len()).any(|i| parts[i] == "expired" && parts.get(i + 1).is_none_or(|p| p.parse::<u32>().is_err()))
 }
 
+/// What a notification record is when it is not a tier's page: `outcome`
+/// (`<id>/outcome/<route|requester>/…`), `superseded` or `resolve` (a
+/// PagerDuty page resolved, `<page key>/resolve`).
+pub fn notice_label(key: &str) -> Option<&'static str> {
+    if key.ends_with("/resolve") {
+        return Some("resolve");
+    }
+    let parts: Vec<&str> = key.split('/').collect();
+    (1..parts.len()).find_map(|i| {
+        let named = parts.get(i + 1).is_some_and(|p| p.parse::<u32>().is_err());
+        match parts[i] {
+            "outcome" if named => Some("outcome"),
+            "superseded" if named => Some("superseded"),
+            _ => None,
+        }
+    })
+}
+
 /// Runbooks larger than this go to a ConfigMap (status stays small).
 pub const RUNBOOK_STATUS_LIMIT: usize = 8 * 1024;
 
@@ -624,8 +642,10 @@ fn notified(status: &ApprovalRequestStatus, id: &str) -> Vec<Told> {
     let mut out: Vec<Told> = Vec::new();
     for n in &status.notifications {
         let Some(rest) = n.key.strip_prefix(id).and_then(|r| r.strip_prefix('/')) else { continue };
-        let first = rest.split('/').next().unwrap_or_default();
-        let page = !first.starts_with("attempt-") && !["outcome", "superseded", "expired"].contains(&first);
+        // A page's key is `<id>/<route>/<tier>/<recipient>`: a number second. (A
+        // later attempt's keys, outcomes and notices have a name there.)
+        let page =
+            rest.split('/').nth(1).is_some_and(|tier| tier.parse::<u32>().is_ok()) && notice_label(&n.key).is_none();
         if !page || n.sink == "Event" || n.result == crate::notify::DeliveryResult::Coalesced.as_str() {
             continue;
         }
