@@ -16,7 +16,7 @@
 
 mod users;
 
-pub use users::{ADMIN, CONTROLLER, DemoUser, GITOPS, USERS, context_of};
+pub use users::{ADMIN, CONTROLLER, DemoUser, FLUX_KUSTOMIZE, FLUX_SOURCE, GITOPS, USERS, context_of};
 
 use std::fs;
 use std::io::Write;

@@ -31,6 +31,13 @@ pub const CONTROLLER: &str = "system:serviceaccount:signoff-system:signoff";
 /// A GitOps controller's ServiceAccount (never counts as an approver).
 pub const GITOPS: &str = "system:serviceaccount:argocd:argocd-application-controller";
 
+/// Flux's kustomize-controller and source-controller ServiceAccounts (tests run
+/// the real controllers out of cluster as these).
+pub const FLUX_KUSTOMIZE: &str = "system:serviceaccount:flux-system:kustomize-controller";
+pub const FLUX_SOURCE: &str = "system:serviceaccount:flux-system:source-controller";
+
+const SA_GROUPS_FLUX: &[&str] =
+    &["system:serviceaccounts", "system:serviceaccounts:flux-system", "system:authenticated"];
 const SA_GROUPS_SIGNOFF: &[&str] =
     &["system:serviceaccounts", "system:serviceaccounts:signoff-system", "system:authenticated"];
 const SA_GROUPS_ARGOCD: &[&str] = &["system:serviceaccounts", "system:serviceaccounts:argocd", "system:authenticated"];
@@ -63,6 +70,8 @@ pub const USERS: &[DemoUser] = &[
     },
     DemoUser { name: CONTROLLER, groups: SA_GROUPS_SIGNOFF, role: "signoff's controller ServiceAccount" },
     DemoUser { name: GITOPS, groups: SA_GROUPS_ARGOCD, role: "Argo CD's application controller" },
+    DemoUser { name: FLUX_KUSTOMIZE, groups: SA_GROUPS_FLUX, role: "Flux's kustomize-controller" },
+    DemoUser { name: FLUX_SOURCE, groups: SA_GROUPS_FLUX, role: "Flux's source-controller" },
 ];
 
 /// Kubeconfig context name of a user: the username, with ServiceAccounts shortened
@@ -71,6 +80,8 @@ pub fn context_of(user: &str) -> &str {
     match user {
         CONTROLLER => "sa:signoff-system:signoff",
         GITOPS => "sa:argocd:argocd-application-controller",
+        FLUX_KUSTOMIZE => "sa:flux-system:kustomize-controller",
+        FLUX_SOURCE => "sa:flux-system:source-controller",
         other => other,
     }
 }
