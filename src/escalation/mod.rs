@@ -527,13 +527,16 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         .max()
         .map(Time)
         .or(status.deadline);
-    let mut effects = walker.effects;
     let wake_at = if status.phase == Phase::Pending {
         pending.iter().filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0)).min()
+    } else if status.phase == Phase::Approved && ar.spec.gitops.as_ref().is_some_and(|o| o.hand_back) {
+        // Handed back by the next step, at once: only after this one's status
+        // write, so that the owner's apply finds the request Approved.
+        Some(now)
     } else {
-        hand_back(ar, &status, &mut effects, now)
+        None
     };
-    Step { status, effects, wake_at }
+    Step { status, effects: walker.effects, wake_at }
 }
 
 fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut Walker, now: Timestamp) {

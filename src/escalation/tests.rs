@@ -637,6 +637,10 @@ fn an_approved_gitops_change_is_handed_back_once() {
         let page = notifies(&sim.at(t0())).into_iter().find(|n| n.kind == NotifyKind::Escalation).unwrap();
         assert!(page.users.contains(&"bob".to_string()));
         sim.decide("bob", Verdict::Approve, t0() + mins(1));
+        let decided = sim.at(t0() + mins(1));
+        assert!(!decided.effects.iter().any(|e| matches!(e, Effect::HandBack { .. })), "not before Approved is stored");
+        let at_once = (expected == 1).then_some(t0() + mins(1));
+        assert_eq!(decided.wake_at, at_once, "the next step at once, when there is a hand-back to do");
         let step = sim.at(t0() + mins(1));
         let handed: Vec<&Effect> = step.effects.iter().filter(|e| matches!(e, Effect::HandBack { .. })).collect();
         assert_eq!(handed.len(), expected, "{:?}", sim.ar.spec.gitops);
