@@ -544,7 +544,7 @@ async fn crash(ns: String, started: Instant) {
             skipped += missing + out_of_order + short;
             skips.push(format!("{name}: tiers notified {order:?}, lane {:?}", lane.map(|l| l.tier)));
         }
-        if expired && !mine.iter().any(|r| r.body["kind"] == "Expired") {
+        if expired && !mine.iter().any(|r| r.body["kind"] == "Expired" && r.body.get("outcome").is_none()) {
             no_expiry_notice.push(name.clone());
         }
     }

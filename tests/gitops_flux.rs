@@ -351,9 +351,12 @@ spec:
     let (status, message) = ready("rejected");
     assert_eq!(status, "False", "Flux reports the held apply");
     assert!(
-        message.contains("held for approval") && message.contains(&rejected),
+        message.contains(r#"admission webhook "gate.signoff.dev" denied the request"#)
+            && message.contains("held for approval")
+            && message.contains(&rejected),
         "the Kustomization shows signoff's message: {message}"
     );
+    eprintln!("Kustomization while held: Ready=False, {message}");
 
     // Approve every change, one after the other, noting when each was approved.
     let mut approved_at: BTreeMap<String, Instant> = BTreeMap::new();

@@ -13,7 +13,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # Newest v3 release whose module the proxy serves and Go 1.26 accepts: v3.6.x's go.mod
-# says go 1.27.0, so `go mod download` refuses it with GOTOOLCHAIN=local.
+# says go 1.27.0, so `go mod download` refuses it with GOTOOLCHAIN=local. (build.sh here
+# builds v3.2.11, the newest whose controller builds; ARGOCD_VERSION=v3.2.11 gives the
+# CRDs of exactly that release.)
 version=${ARGOCD_VERSION:-v3.5.8}
 module=github.com/argoproj/argo-cd/v3
 
