@@ -233,7 +233,13 @@ fn decisions_and_expiry_reach_everyone_once_even_across_a_leader_kill() {
     *sinks.stall.lock().unwrap() = false;
     let before_restart = sinks.got.lock().unwrap().len();
     signoff = start_signoff(&["--lease-duration=3s"]);
+    // `kubectl wait` reads the standard condition; `kubectl get` shows target and routes.
+    let ar = format!("approvalrequest/{approved}");
+    kubectl_ok(cp(), ADMIN, &["wait", "-n", &ns, "--for=condition=Approved", &ar, "--timeout=60s"], None);
     wait_for_phase(cp(), &ns, &approved, "Approved");
+    let table = kubectl_ok(cp(), ADMIN, &["get", "approvalrequests", "-n", &ns, &approved], None);
+    assert!(table.contains("TARGET") && table.contains(&format!("ConfigMap {ns}/approved")), "{table}");
+    assert!(table.contains("engineering") && !table.contains("[\""), "routes as text: {table}");
     // Everyone hears: the requester (signed for a Flux Receiver), bob, the
     // route's Slack channel; the team's PagerDuty incident resolves.
     let alice = eventually(30, "alice told", || {

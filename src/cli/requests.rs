@@ -348,7 +348,9 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
         };
         let _ =
             writeln!(o, "  {}: {:?}, tier {}/{} {tier}{deadline}", lane.route, lane.phase, lane.tier + 1, lane.tiers);
-        let mut eligible = lane.eligible.clone();
+        // The requester may be in the tier's team, but never decides their own change.
+        let mut eligible: Vec<String> =
+            lane.eligible.iter().filter(|u| **u != spec.requester.username).cloned().collect();
         eligible.extend(lane.eligible_groups.iter().map(|g| format!("group {g}")));
         if !eligible.is_empty() {
             let _ = writeln!(o, "    may decide: {}", eligible.join(", "));
@@ -728,8 +730,10 @@ mod tests {
     /// Issue 18: the packet names the GitOps owner, the commit and the repository.
     #[test]
     fn show_prints_the_gitops_source_and_the_commit() {
-        let mut request = ar("ar-1", &["bob"], 10);
-        assert!(!render(&request, now(), false).contains("GitOps:"), "not a GitOps change");
+        let mut request = ar("ar-1", &["alice", "bob"], 10);
+        let text = render(&request, now(), false);
+        assert!(!text.contains("GitOps:"), "not a GitOps change");
+        assert!(text.contains("    may decide: bob\n"), "never the requester (alice): {text}");
         request.spec.gitops = Some(crate::crd::GitOpsOwner {
             tool: crate::crd::GitOpsTool::Flux,
             kind: "Kustomization".into(),

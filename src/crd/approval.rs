@@ -18,8 +18,10 @@ use super::{ActionClass, Risk};
     status = "ApprovalRequestStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Risk","type":"string","jsonPath":".spec.risk"}"#,
-    printcolumn = r#"{"name":"Routes","type":"string","jsonPath":".spec.routes"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target"}"#,
+    printcolumn = r#"{"name":"Routes","type":"string","jsonPath":".status.routes"}"#,
     printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".status.tier"}"#,
+    printcolumn = r#"{"name":"Tier-Deadline","type":"date","jsonPath":".status.tierDeadline"}"#,
     printcolumn = r#"{"name":"Requester","type":"string","jsonPath":".spec.requester.username"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -257,6 +259,15 @@ pub struct ApprovalRequestStatus {
     /// Summary of where each lane is, e.g. `engineering 2/5, security 1/5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// The held object, e.g. `Deployment payments-prod/api` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The routes that must approve, as text, e.g. `engineering, security`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<String>,
+    /// When the current tier of the first lane to time out runs out (Pending only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_deadline: Option<Time>,
     /// One lane per route; every lane must approve.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["route".into()]))]
@@ -355,6 +366,9 @@ impl Default for ApprovalRequestStatus {
             phase: Phase::Pending,
             attempt: first_attempt(),
             tier: None,
+            target: None,
+            routes: None,
+            tier_deadline: None,
             lanes: Vec::new(),
             decisions: Vec::new(),
             skips: Vec::new(),

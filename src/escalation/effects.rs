@@ -185,7 +185,7 @@ pub fn status_patch(read: &ApprovalRequest, status: &ApprovalRequestStatus) -> O
     };
     fields.remove("decisions");
     fields.remove("admissions");
-    for cleared in ["notAfter", "runbook", "runbookConfigMap"] {
+    for cleared in ["notAfter", "runbook", "runbookConfigMap", "tierDeadline"] {
         fields.entry(cleared).or_insert(serde_json::Value::Null);
     }
     Some(serde_json::json!({
@@ -297,7 +297,7 @@ mod tests {
         let fields = patch["status"].as_object().unwrap();
         assert_eq!(fields["phase"], "Expired");
         assert!(!fields.contains_key("decisions") && !fields.contains_key("admissions"), "{patch}");
-        for cleared in ["notAfter", "runbook", "runbookConfigMap"] {
+        for cleared in ["notAfter", "runbook", "runbookConfigMap", "tierDeadline"] {
             assert_eq!(fields[cleared], serde_json::Value::Null, "{cleared} is cleared explicitly");
         }
     }

@@ -15,7 +15,7 @@ pub mod reconciler;
 mod runbook;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
 use crate::crd::{
     ApprovalRequest, ApprovalRequestStatus, Approver, Lane, NotifyMode, Phase, Risk, Skip, Team, TierSpec,
@@ -396,6 +396,7 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
     if status.phase != Phase::Pending {
         // An approved change may still be handed back to its GitOps owner.
         let wake_at = hand_back(ar, &status, &mut effects, now);
+        summarize(ar, &mut status, now);
         return Step { status, effects, wake_at };
     }
     // Keys name the attempt after a reopen, so receivers do not drop the new notifications.
@@ -527,8 +528,10 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         .max()
         .map(Time)
         .or(status.deadline);
+    let next_tier = pending.iter().filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0)).min();
+    summarize(ar, &mut status, now);
     let wake_at = if status.phase == Phase::Pending {
-        pending.iter().filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0)).min()
+        next_tier
     } else if status.phase == Phase::Approved && ar.spec.gitops.as_ref().is_some_and(|o| o.hand_back) {
         // Handed back by the next step, at once: only after this one's status
         // write, so that the owner's apply finds the request Approved.
@@ -626,6 +629,76 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
     status.phase = Phase::Superseded;
     status.deadline = None;
     Step { status, effects, wake_at: None }
+}
+
+/// What `kubectl get` shows of a request (target, routes, the current tier
+/// deadline) and its conditions.
+fn summarize(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, now: Timestamp) {
+    let a = &ar.spec.action;
+    status.target = Some(crate::crd::target_text(&a.kind, a.namespace.as_deref(), &a.name));
+    status.routes = Some(ar.spec.routes.join(", "));
+    status.tier_deadline = status
+        .lanes
+        .iter()
+        .filter(|l| l.phase == Phase::Pending && status.phase == Phase::Pending)
+        .filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0))
+        .min()
+        .map(|t| Time(ceil_second(t)));
+    status.conditions = conditions(ar, status, now);
+}
+
+/// The standard conditions of a request, from its phase (Kubernetes API
+/// conventions; kstatus reads `Ready`, `Reconciling` and `Stalled`):
+/// `Approved` and `Ready` are True once approved; `Reconciling` is present
+/// while it escalates; `Stalled` once it ended without approval. A condition
+/// whose status does not change keeps its lastTransitionTime.
+pub fn conditions(ar: &ApprovalRequest, status: &ApprovalRequestStatus, now: Timestamp) -> Vec<Condition> {
+    let ns = ar.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ar.metadata.name.as_deref().unwrap_or_default();
+    let phase = format!("{:?}", status.phase);
+    let message = match status.phase {
+        Phase::Pending => {
+            format!("waiting for a decision ({})", status.tier.as_deref().unwrap_or("escalation not started"))
+        }
+        Phase::Approved => match &status.not_after {
+            Some(t) => format!("approved; the change is admitted once until {}", t.0),
+            None => "approved".to_string(),
+        },
+        Phase::Rejected => "rejected; the change is not admitted".to_string(),
+        Phase::Expired => {
+            format!("nobody approved in time; never applied; runbook: kubectl signoff show -n {ns} {name}")
+        }
+        Phase::Superseded => "a newer change to the same object replaced this request".to_string(),
+    };
+    let approved = status.phase == Phase::Approved;
+    let mut wanted = vec![("Approved", approved, phase.clone()), ("Ready", approved, phase.clone())];
+    if status.phase == Phase::Pending {
+        wanted.push(("Reconciling", true, "Escalating".to_string()));
+    }
+    if matches!(status.phase, Phase::Rejected | Phase::Expired | Phase::Superseded) {
+        wanted.push(("Stalled", true, phase));
+    }
+    let floor = Time(floor_second(now));
+    wanted
+        .into_iter()
+        .map(|(type_, true_, reason)| {
+            let status_text = if true_ { "True" } else { "False" }.to_string();
+            let since = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status_text)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| floor.clone());
+            Condition {
+                type_: type_.to_string(),
+                status: status_text,
+                reason,
+                message: message.clone(),
+                last_transition_time: since,
+                observed_generation: ar.metadata.generation,
+            }
+        })
+        .collect()
 }
 
 /// Who one lane's notifications reached in the current attempt (from the

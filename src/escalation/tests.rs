@@ -660,3 +660,35 @@ fn an_approved_gitops_change_is_handed_back_once() {
         }
     }
 }
+
+/// Issue 21: standard conditions, as `kubectl wait --for=condition=Approved`
+/// and kstatus read them; a condition that does not change keeps its time.
+#[test]
+fn conditions_follow_the_phase_and_keep_their_transition_time() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    sim.at(t0());
+    let get = |sim: &Sim, t: &str| sim.status().conditions.iter().find(|c| c.type_ == t).cloned();
+    assert_eq!(get(&sim, "Approved").unwrap().status, "False");
+    assert_eq!(get(&sim, "Ready").unwrap().reason, "Pending");
+    assert_eq!(get(&sim, "Reconciling").unwrap().status, "True", "kstatus: in progress");
+    assert!(get(&sim, "Stalled").is_none());
+    let pending_since = get(&sim, "Approved").unwrap().last_transition_time;
+    sim.at(t0() + mins(1));
+    assert_eq!(get(&sim, "Approved").unwrap().last_transition_time, pending_since, "unchanged: same time");
+    sim.decide("bob", Verdict::Approve, t0() + mins(2));
+    sim.at(t0() + mins(2));
+    let approved = get(&sim, "Approved").unwrap();
+    assert_eq!((approved.status.as_str(), approved.reason.as_str()), ("True", "Approved"));
+    assert_eq!(approved.last_transition_time, Time(t0() + mins(2)));
+    assert!(approved.message.contains("admitted once until"), "{}", approved.message);
+    assert_eq!(get(&sim, "Ready").unwrap().status, "True");
+    assert!(get(&sim, "Reconciling").is_none(), "done");
+
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    sim.at(t0());
+    sim.decide("bob", Verdict::Reject, t0() + mins(1));
+    sim.at(t0() + mins(1));
+    let stalled = get(&sim, "Stalled").unwrap();
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "Rejected"), "kstatus: failed");
+    assert_eq!(get(&sim, "Ready").unwrap().status, "False");
+}
