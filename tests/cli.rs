@@ -114,7 +114,7 @@ fn full_loop_held_show_approve_reapply_admitted() {
         "a ConfigMap labelled risk=high",
         "+  value: '100'",
         "engineering: Pending, tier 1/5",
-        "may decide: alice, bob, carol, dave",
+        "may decide: bob, carol, dave, group team:payments", // never the requester, alice
         "Deadline:",
         "never applied automatically",
         "Cost:",
@@ -410,4 +410,77 @@ fn impersonators_lists_who_can_act_as_an_approver() {
     kubectl_ok(cp, ADMIN, &["delete", "clusterrolebinding", &name], None);
     let report = plugin_ok(ADMIN, &["impersonators"]);
     assert!(!report.contains("User alice"), "{report}");
+}
+
+/// Issue 21: kubectl's flags anywhere on the line, impersonation, a request
+/// timeout, `-o` formats for scripts, and a clear error with no kubeconfig.
+#[test]
+fn kubectl_flags_work_anywhere_and_outputs_suit_scripts() {
+    setup();
+    let ns = gated_namespace(cp(), "cliflags");
+    let name = hold(&configmap(&ns, "flags", "high", "1"));
+    wait_for_lanes(&ns, &name);
+    let kubeconfig = cp().kubeconfig.display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
+    // Global flags before the command, as `kubectl --context bob get ...`.
+    let (code, out, err) = run(&["--kubeconfig", &kubeconfig, "--context", "bob", "-n", &ns, "list", "-o", "name"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("approvalrequest.signoff.dev/{name}\n"));
+    // --user picks the kubeconfig user; --as impersonates (the admin as bob).
+    let (code, out, err) =
+        run(&["list", "-n", &ns, "--kubeconfig", &kubeconfig, "--context", "admin", "--user", "bob", "-o", "wide"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{name} *")), "waiting for bob, read as bob: {out}");
+    assert!(out.contains("TARGET") && out.contains(&format!("ConfigMap {ns}/flags")), "{out}");
+    assert!(out.contains("MAY-DECIDE") && !out.contains("alice,"), "never the requester: {out}");
+    let (code, out, err) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--context",
+        "admin",
+        "--as",
+        "bob",
+        "--as-group",
+        "team:payments",
+        "--as-group",
+        "system:authenticated",
+        "--request-timeout",
+        "20s",
+        "list",
+        "-n",
+        &ns,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{name} *")), "impersonating bob, it waits for him: {out}");
+    // A v1 List for json and yaml.
+    let (_, out, _) = run(&["--kubeconfig", &kubeconfig, "--context", "bob", "list", "-n", &ns, "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (list["kind"].as_str(), list["items"][0]["metadata"]["name"].as_str()),
+        (Some("List"), Some(name.as_str()))
+    );
+    let (_, out, _) = run(&["--kubeconfig", &kubeconfig, "--context", "bob", "list", "-n", &ns, "-o", "yaml"]);
+    assert!(out.starts_with("apiVersion: v1\n") && out.contains("kind: List"), "{out}");
+    let (_, out, _) = run(&["--kubeconfig", &kubeconfig, "--context", "bob", "show", "-n", &ns, &name, "-o", "name"]);
+    assert_eq!(out, format!("approvalrequest.signoff.dev/{name}\n"));
+    let (code, out, err) =
+        run(&["approve", &name, "-o", "name", "--kubeconfig", &kubeconfig, "--context", "bob", "-n", &ns]);
+    assert_eq!((code, out.as_str()), (0, format!("approvalrequest.signoff.dev/{name}\n").as_str()), "{err}");
+    // No kubeconfig and not in a pod: one clear line, exit 1.
+    let (code, out, err) = run(&["list"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("kubeconfig") && err.lines().count() == 1, "{err}");
+    // A bad --request-timeout is refused before any call.
+    let (code, _, err) = run(&["--kubeconfig", &kubeconfig, "--request-timeout", "soon", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--request-timeout"), "{err}");
 }

@@ -73,12 +73,12 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with = "from")]
     pub delete: bool,
 
-    /// Username of the requester.
-    #[arg(long = "as", default_value = "kubectl-signoff-check", value_name = "USER")]
+    /// Username of the requester: the global `--as` (default kubectl-signoff-check).
+    #[arg(skip = String::from("kubectl-signoff-check"))]
     pub as_user: String,
 
-    /// Group of the requester. Repeatable.
-    #[arg(long = "as-group", value_name = "GROUP")]
+    /// Groups of the requester: the global `--as-group`, repeatable.
+    #[arg(skip)]
     pub as_group: Vec<String>,
 
     /// Labels of namespaces not defined by a Namespace manifest, e.g.
@@ -134,7 +134,14 @@ pub struct CheckResult {
 }
 
 /// Runs the command; returns the exit code. Output goes to `out`, diagnostics to `err`.
-pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub fn run(args: &CheckArgs, kube: &super::kube::KubeArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    // The requester is kubectl's --as / --as-group: here not impersonated, evaluated as.
+    let mut args = args.clone();
+    if let Some(user) = &kube.as_user {
+        args.as_user = user.clone();
+    }
+    args.as_group = kube.as_group.clone();
+    let args = &args;
     match evaluate(args) {
         Ok(results) => {
             let held = results.iter().any(|r| !r.admitted);

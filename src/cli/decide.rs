@@ -6,7 +6,6 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use super::kube::KubeArgs;
 use crate::crd::{ApprovalRequest, Decision, Phase, Verdict};
 
 #[derive(clap::Args)]
@@ -16,8 +15,9 @@ pub struct DecideArgs {
     /// Why: recorded with the decision and shown to the requester.
     #[arg(long)]
     pub comment: Option<String>,
-    #[command(flatten)]
-    pub kube: KubeArgs,
+    /// `-o name`: print only `approvalrequest.signoff.dev/NAME` (for scripts).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<super::requests::NameFormat>,
 }
 
 /// Who the API server says the caller is.

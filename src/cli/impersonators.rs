@@ -17,10 +17,7 @@ use kube::api::ListParams;
 use crate::crd::{Approver, Team};
 
 #[derive(clap::Args)]
-pub struct ImpersonatorsArgs {
-    #[command(flatten)]
-    pub kube: super::kube::KubeArgs,
-}
+pub struct ImpersonatorsArgs {}
 
 /// The users and groups that can approve something.
 #[derive(Debug, Default, PartialEq)]

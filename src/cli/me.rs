@@ -6,14 +6,11 @@ use jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
 use super::decide::{one_line, whoami};
-use super::kube::KubeArgs;
 use crate::crd::{Approver, ApproverSpec, AwayPeriod, AwayReason, QuietHours, Weekday};
 
+/// A command with no arguments of its own (kubectl's flags are global).
 #[derive(clap::Args)]
-pub struct KubeOnly {
-    #[command(flatten)]
-    pub kube: KubeArgs,
-}
+pub struct KubeOnly {}
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Reason {
@@ -40,8 +37,6 @@ pub struct AwayArgs {
     /// Remove every away period instead.
     #[arg(long, conflicts_with_all = ["from", "until", "note"])]
     pub clear: bool,
-    #[command(flatten)]
-    pub kube: KubeArgs,
 }
 
 #[derive(clap::Args)]
@@ -58,8 +53,6 @@ pub struct QuietSetArgs {
     /// IANA time zone of the window, e.g. Europe/Berlin (default: keep yours; UTC when new).
     #[arg(long)]
     pub time_zone: Option<String>,
-    #[command(flatten)]
-    pub kube: KubeArgs,
 }
 
 /// The Approver's name for a username: lowercase, `[a-z0-9.-]`, starting and

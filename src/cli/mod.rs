@@ -19,7 +19,7 @@ use self::check::CheckArgs;
 use self::decide::DecideArgs;
 use self::impersonators::ImpersonatorsArgs;
 use self::me::{AwayArgs, KubeOnly, QuietSetArgs, Reason};
-use self::requests::{Format, ListArgs, RequestArgs, ShowArgs, WaitArgs};
+use self::requests::{ListArgs, RequestArgs, ShowArgs, WaitArgs};
 use crate::crd::{AwayReason, Verdict};
 
 /// kubectl signoff: follow held changes, approve or reject them, wait for them in CI,
@@ -34,6 +34,9 @@ use crate::crd::{AwayReason, Verdict};
 
 Exit status: 0 success, 1 error, 2 usage; wait: 0 approved, 3 rejected, 4 expired, 5 timeout.")]
 pub struct Cli {
+    /// kubectl's connection flags, anywhere on the line (before or after the command).
+    #[command(flatten)]
+    pub kube: self::kube::KubeArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -166,11 +169,14 @@ fn print(text: String) -> i32 {
     0
 }
 
-fn decide(args: DecideArgs, verdict: Verdict) -> i32 {
+fn decide(kube: &self::kube::KubeArgs, args: DecideArgs, verdict: Verdict) -> i32 {
     run(|| async move {
-        let (client, namespace) = args.kube.connect().await?;
+        let (client, namespace) = kube.connect().await?;
         let summary = decide::decide(&client, &namespace, &args.request, verdict, args.comment).await?;
-        Ok(print(summary))
+        Ok(print(match args.output {
+            Some(_) => format!("approvalrequest.signoff.dev/{}", args.request),
+            None => summary,
+        }))
     })
 }
 
@@ -184,21 +190,21 @@ fn read_manifest(path: &str) -> Result<String, String> {
     }
 }
 
-fn dispatch(command: Command) -> i32 {
+fn dispatch(kube: &self::kube::KubeArgs, command: Command) -> i32 {
     match command {
-        Command::Check(args) => check::run(&args, &mut std::io::stdout(), &mut std::io::stderr()),
-        Command::Approve(args) => decide(args, Verdict::Approve),
-        Command::Reject(args) => decide(args, Verdict::Reject),
+        Command::Check(args) => check::run(&args, kube, &mut std::io::stdout(), &mut std::io::stderr()),
+        Command::Approve(args) => decide(kube, args, Verdict::Approve),
+        Command::Reject(args) => decide(kube, args, Verdict::Reject),
         Command::List(args) => run(|| async move {
-            let (client, namespace) = args.kube.connect().await?;
+            let (client, namespace) = kube.connect().await?;
             let scope = if args.all_namespaces { None } else { Some(namespace.as_str()) };
-            Ok(print(requests::list(&client, scope, args.mine, args.phase).await?))
+            Ok(print(requests::list(&client, scope, args.mine, args.phase, args.output).await?))
         }),
         Command::Show(args) => run(|| async move {
-            let (client, namespace) = args.kube.connect().await?;
+            let (client, namespace) = kube.connect().await?;
             let ar = requests::get(&client, &namespace, &args.request).await?;
             Ok(print(match args.output {
-                Some(format) => requests::serialize(&ar, matches!(format, Format::Yaml))?,
+                Some(format) => requests::serialize(&ar, format)?,
                 None => requests::render(&ar, jiff::Timestamp::now(), std::io::stdout().is_terminal()),
             }))
         }),
@@ -207,7 +213,7 @@ fn dispatch(command: Command) -> i32 {
                 Some(t) => Some(crate::duration::parse(t).map_err(|e| format!("--timeout: {e}"))?),
                 None => None,
             };
-            let (client, namespace) = args.kube.connect().await?;
+            let (client, namespace) = kube.connect().await?;
             let (ns, name, digest) = match (&args.request, &args.filename) {
                 (Some(name), _) => (namespace, name.clone(), None),
                 (None, Some(path)) => {
@@ -222,16 +228,20 @@ fn dispatch(command: Command) -> i32 {
             let must_exist = digest.is_none();
             requests::wait(&client, &ns, &name, digest.as_deref(), must_exist, timeout, &mut std::io::stdout()).await
         }),
-        Command::Impersonators(args) => run(|| async move {
-            let (client, _) = args.kube.connect().await?;
+        Command::Impersonators(_) => run(|| async move {
+            let (client, _) = kube.connect().await?;
             Ok(print(impersonators::run(&client).await?))
         }),
         Command::Reopen(args) => run(|| async move {
-            let (client, namespace) = args.kube.connect().await?;
-            Ok(print(requests::reopen(&client, &namespace, &args.request).await?))
+            let (client, namespace) = kube.connect().await?;
+            let summary = requests::reopen(&client, &namespace, &args.request).await?;
+            Ok(print(match args.output {
+                Some(_) => format!("approvalrequest.signoff.dev/{}", args.request),
+                None => summary,
+            }))
         }),
         Command::Away(args) => run(|| async move {
-            let (client, _) = args.kube.connect().await?;
+            let (client, _) = kube.connect().await?;
             let reason = match args.reason {
                 Reason::Vacation => AwayReason::Vacation,
                 Reason::Leave => AwayReason::Leave,
@@ -244,11 +254,11 @@ fn dispatch(command: Command) -> i32 {
         }),
         Command::QuietHours(QuietHoursCommand::Set(args)) => run(|| async move {
             let days = args.days.iter().map(|d| me::parse_day(d)).collect::<Result<Vec<_>, _>>()?;
-            let (client, _) = args.kube.connect().await?;
+            let (client, _) = kube.connect().await?;
             Ok(print(me::quiet_hours_set(&client, &args.start, &args.end, days, args.time_zone).await?))
         }),
-        Command::QuietHours(QuietHoursCommand::Clear(args)) => run(|| async move {
-            let (client, _) = args.kube.connect().await?;
+        Command::QuietHours(QuietHoursCommand::Clear(_)) => run(|| async move {
+            let (client, _) = kube.connect().await?;
             Ok(print(me::quiet_hours_clear(&client).await?))
         }),
         Command::Completion(args) => {
@@ -267,7 +277,7 @@ fn dispatch(command: Command) -> i32 {
 /// success, 1 error (one line on stderr), 2 usage; `wait` has its own.
 pub fn main() -> ExitCode {
     let code = match Cli::try_parse() {
-        Ok(cli) => dispatch(cli.command),
+        Ok(cli) => dispatch(&cli.kube, cli.command),
         Err(e) if !e.use_stderr() => {
             // --help and --version.
             let _ = e.print();

@@ -9,7 +9,6 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchPa
 use kube::discovery::Scope;
 
 use super::decide::{one_line, whoami};
-use super::kube::KubeArgs;
 use crate::approval::waiting_for;
 use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Phase, REOPEN_ANNOTATION, Verdict};
 use crate::policy::UserInfo;
@@ -25,14 +24,36 @@ pub struct ListArgs {
     /// Which phase to list.
     #[arg(long, value_enum, default_value = "pending")]
     pub phase: PhaseFilter,
-    #[command(flatten)]
-    pub kube: KubeArgs,
+    /// Output format: json and yaml print a v1 List, name one
+    /// `approvalrequest.signoff.dev/NAME` per line, wide adds target and who may decide.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<ListFormat>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Format {
     Yaml,
     Json,
+    Name,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Json,
+    Yaml,
+    Name,
+    Wide,
+}
+
+/// `-o name` of a command that acts on one request.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum NameFormat {
+    Name,
+}
+
+/// How kubectl names an object with `-o name`.
+pub fn name_of(ar: &ApprovalRequest) -> String {
+    format!("approvalrequest.signoff.dev/{}", ar.metadata.name.as_deref().unwrap_or_default())
 }
 
 #[derive(clap::Args)]
@@ -42,16 +63,15 @@ pub struct ShowArgs {
     /// Print the whole resource instead.
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Format>,
-    #[command(flatten)]
-    pub kube: KubeArgs,
 }
 
 #[derive(clap::Args)]
 pub struct RequestArgs {
     /// The ApprovalRequest, e.g. ar-3f9c2a1b.
     pub request: String,
-    #[command(flatten)]
-    pub kube: KubeArgs,
+    /// `-o name`: print only `approvalrequest.signoff.dev/NAME` (for scripts).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<NameFormat>,
 }
 
 #[derive(clap::Args)]
@@ -68,8 +88,6 @@ pub struct WaitArgs {
     /// Where requests for cluster-scoped objects live (signoff's namespace).
     #[arg(long, default_value = "signoff-system")]
     pub controller_namespace: String,
-    #[command(flatten)]
-    pub kube: KubeArgs,
 }
 
 /// Which phases `list` shows.
@@ -135,6 +153,11 @@ pub fn short(d: SignedDuration) -> String {
 
 /// The rows of `list`, ordered: waiting for me first, then by tier deadline.
 pub fn list_table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool, now: Timestamp) -> String {
+    table(items, me, all_namespaces, false, now)
+}
+
+/// The list as a table; `wide` adds the target and who may decide.
+fn table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool, wide: bool, now: Timestamp) -> String {
     let mut rows: Vec<(bool, Option<Timestamp>, String, Vec<String>)> = items
         .iter()
         .map(|ar| {
@@ -166,6 +189,22 @@ pub fn list_table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool
                 age,
                 left,
             ]);
+            if wide {
+                let requester = &ar.spec.requester.username;
+                let mut deciders: Vec<String> = Vec::new();
+                for lane in status.lanes.iter().filter(|l| l.phase == Phase::Pending) {
+                    let names = lane.eligible.iter().filter(|u| *u != requester).cloned();
+                    let groups = lane.eligible_groups.iter().map(|g| format!("group:{g}"));
+                    for who in names.chain(groups) {
+                        if !deciders.contains(&who) {
+                            deciders.push(who);
+                        }
+                    }
+                }
+                let a = &ar.spec.action;
+                row.push(crate::crd::target_text(&a.kind, a.namespace.as_deref(), &a.name));
+                row.push(if deciders.is_empty() { "-".into() } else { deciders.join(",") });
+            }
             (mine, deadline, qualified(ar), row)
         })
         .collect();
@@ -184,6 +223,9 @@ pub fn list_table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool
         header.push("NAMESPACE".into());
     }
     header.extend(["NAME", "PHASE", "RISK", "ROUTE", "TIER", "REQUESTER", "AGE", "LEFT"].map(String::from));
+    if wide {
+        header.extend(["TARGET", "MAY-DECIDE"].map(String::from));
+    }
     let table: Vec<Vec<String>> = std::iter::once(header).chain(rows.into_iter().map(|r| r.3)).collect();
     let widths: Vec<usize> =
         (0..table[0].len()).map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
@@ -201,6 +243,7 @@ pub async fn list(
     namespace: Option<&str>,
     mine: bool,
     phase: PhaseFilter,
+    output: Option<ListFormat>,
 ) -> Result<String, String> {
     let me = whoami(client).await?;
     let api: Api<ApprovalRequest> = match namespace {
@@ -213,11 +256,23 @@ pub async fn list(
         .filter(|ar| phase.matches(status_of(ar).phase))
         .filter(|ar| !mine || ar.spec.requester.username == me.username)
         .collect();
+    match output {
+        Some(ListFormat::Json | ListFormat::Yaml) => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {}});
+            return if output == Some(ListFormat::Yaml) {
+                serde_yaml::to_string(&list).map_err(|e| e.to_string())
+            } else {
+                serde_json::to_string_pretty(&list).map(|s| s + "\n").map_err(|e| e.to_string())
+            };
+        }
+        Some(ListFormat::Name) => return Ok(items.iter().map(|ar| name_of(ar) + "\n").collect()),
+        _ => {}
+    }
     if items.is_empty() {
         let where_ = namespace.map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
         return Ok(format!("No {phase:?} ApprovalRequests{where_}.\n").replace("All ", ""));
     }
-    Ok(list_table(&items, &me, namespace.is_none(), Timestamp::now()))
+    Ok(table(&items, &me, namespace.is_none(), output == Some(ListFormat::Wide), Timestamp::now()))
 }
 
 /// Read one request, with a clear message when it does not exist.
@@ -443,7 +498,12 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
 }
 
 /// `show -o yaml|json`.
-pub fn serialize(ar: &ApprovalRequest, yaml: bool) -> Result<String, String> {
+pub fn serialize(ar: &ApprovalRequest, format: Format) -> Result<String, String> {
+    let yaml = match format {
+        Format::Name => return Ok(name_of(ar) + "\n"),
+        Format::Yaml => true,
+        Format::Json => false,
+    };
     if yaml {
         serde_yaml::to_string(ar).map_err(|e| e.to_string())
     } else {

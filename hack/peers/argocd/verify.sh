@@ -146,6 +146,9 @@ export KUBECONFIG=$work/kubeconfig
 k() { "$cp_bin/kubectl" "$@"; }
 
 # --- etcd + kube-apiserver -----------------------------------------------------------
+# --advertise-address: in the network namespace there is no default route to pick an
+# address from; no endpoint reconciler: nothing needs the `kubernetes` Service's
+# endpoints, and a loopback address would not be valid in them.
 log "starting etcd and kube-apiserver"
 "$cp_bin/etcd" --data-dir "$work/etcd" \
   --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -155,14 +158,17 @@ log "starting etcd and kube-apiserver"
 started $! etcd
 wait_port "$etcd_port" "$!" etcd
 "$cp_bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --bind-address 127.0.0.1 --secure-port "$api_port" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
+  --secure-port "$api_port" \
   --tls-cert-file apiserver.crt --tls-private-key-file apiserver.key --client-ca-file ca.crt \
   --service-cluster-ip-range 10.96.0.0/16 --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file sa.pub --service-account-signing-key-file sa.key \
   --authorization-mode RBAC --disable-admission-plugins ServiceAccount --v 1 \
   >apiserver.log 2>&1 &
 started $! apiserver
+api_pid=$!
 for i in $(seq 120); do
+  kill -0 "$api_pid" 2>/dev/null || die "kube-apiserver exited"
   [[ "$(k get --raw /readyz 2>/dev/null)" == ok ]] && break
   [[ $i == 120 ]] && die "kube-apiserver not ready after 60 s"
   sleep 0.5
@@ -181,12 +187,21 @@ log "redis $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/') on 127.0.0.
 log "applying Argo CD $version CRDs from $crds"
 t=$(now)
 k apply --server-side -f "$crds" >/dev/null
-k wait --for condition=Established --timeout=60s crd --all >/dev/null
+# (retried: right after the apply kubectl wait can fail on a CRD without
+# status.conditions yet, "accessor error: <nil> is of the type <nil>")
+for i in $(seq 30); do
+  k wait --for condition=Established --timeout=60s crd --all >/dev/null 2>&1 && break
+  [[ $i == 30 ]] && die "CRDs not Established"
+  sleep 0.5
+done
 log "CRDs established after $(since "$t")s"
 k create namespace argocd >/dev/null
-# argocd-cm must carry app.kubernetes.io/part-of=argocd: the settings manager's
-# ConfigMap informer only sees labelled ones. argocd-secret needs server.secretkey or
-# the settings are "incomplete" (server.secretkey is missing).
+# argocd-cm is required (without it the controller exits: `error loading cache
+# settings: configmap "argocd-cm" not found`) and must carry
+# app.kubernetes.io/part-of=argocd: the settings manager's ConfigMap informer only sees
+# labelled ones. argocd-secret is not needed by the controller (a run without it synced
+# the same); it is here as an install has it, with the server.secretkey the API server
+# would want. argocd-rbac-cm is only read by the API server.
 k apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: ConfigMap
