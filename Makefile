@@ -12,7 +12,7 @@ endif
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane flux chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
+.PHONY: test dev crds controlplane flux argocd chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -24,7 +24,7 @@ help:
 	@echo "make bench-peers  make bench with Kyverno (built from Go modules on first use) as a fourth group"
 
 ## The whole suite: what CI runs (.ci/run).
-test: fmt-check lint controlplane flux chart unit-and-integration
+test: fmt-check lint controlplane flux argocd chart unit-and-integration
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -41,6 +41,12 @@ controlplane:
 # (hack/peers/flux; both cores: nothing else runs yet), for tests/gitops_flux.rs.
 flux:
 	@FLUX_BUILD_JOBS=$${FLUX_BUILD_JOBS:-2} hack/peers/flux/build.sh >/dev/null && hack/peers/flux/crds.sh >/dev/null
+
+# Builds Argo CD's application controller and repo server (v3.2.11, one multi-call binary)
+# from Go modules on first use (hack/peers/argocd), for tests/gitops_argocd_e2e.rs, and
+# fetches its CRDs; Redis comes from Debian's packages (the test installs it if missing).
+argocd:
+	@ARGOCD_BUILD_JOBS=$${ARGOCD_BUILD_JOBS:-2} hack/peers/argocd/build.sh >/dev/null && hack/peers/argocd/crds.sh >/dev/null
 
 # Builds helm from Go modules on first use (hack/helm), then lints the chart and renders
 # it in both webhook ownership modes. tests/chart.rs applies the rendering to the real

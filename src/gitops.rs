@@ -254,26 +254,45 @@ pub struct SyncResource {
     pub name: String,
 }
 
+/// What the hand-back does to an Argo CD Application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgoStep {
+    /// Start a sync of the approved resource (this merge patch).
+    Sync(Value),
+    /// The running operation only waits to retry a sync that this request's hold
+    /// failed: terminate it (as `argocd app terminate-op` does), then sync.
+    Terminate(Value),
+}
+
 /// The merge patch that starts an Argo CD sync of only the approved resource,
 /// as `kubectl patch app --type merge` does (Argo CD's "sync with kubectl");
-/// an error when an operation is already running (the hand-back retries).
-pub fn argocd_patch(app: &Value, resource: &SyncResource, request: &str) -> Result<Value, String> {
-    if app.get("operation").is_some_and(|o| !o.is_null()) {
-        return Err("the Application has an operation in progress; trying again".into());
+/// an error when another operation is running (the hand-back retries). An
+/// automated sync that failed on this very hold and waits for its next retry
+/// (up to minutes of backoff) is terminated first.
+pub fn argocd_patch(app: &Value, resource: &SyncResource, request: &str) -> Result<ArgoStep, String> {
+    let state = app.pointer("/status/operationState");
+    let phase = state.and_then(|s| s.get("phase")).and_then(Value::as_str);
+    let message = state.and_then(|s| s.get("message")).and_then(Value::as_str).unwrap_or_default();
+    let busy = app.get("operation").is_some_and(|o| !o.is_null()) || phase == Some("Running");
+    let name = request.rsplit('/').next().unwrap_or(request);
+    if busy && phase == Some("Running") && message.contains("held for approval") && message.contains(name) {
+        return Ok(ArgoStep::Terminate(json!({"status": {"operationState": {"phase": "Terminating"}}})));
     }
-    let running = app.pointer("/status/operationState/phase").and_then(Value::as_str) == Some("Running");
-    if running {
-        return Err("the Application is syncing; trying again".into());
+    if phase == Some("Terminating") {
+        return Err("Argo CD is terminating its retry of the held sync; syncing next".into());
+    }
+    if busy {
+        return Err("the Application has an operation in progress; trying again".into());
     }
     let mut target = json!({"group": resource.group, "kind": resource.kind, "name": resource.name});
     if let Some(ns) = &resource.namespace {
         target["namespace"] = json!(ns);
     }
-    Ok(json!({"operation": {
+    Ok(ArgoStep::Sync(json!({"operation": {
         "initiatedBy": {"username": "signoff"},
         "info": [{"name": "Reason", "value": format!("approved in signoff: {request}")}],
         "sync": {"resources": [target]},
-    }}))
+    }})))
 }
 
 #[cfg(test)]
@@ -415,7 +434,9 @@ mod tests {
             namespace: Some("prod".into()),
             name: "api".into(),
         };
-        let patch = argocd_patch(&json!({"spec": {}}), &resource, "prod/ar-1").unwrap();
+        let Ok(ArgoStep::Sync(patch)) = argocd_patch(&json!({"spec": {}}), &resource, "prod/ar-1") else {
+            panic!("a sync")
+        };
         assert_eq!(patch["operation"]["initiatedBy"]["username"], "signoff");
         assert_eq!(
             patch["operation"]["sync"]["resources"],
@@ -424,6 +445,17 @@ mod tests {
         assert!(argocd_patch(&json!({"operation": {"sync": {}}}), &resource, "x").is_err());
         assert!(argocd_patch(&json!({"status": {"operationState": {"phase": "Running"}}}), &resource, "x").is_err());
         assert!(argocd_patch(&json!({"status": {"operationState": {"phase": "Succeeded"}}}), &resource, "x").is_ok());
+        // An automated sync waiting to retry what this very hold failed is terminated first.
+        let retrying = json!({
+            "operation": {"sync": {}, "retry": {"limit": 5}},
+            "status": {"operationState": {"phase": "Running", "retryCount": 2,
+                "message": "one or more objects failed to apply, reason: ... held for approval: ApprovalRequest prod/ar-1 ..."}}
+        });
+        assert_eq!(
+            argocd_patch(&retrying, &resource, "prod/ar-1"),
+            Ok(ArgoStep::Terminate(json!({"status": {"operationState": {"phase": "Terminating"}}})))
+        );
+        assert!(argocd_patch(&retrying, &resource, "prod/ar-2").is_err(), "another request's hold: wait");
         assert!(flux_patch(at(0))["metadata"]["annotations"][FLUX_REQUESTED_AT].is_string());
     }
 }

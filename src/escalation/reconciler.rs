@@ -472,7 +472,21 @@ async fn hand_back(
                 name: action.name.clone(),
             };
             let request = format!("{}/{}", ar.namespace().unwrap_or_default(), ar.name_any());
-            crate::gitops::argocd_patch(&app, &resource, &request)?
+            match crate::gitops::argocd_patch(&app, &resource, &request)? {
+                crate::gitops::ArgoStep::Sync(patch) => patch,
+                crate::gitops::ArgoStep::Terminate(patch) => {
+                    let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
+                    match tokio::time::timeout(GITOPS_TIMEOUT, api.patch(&owner.name, &params, &merge)).await {
+                        Ok(Ok(_)) => {
+                            return Err(format!(
+                                "terminated {what}'s retry of the sync this hold failed; syncing the approved resource next"
+                            ));
+                        }
+                        Ok(Err(e)) => return Err(api_error("patch", &owner.kind, &owner.namespace, &owner.name, &e)),
+                        Err(_) => return Err(format!("patching {what} took longer than {GITOPS_TIMEOUT:?}")),
+                    }
+                }
+            }
         }
     };
     match tokio::time::timeout(GITOPS_TIMEOUT, api.patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)))

@@ -411,6 +411,14 @@ impl ControlPlane {
             Ok(std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok())
         })?;
 
+        // In a network namespace of its own (only loopback, no default route: see
+        // tests/gitops_argocd_e2e.rs) the API server must be told its address, and
+        // Endpoints cannot hold a loopback one.
+        let private_netns: &[&str] = if std::env::var_os("SIGNOFF_PRIVATE_NETNS").is_some() {
+            &["--advertise-address", "127.0.0.1", "--endpoint-reconciler-type", "none"]
+        } else {
+            &[]
+        };
         cp.spawn(
             "kube-apiserver",
             &[
@@ -443,7 +451,11 @@ impl ControlPlane {
                 "--allow-privileged",
                 "--v",
                 "1",
-            ],
+            ]
+            .iter()
+            .chain(private_netns)
+            .copied()
+            .collect::<Vec<_>>(),
             None,
         )?;
         cp.wait_for("kube-apiserver", Duration::from_secs(60), |cp| {
