@@ -14,17 +14,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::approvals::{decide, requests};
+use common::gitops::*;
 use common::report::{Figure, record};
 use common::*;
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use signoff_testenv::{GITOPS, Supervised, context_of, free_port};
 
@@ -33,22 +30,6 @@ const CHANGES: usize = 10;
 /// Argo CD's own retry of a failed sync, for the changes without the hand-back.
 const RETRY: &str = "60s";
 const TEST: &str = "argo_cd_applies_an_approved_change_by_itself";
-
-fn checkout() -> PathBuf {
-    signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Run a script; its progress goes to our stderr, the path it prints is returned.
-fn script(path: &str, env: &[(&str, &str)]) -> PathBuf {
-    let script = checkout().join(path);
-    let out = Command::new(&script)
-        .envs(env.iter().copied())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("the script runs");
-    assert!(out.status.success(), "{} failed (see above)", script.display());
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn argocd_version() -> String {
     let go_mod = std::fs::read_to_string(checkout().join("hack/peers/argocd/go.mod")).unwrap();
@@ -91,25 +72,6 @@ fn argo_cd_applies_an_approved_change_by_itself() {
     inside();
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn deployment(ns: &str, name: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: 2\n  \
-         selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      \
-         containers: [{{name: app, image: \"registry.example/shop/{name}:1.0\"}}]\n"
-    )
-}
-
 /// An Application with automated sync; `retry` sets Argo CD's retry of a failed sync.
 fn application(name: &str, path: &str, url: &str, ns: &str, retry: Option<&str>) -> String {
     let retry = retry
@@ -139,11 +101,6 @@ fn healthy(port: u16) -> bool {
             Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
         })
         .unwrap_or(false)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn inside() {
@@ -342,7 +299,7 @@ fn inside() {
     }
     let name_of = |ns: &str, deploy: &str| request_of(ns, deploy)["metadata"]["name"].as_str().unwrap().to_string();
     let rejected = name_of(&hb, "rejected");
-    let shown = plugin("bob", &["show", "-n", &hb, &rejected]);
+    let shown = kubectl_signoff("bob", &["show", "-n", &hb, &rejected]);
     assert!(
         shown.contains(&format!(
             "GitOps:     commit {} of 127.0.0.1:{git_port}/deploy, applied by Argo CD Application argocd/rejected",
@@ -378,16 +335,7 @@ fn inside() {
         let seen = seen.lock().unwrap();
         approved_at.keys().all(|k| seen.contains_key(k)).then(|| seen.clone())
     });
-    let delays = |ns: &str| -> Vec<f64> {
-        let mut d: Vec<f64> = approved_at
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ns}/")))
-            .map(|(k, at)| present[k].saturating_duration_since(*at).as_secs_f64())
-            .collect();
-        d.sort_by(f64::total_cmp);
-        d
-    };
-    let (with, without) = (delays(&hb), delays(&rt));
+    let (with, without) = (delays(&approved_at, &present, &hb), delays(&approved_at, &present, &rt));
     let (p50, p99) = (percentile(&with, 50.0), percentile(&with, 99.0));
     let (b50, b99) = (percentile(&without, 50.0), percentile(&without, 99.0));
     eprintln!(
@@ -428,37 +376,4 @@ fn inside() {
     let operation = app("hb-0")["status"]["operationState"]["operation"].clone();
     assert_eq!(operation["initiatedBy"]["username"], "signoff", "{operation}");
     drop(processes);
-}
-
-/// When each Deployment in `namespaces` first appeared, watched from now on.
-fn watch_deployments(namespaces: &[String]) -> Arc<Mutex<BTreeMap<String, Instant>>> {
-    let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    for ns in namespaces {
-        let (seen, ns) = (seen.clone(), ns.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let client = cp().client(ADMIN).await.unwrap();
-                let api: kube::Api<Deployment> = kube::Api::namespaced(client, &ns);
-                let mut events = watcher(api, watcher::Config::default()).applied_objects().boxed();
-                while let Some(Ok(d)) = events.next().await {
-                    let key = format!("{ns}/{}", d.metadata.name.unwrap_or_default());
-                    seen.lock().unwrap().entry(key).or_insert_with(Instant::now);
-                }
-            });
-        });
-    }
-    seen
-}
-
-/// The built plugin as `user`.
-fn plugin(user: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
-        .args(args)
-        .args(["--kubeconfig", &cp().kubeconfig.display().to_string(), "--context", user])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kubectl signoff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

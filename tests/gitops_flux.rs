@@ -13,15 +13,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::approvals::{request, requests};
+use common::gitops::*;
 use common::report::{Figure, record};
 use common::*;
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use signoff_testenv::{FLUX_KUSTOMIZE, FLUX_SOURCE, Supervised, context_of, free_port};
 
@@ -30,45 +27,9 @@ const CHANGES: usize = 10;
 /// Flux's retry of a failed apply; what the hand-back is measured against.
 const RETRY_INTERVAL: &str = "60s";
 
-fn checkout() -> PathBuf {
-    signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Run a script of hack/peers/flux; its progress goes to our stderr, the path it prints is returned.
 fn peer_script(name: &str) -> PathBuf {
-    let script = checkout().join("hack/peers/flux").join(name);
-    let out = Command::new(&script).stderr(std::process::Stdio::inherit()).output().expect("the script runs");
-    assert!(out.status.success(), "{} failed (see above)", script.display());
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn deployment(ns: &str, name: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: app, image: "registry.example/shop/{name}:1.0"}}]
-"#
-    )
+    script(&format!("hack/peers/flux/{name}"), &[])
 }
 
 fn kustomization(name: &str, path: &str) -> String {
@@ -231,32 +192,6 @@ fn ready(name: &str) -> (String, String) {
     (cond["status"].as_str().unwrap_or_default().to_string(), cond["message"].as_str().unwrap_or_default().to_string())
 }
 
-/// When each Deployment in `namespaces` first appeared, watched from now on.
-fn watch_deployments(namespaces: &[String]) -> Arc<Mutex<BTreeMap<String, Instant>>> {
-    let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    for ns in namespaces {
-        let (seen, ns) = (seen.clone(), ns.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let client = cp().client(ADMIN).await.unwrap();
-                let api: kube::Api<Deployment> = kube::Api::namespaced(client, &ns);
-                let mut events = watcher(api, watcher::Config::default()).applied_objects().boxed();
-                while let Some(Ok(d)) = events.next().await {
-                    let key = format!("{ns}/{}", d.metadata.name.unwrap_or_default());
-                    seen.lock().unwrap().entry(key).or_insert_with(Instant::now);
-                }
-            });
-        });
-    }
-    seen
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[test]
 fn flux_applies_an_approved_change_by_itself_and_keeps_a_rejected_one_out() {
     let cp = cp();
@@ -376,16 +311,7 @@ spec:
         let seen = seen.lock().unwrap();
         approved_at.keys().all(|k| seen.contains_key(k)).then(|| seen.clone())
     });
-    let delays = |ns: &str| -> Vec<f64> {
-        let mut d: Vec<f64> = approved_at
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ns}/")))
-            .map(|(k, at)| all_present[k].saturating_duration_since(*at).as_secs_f64())
-            .collect();
-        d.sort_by(f64::total_cmp);
-        d
-    };
-    let (with, without) = (delays(&hb), delays(&rt));
+    let (with, without) = (delays(&approved_at, &all_present, &hb), delays(&approved_at, &all_present, &rt));
     let (p50, p99) = (percentile(&with, 50.0), percentile(&with, 99.0));
     let (b50, b99) = (percentile(&without, 50.0), percentile(&without, 99.0));
     eprintln!(
@@ -438,16 +364,4 @@ spec:
     assert!(!seen.lock().unwrap().contains_key(&format!("{hb}/rejected")), "a rejected change is never applied");
     let (status, message) = ready("rejected");
     assert!(status == "False" && message.contains(&rejected), "{status}: {message}");
-}
-
-/// The built plugin as `user`; its stdout and stderr together.
-fn kubectl_signoff(user: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
-        .args(args)
-        .args(["--kubeconfig", &cp().kubeconfig.display().to_string(), "--context", user])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kubectl signoff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }

@@ -4,6 +4,7 @@
 
 pub mod approvals;
 pub mod esc;
+pub mod gitops;
 pub mod report;
 
 use std::sync::Once;
