@@ -178,7 +178,10 @@ fn deployment_is_hardened_and_highly_available() {
     let spec = &deployment["spec"]["template"]["spec"];
     assert_eq!(deployment["spec"]["replicas"], 3);
     assert!(spec["affinity"]["podAntiAffinity"].is_mapping());
-    assert_eq!(spec["priorityClassName"], "system-cluster-critical");
+    assert!(
+        spec["priorityClassName"].is_null(),
+        "none by default: managed clusters' quotas refuse system-cluster-critical"
+    );
     assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
     assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     let c = &spec["containers"][0];
@@ -197,6 +200,48 @@ fn deployment_is_hardened_and_highly_available() {
     assert!(of_kind(&docs, "ServiceMonitor").is_empty(), "ServiceMonitor is opt-in");
     let with_monitor = documents(&render("signoff-system", &["serviceMonitor.enabled=true"]));
     assert_eq!(of_kind(&with_monitor, "ServiceMonitor").len(), 1);
+}
+
+/// Issue 21: the knobs managed clusters need, rendered as Kubernetes takes them.
+#[test]
+fn managed_cluster_knobs_render() {
+    let docs = documents(&render(
+        "signoff-system",
+        &[
+            "priorityClassName=platform-critical",
+            "hostNetwork=true",
+            "ports.webhook=10250",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+            "serviceMonitor.enabled=true",
+            "serviceMonitor.namespace=monitoring",
+            "serviceMonitor.scrapeTimeout=10s",
+            "serviceMonitor.honorLabels=true",
+            "serviceMonitor.relabelings[0].targetLabel=cluster",
+            "serviceMonitor.relabelings[0].replacement=prod-eu",
+            "serviceMonitor.metricRelabelings[0].action=drop",
+            "serviceMonitor.metricRelabelings[0].regex=go_.*",
+        ],
+    ));
+    let spec = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(spec["priorityClassName"], "platform-critical");
+    assert_eq!(
+        (spec["hostNetwork"].as_bool(), spec["dnsPolicy"].as_str()),
+        (Some(true), Some("ClusterFirstWithHostNet"))
+    );
+    assert!(spec["affinity"]["podAntiAffinity"].is_null(), "free affinity replaces the preset");
+    assert_eq!(
+        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"]
+            [0]["key"],
+        "pool"
+    );
+    assert!(container_args(&docs).contains(&"--webhook-addr=0.0.0.0:10250".to_string()));
+    let monitor = of_kind(&docs, "ServiceMonitor")[0];
+    assert_eq!(monitor["metadata"]["namespace"], "monitoring");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!((endpoint["scrapeTimeout"].as_str(), endpoint["honorLabels"].as_bool()), (Some("10s"), Some(true)));
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "cluster");
+    assert_eq!(endpoint["metricRelabelings"][0]["action"], "drop");
 }
 
 /// One line per rule: `mode Kind/name: groups resources [names] verbs`.
@@ -265,4 +310,145 @@ fn controller_rbac_mirrors_the_demo() {
     let chart = rbac_lines("x", &documents(&render("signoff-system", &["gitops.handBack=true"])));
     let chart: Vec<String> = chart.into_iter().filter(|l| l.contains("/signoff-controller:")).collect();
     assert_eq!(chart, demo);
+}
+
+/// Issue 21: values.schema.json makes helm refuse a mistyped or out-of-range
+/// value with a message naming it, instead of ignoring it.
+#[test]
+fn the_schema_refuses_mistyped_values() {
+    for (set, says) in [
+        ("replicaCont=3", "additional properties 'replicaCont' not allowed"),
+        ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
+        ("webhook.managedBy=helm", "/webhook/managedBy"),
+        ("podAntiAffinity=maybe", "/podAntiAffinity"),
+        ("leaseDuration=soon", "/leaseDuration"),
+        ("gitops.handback=true", "additional properties 'handback' not allowed"),
+    ] {
+        let out = Command::new(helm())
+            .current_dir(root())
+            .args(["template", "signoff", "charts/signoff", "--namespace", "signoff-system", "--set", set])
+            .output()
+            .expect("helm runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} must be refused");
+        assert!(err.contains("don't meet the specifications of the schema") && err.contains(says), "{set}: {err}");
+    }
+}
+
+/// Issue 21: two releases side by side share no cluster-scoped name (the CRDs
+/// aside, which are one per cluster by nature), in both webhook ownership modes.
+#[test]
+fn two_releases_render_without_collisions() {
+    let cluster_scoped = ["ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"];
+    for sets in [&[][..], CHART_MODE_SECRET] {
+        let names = |release: &str, namespace: &str| -> Vec<String> {
+            let mut cmd = Command::new(helm());
+            cmd.current_dir(root()).args(["template", release, "charts/signoff", "--namespace", namespace]);
+            for s in sets {
+                cmd.args(["--set", s]);
+            }
+            let out = cmd.output().expect("helm runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            documents(&String::from_utf8(out.stdout).unwrap())
+                .iter()
+                .filter(|d| cluster_scoped.contains(&kind(d)))
+                .map(|d| format!("{}/{}", kind(d), d["metadata"]["name"].as_str().unwrap()))
+                .collect()
+        };
+        let (a, b) = (names("signoff", "signoff-system"), names("signoff-canary", "signoff-canary"));
+        assert!(!a.is_empty());
+        let shared: Vec<&String> = a.iter().filter(|n| b.contains(n)).collect();
+        assert!(shared.is_empty(), "cluster-scoped names both releases render ({sets:?}): {shared:?}");
+    }
+}
+
+/// One documented value: its dotted key, its default (as JSON) and its comment.
+struct ValueDoc {
+    key: String,
+    default: String,
+    text: String,
+}
+
+/// The `# -- ...` comments of values.yaml (helm-docs' convention), each with
+/// the key it documents and that key's default.
+fn value_docs(values: &str) -> Vec<ValueDoc> {
+    let parsed: serde_json::Value = serde_yaml::from_str(values).unwrap();
+    let mut out = Vec::new();
+    let mut path: Vec<(usize, String)> = Vec::new();
+    let mut comment: Option<String> = None;
+    for line in values.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        // `# -- text` starts a value's documentation (`# --flag` inside one does not).
+        if let Some(text) = trimmed.strip_prefix("# -- ") {
+            comment = Some(text.trim().to_string());
+            continue;
+        }
+        if let Some(text) = trimmed.strip_prefix('#') {
+            // A comment continues the documentation only right after `# --`;
+            // commented-out examples (`#   name: x`) are not part of it.
+            if let Some(c) = comment.as_mut().filter(|_| !text.starts_with("   ")) {
+                c.push(' ');
+                c.push_str(text.trim());
+            }
+            continue;
+        }
+        let Some((key, _)) = trimmed.split_once(':') else { continue };
+        if trimmed.starts_with('-') || key.contains(' ') {
+            comment = None;
+            continue;
+        }
+        path.retain(|(level, _)| *level < indent);
+        path.push((indent, key.to_string()));
+        if let Some(text) = comment.take() {
+            let dotted: Vec<&str> = path.iter().map(|(_, k)| k.as_str()).collect();
+            let pointer = format!("/{}", dotted.join("/"));
+            let default = parsed.pointer(&pointer).map(|v| v.to_string()).unwrap_or_default();
+            out.push(ValueDoc { key: dotted.join("."), default, text });
+        }
+    }
+    out
+}
+
+/// charts/signoff/README.md from the values' comments.
+fn chart_readme(values: &str) -> String {
+    let mut text = String::from(
+        "# signoff chart\n\n<!-- Generated from values.yaml by tests/chart.rs \
+         (SIGNOFF_UPDATE_DOCS=1 cargo test --test chart readme). Do not edit by hand. -->\n\n\
+         Installs signoff: the admission webhook that holds risky changes until the right people approve them,\n\
+         and its escalation controller. See [docs/operations.md](../../docs/operations.md) for the choices\n\
+         (high availability, certificates, who owns the webhook configuration) and\n\
+         [docs/gitops.md](../../docs/gitops.md) for the GitOps hand-back.\n\n\
+         ```sh\nhelm install signoff charts/signoff --namespace signoff-system --create-namespace\n```\n\n\
+         `helm install` checks the values against `values.schema.json`: a mistyped or out-of-range value is refused.\n\n\
+         ## Values\n\n| Key | Default | Description |\n|---|---|---|\n",
+    );
+    for v in value_docs(values) {
+        let default = if v.default.len() > 60 { "see values.yaml".to_string() } else { format!("`{}`", v.default) };
+        text.push_str(&format!("| `{}` | {} | {} |\n", v.key, default, v.text.replace('|', "\\|")));
+    }
+    text
+}
+
+/// Issue 21: the chart's README lists every value with its default and comment,
+/// generated from values.yaml; stale, it fails.
+#[test]
+fn the_chart_readme_is_generated_from_the_values() {
+    let values = std::fs::read_to_string(root().join("charts/signoff/values.yaml")).unwrap();
+    let docs = value_docs(&values);
+    for key in
+        ["replicaCount", "webhook.managedBy", "gitops.handBack", "serviceMonitor.scrapeTimeout", "priorityClassName"]
+    {
+        assert!(docs.iter().any(|d| d.key == key), "{key} documented in values.yaml");
+    }
+    let expected = chart_readme(&values);
+    let path = root().join("charts/signoff/README.md");
+    if std::env::var_os("SIGNOFF_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "charts/signoff/README.md is stale: regenerate it with SIGNOFF_UPDATE_DOCS=1 cargo test --test chart readme"
+    );
 }

@@ -94,16 +94,18 @@ fn approval_request_shows_printer_columns() {
             "--subresource=status",
             "--type=merge",
             "-p",
-            r#"{"status":{"phase":"Pending","tier":"engineering 1/5, security 1/5"}}"#,
+            r#"{"status":{"phase":"Pending","tier":"engineering 1/5, security 1/5","target":"ConfigMap prod/limits","routes":"engineering, security","tierDeadline":"2099-01-01T00:00:00Z"}}"#,
         ],
         None,
     );
     let out = kubectl_ok(cp, ADMIN, &["get", "ar", "-n", &ns], None);
     eprintln!("{out}");
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PHASE", "RISK", "ROUTES", "TIER", "REQUESTER", "AGE"]);
+    assert_eq!(header, ["NAME", "PHASE", "RISK", "TARGET", "ROUTES", "TIER", "TIER-DEADLINE", "REQUESTER", "AGE"]);
     let row = out.lines().nth(1).unwrap();
-    for value in ["ar-3f9c2a1b", "Pending", "High", "engineering", "security", "1/5", "alice"] {
+    // Routes as text (not a JSON array), the target, the tier deadline as an age.
+    assert!(!row.contains("[\""), "{row}");
+    for value in ["ar-3f9c2a1b", "Pending", "High", "ConfigMap prod/limits", "engineering, security", "1/5", "alice"] {
         assert!(row.contains(value), "row lacks {value}: {row}");
     }
 }

@@ -4,6 +4,14 @@
 {{- end }}
 
 {{/* Full name: the prefix of every resource name. */}}
+{{/*
+The ValidatingWebhookConfiguration's name (cluster-scoped): webhook.name, else the
+full name, so two releases never share one.
+*/}}
+{{- define "signoff.webhookName" -}}
+{{- .Values.webhook.name | default (include "signoff.fullname" .) }}
+{{- end }}
+
 {{- define "signoff.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
