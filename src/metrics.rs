@@ -8,6 +8,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The media type of the OpenMetrics text exposition format 1.0.0.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 type Labels = Vec<(String, String)>;
 
 /// signoff's metrics.
@@ -55,7 +58,7 @@ impl Metrics {
     pub fn observe_latency(&self, elapsed: Duration) {
         self.latency.observe(elapsed.as_secs_f64());
     }
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition (served as [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -484,3 +484,25 @@ fn kubectl_flags_work_anywhere_and_outputs_suit_scripts() {
     assert_eq!(code, 1);
     assert!(err.contains("--request-timeout"), "{err}");
 }
+
+/// Issue 21: kubectl completes `kubectl signoff <TAB>` through
+/// plugins/kubectl_complete-signoff, with the real kubectl (1.35).
+#[test]
+fn kubectl_completes_the_plugin() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-signoff")).parent().unwrap().to_path_buf();
+    let plugins = signoff_testenv::checkout().unwrap().join("plugins");
+    let kubectl = signoff_testenv::binaries(None).unwrap().join("kubectl");
+    let path = format!("{}:{}:{}", bin.display(), plugins.display(), std::env::var("PATH").unwrap_or_default());
+    let complete = |words: &[&str]| {
+        let out = Command::new(&kubectl).arg("__complete").args(words).env("PATH", &path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = complete(&["signoff", "ap"]);
+    assert!(out.lines().any(|l| l.starts_with("approve")), "{out}");
+    assert!(out.trim_end().ends_with(":4"), "no file names: {out}");
+    let out = complete(&["signoff", "list", "--phase", "ex"]);
+    assert!(out.lines().any(|l| l == "expired"), "{out}");
+    let out = complete(&["signoff", "show", "--con"]);
+    assert!(out.lines().any(|l| l.starts_with("--context")), "kubectl's flags too: {out}");
+}

@@ -289,6 +289,12 @@ fn health_readiness_and_metrics_are_served_on_the_plain_port() {
     kubectl_err(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "m", "high", "1")));
     let metrics = get("/metrics");
     assert!(metrics.contains("signoff_admission_reviews_total{result=\"denied\"}"), "{metrics}");
+    assert!(metrics.contains("# EOF"), "OpenMetrics ends with # EOF: {metrics}");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{content_type}", &format!("{}/metrics", signoff.health)])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), signoff::metrics::CONTENT_TYPE, "served as what it is");
     assert!(metrics.contains("signoff_gate_decisions_total{decision=\"held\"}"), "{metrics}");
     assert!(metrics.contains("signoff_admission_review_seconds_bucket"), "{metrics}");
 }

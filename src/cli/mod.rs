@@ -4,6 +4,7 @@
 //! binary only calls [`main`].
 
 pub mod check;
+pub mod complete;
 pub mod decide;
 pub mod impersonators;
 pub mod kube;
@@ -114,6 +115,17 @@ Examples:
   kubectl-signoff completion zsh > \"${fpath[1]}/_kubectl-signoff\"
   kubectl-signoff completion fish > ~/.config/fish/completions/kubectl-signoff.fish")]
     Completion(CompletionArgs),
+    /// Candidates for `kubectl signoff <TAB>` in cobra's format (kubectl runs
+    /// plugins/kubectl_complete-signoff, which runs this).
+    #[command(name = "__complete", hide = true)]
+    Complete(CompleteArgs),
+}
+
+#[derive(Args)]
+pub struct CompleteArgs {
+    /// The words after `kubectl signoff`, the last one being completed.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub words: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -261,6 +273,12 @@ fn dispatch(kube: &self::kube::KubeArgs, command: Command) -> i32 {
             let (client, _) = kube.connect().await?;
             Ok(print(me::quiet_hours_clear(&client).await?))
         }),
+        Command::Complete(args) => {
+            let words = if args.words.is_empty() { vec![String::new()] } else { args.words };
+            let (candidates, directive) = complete::candidates(&Cli::command(), &words);
+            print!("{}", complete::render(&candidates, directive));
+            0
+        }
         Command::Completion(args) => {
             let shell = match args.shell {
                 Shell::Bash => clap_complete::Shell::Bash,

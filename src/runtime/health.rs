@@ -35,7 +35,9 @@ pub(crate) async fn serve(
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move { m.render() }
+                // The content type of the format the encoder writes, so that
+                // Prometheus parses it as OpenMetrics.
+                async move { ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], m.render()) }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(crate::io(format!("binding {addr}")))?;
