@@ -248,18 +248,7 @@ fn inside() {
         // The in-cluster destination from KUBECONFIG instead of a pod's mount.
         &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("ARGOCD_FAKE_IN_CLUSTER", "true")],
     );
-    let tails = || {
-        logs.iter()
-            .map(|l| {
-                format!(
-                    "--- {}\n{}",
-                    l.display(),
-                    signoff_testenv::tail(&std::fs::read_to_string(l).unwrap_or_default(), 15)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let tails = || log_tails(&logs);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60);
     while !(healthy(rs_metrics) && healthy(ctrl_metrics)) {

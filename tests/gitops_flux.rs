@@ -58,17 +58,7 @@ struct Flux {
 
 impl Flux {
     fn log_tails(&self) -> String {
-        self.logs
-            .iter()
-            .map(|l| {
-                format!(
-                    "--- {}\n{}",
-                    l.display(),
-                    signoff_testenv::tail(&std::fs::read_to_string(l).unwrap_or_default(), 15)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        log_tails(&self.logs)
     }
 }
 

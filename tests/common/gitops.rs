@@ -91,6 +91,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The last lines of each log, for a failure message.
+pub fn log_tails(logs: &[PathBuf]) -> String {
+    logs.iter()
+        .map(|l| {
+            format!(
+                "--- {}\n{}",
+                l.display(),
+                signoff_testenv::tail(&std::fs::read_to_string(l).unwrap_or_default(), 15)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The built plugin as `user`; its stdout and stderr together.
 pub fn kubectl_signoff(user: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
