@@ -451,13 +451,7 @@ pub fn reopen_attempt(ar: &ApprovalRequest) -> Option<u32> {
 pub fn lane_votes<'a>(requester: &str, status: &'a ApprovalRequestStatus, lane: &Lane) -> (Vec<&'a str>, bool) {
     let mut approvers: Vec<&str> = Vec::new();
     let mut rejected = false;
-    let counted = status.decisions.iter().filter(|d| {
-        d.attempt == status.attempt
-            && d.approver != requester
-            && !is_service_account(&d.approver)
-            && counts_for(lane, d)
-    });
-    for d in counted {
+    for d in status.decisions.iter().filter(|d| counts(requester, status, lane, d)) {
         match d.decision {
             Verdict::Reject => rejected = true,
             Verdict::Approve if !approvers.contains(&d.approver.as_str()) => approvers.push(&d.approver),
@@ -465,6 +459,16 @@ pub fn lane_votes<'a>(requester: &str, status: &'a ApprovalRequestStatus, lane: 
         }
     }
     (approvers, rejected)
+}
+
+/// Whether `decision` counts for `lane` (see [`lane_votes`]): made in the
+/// current attempt, not by the requester or a service account, by someone the
+/// lane has reached.
+pub fn counts(requester: &str, status: &ApprovalRequestStatus, lane: &Lane, decision: &Decision) -> bool {
+    decision.attempt == status.attempt
+        && decision.approver != requester
+        && !is_service_account(&decision.approver)
+        && counts_for(lane, decision)
 }
 
 /// Whether `decision` was made by someone `lane` has reached, for this lane.

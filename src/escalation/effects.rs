@@ -361,18 +361,32 @@ mod tests {
         teams[0].spec.contacts = vec![pd.clone(), webhook("http://127.0.0.1:9/payments")];
         let world = World { policies: &policies, teams: &teams, approvers: &[] };
         let mut ar = request(ActionClass::Routine, &[("engineering", "payments")]);
+        let approve = |who: &str, comment: &str| crate::crd::Decision {
+            approver: who.into(),
+            uid: None,
+            groups: vec![],
+            decision: crate::crd::Verdict::Approve,
+            routes: vec![],
+            comment: Some(comment.into()),
+            at: Time(t0()),
+            attempt: 1,
+        };
         ar.status = Some(ApprovalRequestStatus {
             phase: Phase::Approved,
-            decisions: vec![crate::crd::Decision {
-                approver: "bob".into(),
-                uid: None,
-                groups: vec![],
-                decision: crate::crd::Verdict::Approve,
-                routes: vec![],
-                comment: Some("ship it".into()),
-                at: Time(t0()),
-                attempt: 1,
+            lanes: vec![crate::crd::Lane {
+                route: "engineering".into(),
+                policy: "p".into(),
+                tier: 0,
+                tiers: 5,
+                tier_name: None,
+                tier_started_at: None,
+                tier_deadline: None,
+                phase: Phase::Approved,
+                eligible: vec!["bob".into()],
+                eligible_groups: vec![],
             }],
+            // Only decisions that count name who decided (mallory was never reached).
+            decisions: vec![approve("bob", "ship it"), approve("mallory", "me too")],
             ..Default::default()
         });
         let mut n = notify(&[], Some("payments"));

@@ -121,8 +121,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The outcome of `ar` as its status records it: the decisions of the
-    /// current attempt with the verdict that decided it.
+    /// The outcome of `ar` as its status records it: the decisions with the
+    /// verdict that decided it, among those that count for a lane
+    /// ([`crate::approval::counts`]).
     pub fn of(ar: &ApprovalRequest, phase: crate::crd::Phase) -> Outcome {
         let status = ar.status.clone().unwrap_or_default();
         let verdict = match phase {
@@ -130,10 +131,15 @@ impl Outcome {
             crate::crd::Phase::Rejected => Some(crate::crd::Verdict::Reject),
             _ => None,
         };
+        let requester = &ar.spec.requester.username;
         let mut decided_by: Vec<String> = Vec::new();
         let mut comments = Vec::new();
-        for d in status.decisions.iter().filter(|d| d.attempt == status.attempt && Some(d.decision) == verdict) {
-            if d.approver == ar.spec.requester.username || decided_by.contains(&d.approver) {
+        let decided = status.decisions.iter().filter(|d| {
+            Some(d.decision) == verdict
+                && status.lanes.iter().any(|l| crate::approval::counts(requester, &status, l, d))
+        });
+        for d in decided {
+            if decided_by.contains(&d.approver) {
                 continue;
             }
             decided_by.push(d.approver.clone());
