@@ -475,31 +475,35 @@ async fn hand_back(
             match crate::gitops::argocd_patch(&app, &resource, &request)? {
                 crate::gitops::ArgoStep::Sync(patch) => patch,
                 crate::gitops::ArgoStep::Terminate(patch) => {
-                    let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
-                    match tokio::time::timeout(GITOPS_TIMEOUT, api.patch(&owner.name, &params, &merge)).await {
-                        Ok(Ok(_)) => {
-                            return Err(format!(
-                                "terminated {what}'s retry of the sync this hold failed; syncing the approved resource next"
-                            ));
-                        }
-                        Ok(Err(e)) => return Err(api_error("patch", &owner.kind, &owner.namespace, &owner.name, &e)),
-                        Err(_) => return Err(format!("patching {what} took longer than {GITOPS_TIMEOUT:?}")),
-                    }
+                    patch_owner(&api, owner, &what, &patch).await?;
+                    return Err(format!(
+                        "terminated {what}'s retry of the sync this hold failed; syncing the approved resource next"
+                    ));
                 }
             }
         }
     };
-    match tokio::time::timeout(GITOPS_TIMEOUT, api.patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)))
-        .await
-    {
+    patch_owner(&api, owner, &what, &patch).await?;
+    Ok(match owner.tool {
+        crate::crd::GitOpsTool::Flux => {
+            format!("asked {what} to apply the approved change ({})", crate::gitops::FLUX_REQUESTED_AT)
+        }
+        crate::crd::GitOpsTool::ArgoCD => format!("started a sync of the approved resource on {what}"),
+    })
+}
+
+/// Merge-patch the GitOps owner (`what` names it), within the GitOps time limit.
+async fn patch_owner(
+    api: &Api<kube::api::DynamicObject>,
+    owner: &crate::crd::GitOpsOwner,
+    what: &str,
+    patch: &serde_json::Value,
+) -> Result<(), String> {
+    let (params, merge) = (PatchParams::default(), Patch::Merge(patch));
+    match tokio::time::timeout(GITOPS_TIMEOUT, api.patch(&owner.name, &params, &merge)).await {
         Err(_) => Err(format!("patching {what} took longer than {GITOPS_TIMEOUT:?}")),
         Ok(Err(e)) => Err(api_error("patch", &owner.kind, &owner.namespace, &owner.name, &e)),
-        Ok(Ok(_)) => Ok(match owner.tool {
-            crate::crd::GitOpsTool::Flux => {
-                format!("asked {what} to apply the approved change ({})", crate::gitops::FLUX_REQUESTED_AT)
-            }
-            crate::crd::GitOpsTool::ArgoCD => format!("started a sync of the approved resource on {what}"),
-        }),
+        Ok(Ok(_)) => Ok(()),
     }
 }
 
