@@ -141,19 +141,24 @@ pub fn short_url(url: &str) -> String {
     rest.trim_end_matches('/').trim_end_matches(".git").to_string()
 }
 
-/// `3f2a9c1` (on main) from Flux's `main@sha1:3f2a9c1e…` or Argo CD's full
-/// SHA; other revisions (a chart version, an OCI tag) as they are.
-pub fn short_revision(revision: &str) -> String {
+/// The commit a revision names, and the branch or tag when it says one:
+/// Flux's `main@sha1:3f2a9c1e…` or Argo CD's full SHA. None for other
+/// revisions (a chart version, an OCI tag).
+fn commit_of(revision: &str) -> Option<(&str, Option<&str>)> {
     let (reference, digest) = match revision.rsplit_once('@') {
         Some((r, d)) => (Some(r), d),
         None => (None, revision),
     };
     let digest = digest.split_once(':').map(|(_, d)| d).unwrap_or(digest);
-    let hex = digest.len() >= 12 && digest.chars().all(|c| c.is_ascii_hexdigit());
-    match (hex, reference) {
-        (true, Some(r)) => format!("{} on {r}", &digest[..7]),
-        (true, None) => digest[..7].to_string(),
-        (false, _) => revision.to_string(),
+    (digest.len() >= 12 && digest.chars().all(|c| c.is_ascii_hexdigit())).then_some((digest, reference))
+}
+
+/// `commit 3f2a9c1 on main`, `commit 3f2a9c1`, or `revision 1.4.2`.
+fn revision_text(revision: &str) -> String {
+    match commit_of(revision) {
+        Some((sha, Some(reference))) => format!("commit {} on {reference}", &sha[..7]),
+        Some((sha, None)) => format!("commit {}", &sha[..7]),
+        None => format!("revision {revision}"),
     }
 }
 
@@ -166,18 +171,12 @@ pub fn describe(owner: &GitOpsOwner, source: Option<&GitOpsSource>) -> String {
         return format!("applied by {applied}; its source could not be read: {why}");
     }
     let what = match (&source.revision, &source.url) {
-        (Some(rev), Some(url)) => format!("{} {} of {}", kind_of(rev), short_revision(rev), short_url(url)),
-        (Some(rev), None) => format!("{} {}", kind_of(rev), short_revision(rev)),
+        (Some(rev), Some(url)) => format!("{} of {}", revision_text(rev), short_url(url)),
+        (Some(rev), None) => revision_text(rev),
         (None, Some(url)) => format!("from {}", short_url(url)),
         (None, None) => return format!("applied by {applied}"),
     };
     format!("{what}, applied by {applied}")
-}
-
-fn kind_of(revision: &str) -> &'static str {
-    let digest = revision.rsplit_once('@').map(|(_, d)| d).unwrap_or(revision);
-    let digest = digest.split_once(':').map(|(_, d)| d).unwrap_or(digest);
-    if digest.len() >= 12 && digest.chars().all(|c| c.is_ascii_hexdigit()) { "commit" } else { "revision" }
 }
 
 /// The attempts a hand-back gets before it gives up (about a minute in all).
