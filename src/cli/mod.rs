@@ -186,7 +186,7 @@ fn decide(kube: &self::kube::KubeArgs, args: DecideArgs, verdict: Verdict) -> i3
         let (client, namespace) = kube.connect().await?;
         let summary = decide::decide(&client, &namespace, &args.request, verdict, args.comment).await?;
         Ok(print(match args.output {
-            Some(_) => format!("approvalrequest.signoff.dev/{}", args.request),
+            Some(_) => requests::kubectl_name(&args.request),
             None => summary,
         }))
     })
@@ -248,7 +248,7 @@ fn dispatch(kube: &self::kube::KubeArgs, command: Command) -> i32 {
             let (client, namespace) = kube.connect().await?;
             let summary = requests::reopen(&client, &namespace, &args.request).await?;
             Ok(print(match args.output {
-                Some(_) => format!("approvalrequest.signoff.dev/{}", args.request),
+                Some(_) => requests::kubectl_name(&args.request),
                 None => summary,
             }))
         }),

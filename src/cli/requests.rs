@@ -53,7 +53,12 @@ pub enum NameFormat {
 
 /// How kubectl names an object with `-o name`.
 pub fn name_of(ar: &ApprovalRequest) -> String {
-    format!("approvalrequest.signoff.dev/{}", ar.metadata.name.as_deref().unwrap_or_default())
+    kubectl_name(ar.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// `approvalrequest.signoff.dev/NAME`, kubectl's `-o name` of a request.
+pub fn kubectl_name(name: &str) -> String {
+    format!("approvalrequest.signoff.dev/{name}")
 }
 
 #[derive(clap::Args)]
