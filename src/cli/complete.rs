@@ -23,9 +23,8 @@ pub fn candidates(root: &Command, words: &[String]) -> (Vec<String>, u32) {
     let mut cmd = &root;
     let mut pending_value: Option<&clap::Arg> = None;
     for word in before {
-        if let Some(arg) = pending_value.take() {
-            let _ = arg; // the flag's value: nothing to walk into
-            continue;
+        if pending_value.take().is_some() {
+            continue; // the flag's value: nothing to walk into
         }
         if let Some(name) = word.strip_prefix("--") {
             let name = name.split('=').next().unwrap_or_default();
