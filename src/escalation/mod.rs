@@ -160,6 +160,15 @@ fn request_id(ar: &ApprovalRequest) -> String {
     })
 }
 
+/// The prefix of an attempt's idempotency keys: the request's id, with the
+/// attempt after a reopen, so receivers do not drop the new notifications.
+fn attempt_id(ar: &ApprovalRequest, attempt: u32) -> String {
+    match attempt {
+        0 | 1 => request_id(ar),
+        n => format!("{}/attempt-{n}", request_id(ar)),
+    }
+}
+
 /// A lane's chain and its settings, from its policy.
 struct Chain {
     tiers: Vec<TierSpec>,
@@ -399,11 +408,7 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         summarize(ar, &mut status, now);
         return Step { status, effects, wake_at };
     }
-    // Keys name the attempt after a reopen, so receivers do not drop the new notifications.
-    let id = match status.attempt {
-        0 | 1 => request_id(ar),
-        n => format!("{}/attempt-{n}", request_id(ar)),
-    };
+    let id = attempt_id(ar, status.attempt);
     let mut walker = Walker { world, id, effects, skips: Vec::new() };
     let team_of = |route: &str| ar.spec.routing.iter().find(|r| r.route == route).and_then(|r| r.team.clone());
 
@@ -594,10 +599,7 @@ fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut
 /// A Pending request marked superseded stops escalating; everyone it notified
 /// (by name, team or route, per lane) is told once that no decision is needed.
 fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effects: Vec<Effect>, newer: &str) -> Step {
-    let id = match status.attempt {
-        0 | 1 => request_id(ar),
-        n => format!("{}/attempt-{n}", request_id(ar)),
-    };
+    let id = attempt_id(ar, status.attempt);
     let told = notified(&status, &id);
     for lane in &mut status.lanes {
         if let Some(lane_told) = told.iter().find(|t| t.route == lane.route) {
