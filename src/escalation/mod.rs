@@ -639,13 +639,9 @@ fn summarize(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, now: Time
     let a = &ar.spec.action;
     status.target = Some(crate::crd::target_text(&a.kind, a.namespace.as_deref(), &a.name));
     status.routes = Some(ar.spec.routes.join(", "));
-    status.tier_deadline = status
-        .lanes
-        .iter()
-        .filter(|l| l.phase == Phase::Pending && status.phase == Phase::Pending)
-        .filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0))
-        .min()
-        .map(|t| Time(ceil_second(t)));
+    let current_tiers = status.lanes.iter().filter(|l| l.phase == Phase::Pending);
+    let next = current_tiers.filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0)).min();
+    status.tier_deadline = next.filter(|_| status.phase == Phase::Pending).map(|t| Time(ceil_second(t)));
     status.conditions = conditions(ar, status, now);
 }
 
