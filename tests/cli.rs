@@ -9,25 +9,6 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::Value;
 
-/// Run the built plugin as `user` (their kubeconfig context). Returns (exit code, stdout, stderr).
-fn plugin(user: &str, args: &[&str]) -> (i32, String, String) {
-    let cp = cp();
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
-        .args(args)
-        .args(["--kubeconfig", &cp.kubeconfig.display().to_string(), "--context", user])
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("the plugin runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-}
-
-fn plugin_ok(user: &str, args: &[&str]) -> String {
-    let (code, out, err) = plugin(user, args);
-    assert_eq!(code, 0, "kubectl signoff {} as {user}: exit {code}\nstdout:\n{out}\nstderr:\n{err}", args.join(" "));
-    out
-}
-
 /// Expect a failure: one clear line on stderr, nothing on stdout. Returns the line.
 fn plugin_err(user: &str, args: &[&str], code: i32, message: &str) -> String {
     let (got, out, err) = plugin(user, args);

@@ -146,12 +146,7 @@ operation: {{sync: {{revision: "{REVISION}"}}, initiatedBy: {{automated: true}}}
         json!({"tool": "ArgoCD", "kind": "Application", "namespace": "argocd", "name": "guestbook", "handBack": true})
     );
     assert_eq!(ar["status"]["gitopsSource"]["url"], "https://github.com/acme/deploy.git");
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
-        .args(["show", "-n", &ns, &web, "--kubeconfig", &cp.kubeconfig.display().to_string(), "--context", "bob"])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout);
+    let shown = plugin_ok("bob", &["show", "-n", &ns, &web]);
     assert!(
         shown.contains(
             "GitOps:     commit 3f2a9c1 of github.com/acme/deploy, applied by Argo CD Application argocd/guestbook"

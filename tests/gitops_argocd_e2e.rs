@@ -297,7 +297,7 @@ fn inside() {
     }
     let name_of = |ns: &str, deploy: &str| request_of(ns, deploy)["metadata"]["name"].as_str().unwrap().to_string();
     let rejected = name_of(&hb, "rejected");
-    let shown = kubectl_signoff("bob", &["show", "-n", &hb, &rejected]);
+    let shown = plugin_ok("bob", &["show", "-n", &hb, &rejected]);
     assert!(
         shown.contains(&format!(
             "GitOps:     commit {} of 127.0.0.1:{git_port}/deploy, applied by Argo CD Application argocd/rejected",

@@ -267,7 +267,7 @@ spec:
     };
     // The approver reads where it came from.
     let rejected = name_of(&hb, "rejected");
-    let shown = kubectl_signoff("bob", &["show", "-n", &hb, &rejected]);
+    let shown = plugin_ok("bob", &["show", "-n", &hb, &rejected]);
     assert!(
         shown.contains(&format!("GitOps:     commit {short} on main of 127.0.0.1:"))
             && shown.contains("applied by Flux Kustomization flux-system/rejected"),
@@ -288,12 +288,12 @@ spec:
     for i in 0..CHANGES {
         for ns in [&hb, &rt] {
             let app = format!("app-{i}");
-            let out = kubectl_signoff("bob", &["approve", "-n", ns, &name_of(ns, &app), "--comment", "reviewed"]);
+            let out = plugin_ok("bob", &["approve", "-n", ns, &name_of(ns, &app), "--comment", "reviewed"]);
             assert!(out.contains("approved"), "{out}");
             approved_at.insert(format!("{ns}/{app}"), Instant::now());
         }
     }
-    let out = kubectl_signoff("bob", &["reject", "-n", &hb, &rejected, "--comment", "not this one"]);
+    let out = plugin_ok("bob", &["reject", "-n", &hb, &rejected, "--comment", "not this one"]);
     assert!(out.contains("rejected"), "{out}");
 
     // With the hand-back, Flux applies within seconds; without it, at its next retry.

@@ -226,8 +226,7 @@ fn decisions_and_expiry_reach_everyone_once_even_across_a_leader_kill() {
     let approved = hold(&ns, "approved");
     let page = wait_for_page(&sinks, &approved);
     *sinks.stall.lock().unwrap() = true;
-    let (ok, err) = kubectl_signoff(&["approve", "-n", &ns, &approved, "--comment", "ship it"], "bob");
-    assert!(ok, "{err}");
+    plugin_ok("bob", &["approve", "-n", &ns, &approved, "--comment", "ship it"]);
     eventually(30, "the first outcome message to arrive (and stall)", || sinks.stalled.lock().unwrap().then_some(()));
     signoff.process.lock().unwrap().kill();
     *sinks.stall.lock().unwrap() = false;
@@ -330,8 +329,7 @@ fn decisions_and_expiry_reach_everyone_once_even_across_a_leader_kill() {
     // 2. Rejected: the requester and the paged hear who rejected and why.
     let rejected = hold(&ns, "rejected");
     let page = wait_for_page(&sinks, &rejected);
-    let (ok, err) = kubectl_signoff(&["reject", "-n", &ns, &rejected, "--comment", "not on a Friday"], "bob");
-    assert!(ok, "{err}");
+    plugin_ok("bob", &["reject", "-n", &ns, &rejected, "--comment", "not on a Friday"]);
     let told = eventually(30, "alice told of the rejection", || {
         sinks.got("/flux/receiver", &rejected).into_iter().find(|g| g.body["kind"] == "Rejected")
     });
@@ -389,15 +387,4 @@ spec:
     let events = kubectl_ok(cp(), ADMIN, &["get", "events", "-n", &ns, "-o", "json"], None);
     assert!(events.contains("Expired: told the requester alice"), "{events}");
     drop(signoff);
-}
-
-/// `kubectl signoff ARGS` as `user` (their kubeconfig context), as an approver runs it.
-fn kubectl_signoff(args: &[&str], user: &str) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
-        .args(args)
-        .args(["--kubeconfig", &cp().kubeconfig.display().to_string(), "--context", user])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }

@@ -104,15 +104,3 @@ pub fn log_tails(logs: &[PathBuf]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
-
-/// The built plugin as `user`; its stdout and stderr together.
-pub fn kubectl_signoff(user: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
-        .args(args)
-        .args(["--kubeconfig", &cp().kubeconfig.display().to_string(), "--context", user])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kubectl signoff {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}

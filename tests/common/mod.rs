@@ -203,3 +203,23 @@ impl Receiver {
         self.got.lock().unwrap().iter().filter(|r| r.path.starts_with(prefix)).cloned().collect()
     }
 }
+
+/// Run the built plugin as `user` (their kubeconfig context). Returns (exit code, stdout, stderr).
+pub fn plugin(user: &str, args: &[&str]) -> (i32, String, String) {
+    let cp = cp();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-signoff"))
+        .args(args)
+        .args(["--kubeconfig", &cp.kubeconfig.display().to_string(), "--context", user])
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("the plugin runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The plugin as `user`, which must succeed; its stdout.
+pub fn plugin_ok(user: &str, args: &[&str]) -> String {
+    let (code, out, err) = plugin(user, args);
+    assert_eq!(code, 0, "kubectl signoff {} as {user}: exit {code}\nstdout:\n{out}\nstderr:\n{err}", args.join(" "));
+    out
+}
