@@ -17,7 +17,7 @@ CARGO ?= cargo
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
 	@echo "make test   fmt check, clippy -D warnings, unit and integration tests against a real apiserver"
-	@echo "make crds   regenerate crds/ and charts/signoff/crds/ from the Rust types"
+	@echo "make crds   regenerate crds/ and charts/signoff/files/crds/ from the Rust types"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (default 60) from fuzz/corpus; not part of make test"
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
 	@echo "make bench  benchmarks with same-run baselines, one table (about 15 min); see docs/performance.md"
@@ -101,7 +101,7 @@ print-target-dir:
 	@echo "$(CARGO_TARGET_DIR)"
 
 crds:
-	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/crds
+	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/files/crds
 
 dev: controlplane
 	$(CARGO) build --locked --workspace --bin signoff --bin kubectl-signoff --bin signoff-dev

@@ -26,6 +26,7 @@ pub mod gitops;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod readiness;
 pub mod runtime;
 pub mod tls;
 pub mod webhook;

@@ -1,4 +1,4 @@
-//! `crds/` and `charts/signoff/crds/` are generated from the Rust types; this fails
+//! `crds/` and `charts/signoff/files/crds/` are generated from the Rust types; this fails
 //! when either copy is stale.
 
 #[test]
@@ -6,7 +6,7 @@ fn generated_crds_are_up_to_date() {
     let root = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"));
     let expected = signoff::crd::crd_files();
     assert_eq!(expected.len(), 4, "four resource types");
-    for dir in ["crds", "charts/signoff/crds"] {
+    for dir in ["crds", "charts/signoff/files/crds"] {
         for (file, yaml) in &expected {
             let path = root.join(dir).join(file);
             let actual = std::fs::read_to_string(&path).unwrap_or_default();

@@ -29,7 +29,7 @@ enum Command {
     ///
     /// Examples:
     ///   signoff crds | kubectl apply --server-side -f -
-    ///   signoff crds --dir crds --dir charts/signoff/crds
+    ///   signoff crds --dir crds --dir charts/signoff/files/crds
     #[command(verbatim_doc_comment)]
     Crds {
         /// Write one file per CRD into each of these directories instead of printing.

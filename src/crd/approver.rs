@@ -1,3 +1,4 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +12,12 @@ use super::Contact;
     version = "v1alpha1",
     kind = "Approver",
     category = "signoff",
+    status = "ApproverStatus",
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.user"}"#,
-    printcolumn = r#"{"name":"TimeZone","type":"string","jsonPath":".spec.timeZone"}"#,
+    printcolumn = r#"{"name":"Availability","type":"string","jsonPath":".status.availability"}"#,
+    printcolumn = r#"{"name":"Until","type":"date","jsonPath":".status.until"}"#,
+    printcolumn = r#"{"name":"TimeZone","type":"string","priority":1,"jsonPath":".spec.timeZone"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -88,4 +93,40 @@ pub enum AwayReason {
     Leave,
     Conference,
     Other,
+}
+
+/// Whether the person is paged now, written by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproverStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Available (paged), QuietHours or Away (skipped by escalation, still
+    /// allowed to decide).
+    #[serde(default)]
+    pub availability: Availability,
+    /// When the quiet hours or the away period end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+    /// Why, e.g. "quiet hours 22:00-07:00 Europe/Berlin", and the setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `Ready`: True when every setting can be read; False says what to fix
+    /// (`reason` UnknownTimeZone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Whether escalation pages a person now.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum Availability {
+    /// Paged when a tier reaches them.
+    #[default]
+    Available,
+    /// In a quiet-hours window: skipped.
+    QuietHours,
+    /// In an away period: skipped.
+    Away,
 }

@@ -1,3 +1,4 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,11 @@ use super::Contact;
     version = "v1alpha1",
     kind = "Team",
     category = "signoff",
+    status = "TeamStatus",
     printcolumn = r#"{"name":"Lead","type":"string","jsonPath":".spec.lead"}"#,
+    printcolumn = r#"{"name":"On-Call","type":"string","jsonPath":".status.onCall"}"#,
+    printcolumn = r#"{"name":"Until","type":"date","jsonPath":".status.onCallUntil"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -89,4 +94,25 @@ pub struct OnCallOverride {
     /// End (RFC 3339).
     #[schemars(extend("format" = "date-time"))]
     pub until: String,
+}
+
+/// Who the team reaches now, written by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Who is on call now (an override or the rotation); empty without a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_call: Option<String>,
+    /// When the current on-call's shift or override ends (updated within
+    /// seconds of the handover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_call_until: Option<Time>,
+    /// `Ready`: True when the team can be reached as written; False says what
+    /// to fix (`reason` NoMembers, InvalidRotation, MissingTeam).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
 }

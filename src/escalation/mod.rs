@@ -669,34 +669,16 @@ pub fn conditions(ar: &ApprovalRequest, status: &ApprovalRequestStatus, now: Tim
         Phase::Superseded => "a newer change to the same object replaced this request".to_string(),
     };
     let approved = status.phase == Phase::Approved;
-    let mut wanted = vec![("Approved", approved, phase.clone()), ("Ready", approved, phase.clone())];
+    let phase = phase.as_str();
+    let want = |type_, status, reason| crate::readiness::Wanted { type_, status, reason, message: message.clone() };
+    let mut wanted = vec![want("Approved", approved, phase), want("Ready", approved, phase)];
     if status.phase == Phase::Pending {
-        wanted.push(("Reconciling", true, "Escalating".to_string()));
+        wanted.push(want("Reconciling", true, "Escalating"));
     }
     if matches!(status.phase, Phase::Rejected | Phase::Expired | Phase::Superseded) {
-        wanted.push(("Stalled", true, phase));
+        wanted.push(want("Stalled", true, phase));
     }
-    let floor = Time(floor_second(now));
-    wanted
-        .into_iter()
-        .map(|(type_, true_, reason)| {
-            let status_text = if true_ { "True" } else { "False" }.to_string();
-            let since = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == type_ && c.status == status_text)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or_else(|| floor.clone());
-            Condition {
-                type_: type_.to_string(),
-                status: status_text,
-                reason,
-                message: message.clone(),
-                last_transition_time: since,
-                observed_generation: ar.metadata.generation,
-            }
-        })
-        .collect()
+    crate::readiness::conditions(&status.conditions, wanted, ar.metadata.generation, now)
 }
 
 /// Who one lane's notifications reached in the current attempt (from the

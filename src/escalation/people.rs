@@ -29,14 +29,29 @@ fn time_zone(name: &str) -> TimeZone {
 /// rotation member whose shift contains `now`. Shifts that are whole days hand
 /// over at the same local wall-clock time, across DST changes.
 pub fn on_call(team: &Team, now: Timestamp) -> Option<String> {
+    on_call_shift(team, now).map(|shift| shift.user)
+}
+
+/// Who is on call and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shift {
+    pub user: String,
+    /// The end of the override or shift, or the start of an override that
+    /// interrupts it; None when it cannot be computed (a rotation that does not
+    /// parse).
+    pub until: Option<Timestamp>,
+}
+
+/// [`on_call`] with the end of the current shift (see [`Shift::until`]).
+pub fn on_call_shift(team: &Team, now: Timestamp) -> Option<Shift> {
     let rotation = team.spec.on_call.as_ref()?;
-    for o in &rotation.overrides {
-        if let (Ok(from), Ok(until)) = (o.from.parse::<Timestamp>(), o.until.parse::<Timestamp>())
-            && from <= now
-            && now < until
-        {
-            return Some(o.user.clone());
-        }
+    let overrides: Vec<(Timestamp, Timestamp, &str)> = rotation
+        .overrides
+        .iter()
+        .filter_map(|o| Some((o.from.parse().ok()?, o.until.parse().ok()?, o.user.as_str())))
+        .collect();
+    if let Some((_, until, user)) = overrides.iter().find(|(from, until, _)| *from <= now && now < *until) {
+        return Some(Shift { user: user.to_string(), until: Some(*until) });
     }
     if rotation.rotation.is_empty() {
         return None;
@@ -64,7 +79,12 @@ pub fn on_call(team: &Team, now: Timestamp) -> Option<String> {
         k -= 1;
     }
     let n = rotation.rotation.len() as i64;
-    Some(rotation.rotation[k.rem_euclid(n) as usize].clone())
+    let next_override = overrides.iter().map(|(from, _, _)| *from).filter(|from| *from > now).min();
+    let until = match (start_of(k + 1), next_override) {
+        (Some(end), Some(o)) => Some(end.min(o)),
+        (end, o) => end.or(o),
+    };
+    Some(Shift { user: rotation.rotation[k.rem_euclid(n) as usize].clone(), until })
 }
 
 /// Resolve one tier of a chain whose team is `team` (tier-1 team of the route).
@@ -112,6 +132,10 @@ pub fn resolve(tier: &TierSpec, team: Option<&str>, admin_team: &str, teams: &[T
 pub struct Unavailable {
     pub reason: String,
     pub setting: String,
+    /// Away or in quiet hours.
+    pub availability: crate::crd::Availability,
+    /// When the away period or the quiet-hours window ends.
+    pub until: Option<Timestamp>,
 }
 
 fn weekday(d: jiff::civil::Weekday) -> Weekday {
@@ -139,11 +163,13 @@ pub fn unavailable(user: &str, approvers: &[Approver], now: Timestamp) -> Option
             return Some(Unavailable {
                 reason: format!("away ({:?}) until {until}", away.reason),
                 setting: format!("Approver/{object} spec.away[{i}]"),
+                availability: crate::crd::Availability::Away,
+                until: Some(until),
             });
         }
     }
     let tz = time_zone(&approver.spec.time_zone);
-    let local = now.to_zoned(tz);
+    let local = now.to_zoned(tz.clone());
     let (today, yesterday) = (weekday(local.weekday()), weekday(local.weekday().previous()));
     let time = local.time();
     for (i, window) in approver.spec.quiet_hours.iter().enumerate() {
@@ -158,9 +184,15 @@ pub fn unavailable(user: &str, approvers: &[Approver], now: Timestamp) -> Option
             (on(today) && time >= start) || (on(yesterday) && time < end)
         };
         if inside {
+            // The window ends today at `end`, or tomorrow when it crosses
+            // midnight and started this evening.
+            let end_day = if start > end && time >= start { local.date().tomorrow().ok() } else { Some(local.date()) };
+            let until = end_day.and_then(|d| d.to_datetime(end).to_zoned(tz.clone()).ok()).map(|z| z.timestamp());
             return Some(Unavailable {
                 reason: format!("quiet hours {}-{} {}", window.start, window.end, approver.spec.time_zone),
                 setting: format!("Approver/{object} spec.quietHours[{i}]"),
+                availability: crate::crd::Availability::QuietHours,
+                until,
             });
         }
     }

@@ -53,6 +53,8 @@ pub struct Context {
     pub known: Known,
     /// Escalation pages held back during a flood, for one summary per window.
     pub coalescer: std::sync::Mutex<Coalescer<Vec<Delivery>>>,
+    /// Requests by phase, escalations, decisions, notifications.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long one recipient's pages about one requester's requests are counted
@@ -370,9 +372,16 @@ async fn reconcile(
                 .await
                 .map_err(|e| ReconcileError::Write(format!("{namespace}/{name}"), e))?,
         );
+        for n in step.status.notifications.iter().skip(ar.status.as_ref().map_or(0, |s| s.notifications.len())) {
+            ctx.metrics.notification(&n.sink, &n.result);
+        }
+        let created = ar.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+        let held_for = Duration::try_from(now.duration_since(created)).unwrap_or_default();
+        ctx.metrics.request_progressed(ar.status.as_ref(), &step.status, held_for);
         info!(target: "audit", request = %format!("{namespace}/{name}"), phase = ?step.status.phase,
             tier = ?step.status.tier, effects = step.effects.len(), "approval request progressed");
     }
+    ctx.metrics.request_seen(&namespace, &name, &step.status);
     // The version we leave: the one our write produced, or the one we read.
     ctx.known.record(&written.as_ref().unwrap_or(&ar).metadata, step.wake_at);
     Ok(next_action(step.wake_at, jiff::Timestamp::now()))
@@ -577,6 +586,8 @@ where
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(gone) = event {
                 known.known.forget(&gone.metadata);
+                let (ns, name) = (gone.metadata.namespace.as_deref(), gone.metadata.name.as_deref());
+                known.metrics.request_gone(ns.unwrap_or_default(), name.unwrap_or_default());
             }
         })
         .reflect(writer)
@@ -626,6 +637,7 @@ mod tests {
             retry: escalation_retry(),
             known: Known::default(),
             coalescer: coalescer(Duration::ZERO, 1),
+            metrics: Default::default(),
         })
     }
 

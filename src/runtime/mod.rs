@@ -7,6 +7,7 @@ mod args;
 mod config_sync;
 mod health;
 pub mod leader;
+mod status;
 mod supervisor;
 pub(crate) mod watch;
 
@@ -95,8 +96,10 @@ pub async fn run(
     let policy_changed = Arc::new(Notify::new());
     let policy_store = watch::cache(Api::<EscalationPolicy>::all(client.clone()), Some(policy_changed.clone()));
     let namespaces = watch::cache(Api::<Namespace>::all(client.clone()), None);
-    let teams = watch::cache(Api::<Team>::all(client.clone()), None);
-    let approvers = watch::cache(Api::<Approver>::all(client.clone()), None);
+    // Teams and Approvers also poke the status writer (so does a policy, below).
+    let people_changed = Arc::new(Notify::new());
+    let teams = watch::cache(Api::<Team>::all(client.clone()), Some(people_changed.clone()));
+    let approvers = watch::cache(Api::<Approver>::all(client.clone()), Some(people_changed.clone()));
     for (what, r) in [
         ("EscalationPolicies", policy_store.wait_until_ready().await),
         ("Namespaces", namespaces.wait_until_ready().await),
@@ -107,10 +110,16 @@ pub async fn run(
     }
     let policies = Arc::new(arc_swap::ArcSwap::from_pointee(watch::compile(&policy_store)));
     let config_changed = Arc::new(Notify::new());
-    watch::recompile_on_change(policies.clone(), policy_store.clone(), policy_changed.clone(), config_changed.clone());
+    watch::recompile_on_change(
+        policies.clone(),
+        policy_store.clone(),
+        policy_changed.clone(),
+        [config_changed.clone(), people_changed.clone()],
+    );
 
     // `_managed` rotates the certificates until it is dropped, when `run` returns.
     let (store, ca_bundle, _managed) = start_tls(&client, &options).await?;
+    metrics.watch_certificate(store.clone());
 
     let reporter = Reporter { controller: "signoff".into(), instance: std::env::var("POD_NAME").ok() };
     let state = WebhookState {
@@ -153,7 +162,15 @@ pub async fn run(
         ));
     }
 
-    // Only the leader escalates; every replica serves the webhook.
+    // Only the leader escalates and writes statuses; every replica serves the webhook.
+    let status_ctx = Arc::new(status::Context {
+        client: client.clone(),
+        policy_store: policy_store.clone(),
+        policies: policies.clone(),
+        teams: teams.clone(),
+        approvers: approvers.clone(),
+        changed: people_changed,
+    });
     let reconciler_ctx = Arc::new(reconciler::Context {
         client: client.clone(),
         policies,
@@ -168,6 +185,7 @@ pub async fn run(
         retry: reconciler::escalation_retry(),
         known: Default::default(),
         coalescer: reconciler::coalescer(options.coalesce_window, options.coalesce_burst),
+        metrics: metrics.clone(),
     });
     let escalation = supervisor::start(
         client.clone(),
@@ -177,7 +195,11 @@ pub async fn run(
         stop_tx.subscribe(),
         move || {
             let requests = watch::watch_pruned(Api::all(reconciler_ctx.client.clone()));
-            reconciler::run(reconciler_ctx.clone(), requests)
+            let (reconciler_ctx, status_ctx, leading) = (reconciler_ctx.clone(), status_ctx.clone(), metrics.leading());
+            async move {
+                let _leading = leading; // the leader gauge reads 1 until this work is aborted
+                futures::join!(reconciler::run(reconciler_ctx, requests), status::run(status_ctx));
+            }
         },
     );
     ready.store(true, Ordering::Relaxed);

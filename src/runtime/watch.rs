@@ -62,18 +62,20 @@ pub(crate) fn compile(store: &Store<EscalationPolicy>) -> PolicySet {
     set
 }
 
-/// Recompile `policies` on every change of `store`, then poke `compiled`.
-pub(crate) fn recompile_on_change(
+/// Recompile `policies` on every change of `store`, then poke each of `compiled`.
+pub(crate) fn recompile_on_change<const N: usize>(
     policies: Arc<ArcSwap<PolicySet>>,
     store: Store<EscalationPolicy>,
     changed: Arc<Notify>,
-    compiled: Arc<Notify>,
+    compiled: [Arc<Notify>; N],
 ) {
     tokio::spawn(async move {
         loop {
             changed.notified().await;
             policies.store(Arc::new(compile(&store)));
-            compiled.notify_one();
+            for c in &compiled {
+                c.notify_one();
+            }
         }
     });
 }

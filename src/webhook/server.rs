@@ -111,15 +111,23 @@ async fn validate(State(state): State<WebhookState>, request: axum::extract::Req
         state.metrics.review("malformed");
         return (StatusCode::BAD_REQUEST, "signoff: AdmissionReview request has no uid").into_response();
     }
-    let response = match tokio::time::timeout(state.deadline, review_request(&state, &mut req)).await {
-        Ok(response) => response,
-        Err(_) => deny(
-            &req,
-            format!("signoff could not decide within {:?}; denied to be safe. Retry in a moment.", state.deadline),
-        ),
-    };
-    state.metrics.review(if response.allowed { "allowed" } else { "denied" });
-    state.metrics.observe_latency(started.elapsed());
+    // The audit line's decision (held, admitted_low_risk, ...) labels the review's time.
+    let (response, decision) = DECISION
+        .scope(std::cell::Cell::new(None), async {
+            let response = match tokio::time::timeout(state.deadline, review_request(&state, &mut req)).await {
+                Ok(response) => response,
+                Err(_) => deny(
+                    &req,
+                    format!("signoff could not decide within {:?}; denied to be safe. Retry in a moment.", state.deadline),
+                ),
+            };
+            (response, DECISION.with(|d| d.get()))
+        })
+        .await;
+    let result = if response.allowed { "allowed" } else { "denied" };
+    state.metrics.review(result);
+    let operation = format!("{:?}", req.operation);
+    state.metrics.observe_review(&operation, &req.kind.kind, decision.unwrap_or(result), started.elapsed());
     Json(response.into_review()).into_response()
 }
 
@@ -193,6 +201,7 @@ fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject
     match verdict {
         Ok(()) => allow(req, policy_change.map(|c| record_policy_change(state, req, &user, &c)).unwrap_or_default()),
         Err(denial) => {
+            let _ = DECISION.try_with(|d| d.set(Some("refused")));
             info!(target: "audit", decision = "refused", user = %user.username, resource = %req.resource.resource,
                 name = %req.name, namespace = ?req.namespace, field = denial.field(), message = %denial,
                 "write to a signoff resource refused");
@@ -256,6 +265,7 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
         }
     };
     let estimate = enabled.iter().fold(policies.estimate_for(input), |sum, e| sum + policies.estimate_for(&e.input));
+    let evaluating = std::time::Instant::now();
     let assessment = if estimate <= budget::INLINE_LIMIT {
         side_doors::with_enabled(classify(input, &policies), &enabled, &policies)
     } else {
@@ -273,6 +283,7 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
             }
         }
     };
+    state.metrics.observe_rules(evaluating.elapsed());
     let break_glass = state.settings.break_glass_group(&received.user).is_some();
     if !anchors.is_empty() && !assessment.held() && !state.identities.is_admin(&received.user) && !break_glass {
         let message = route::anchor_denial(&received, &anchors);
@@ -392,7 +403,13 @@ fn target_reference(state: &WebhookState, input: &ReviewInput) -> ObjectReferenc
     }
 }
 
-fn audit(input: &ReviewInput, decision: &str, message: &str) {
+tokio::task_local! {
+    /// The decision of the review being answered, as its audit line says it.
+    static DECISION: std::cell::Cell<Option<&'static str>>;
+}
+
+fn audit(input: &ReviewInput, decision: &'static str, message: &str) {
+    let _ = DECISION.try_with(|d| d.set(Some(decision)));
     info!(target: "audit", decision, user = %input.user.username, groups = ?input.user.groups,
         operation = ?input.operation, resource = %input.resource.resource, sub_resource = %input.sub_resource,
         namespace = %input.namespace, name = %input.name, %message, "admission decision");
