@@ -12,7 +12,7 @@ endif
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane flux argocd chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
+.PHONY: test dev crds controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -20,11 +20,12 @@ help:
 	@echo "make crds   regenerate crds/ and charts/signoff/files/crds/ from the Rust types"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (default 60) from fuzz/corpus; not part of make test"
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
+	@echo "make dashboard-picture  render docs/img/dashboard.png from a real run scraped by Prometheus"
 	@echo "make bench  benchmarks with same-run baselines, one table (about 15 min); see docs/performance.md"
 	@echo "make bench-peers  make bench with Kyverno (built from Go modules on first use) as a fourth group"
 
 ## The whole suite: what CI runs (.ci/run).
-test: fmt-check lint controlplane flux argocd chart unit-and-integration
+test: fmt-check lint controlplane flux argocd prometheus chart unit-and-integration
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -47,6 +48,16 @@ flux:
 # fetches its CRDs; Redis comes from Debian's packages (the test installs it if missing).
 argocd:
 	@ARGOCD_BUILD_JOBS=$${ARGOCD_BUILD_JOBS:-2} hack/peers/argocd/build.sh >/dev/null && hack/peers/argocd/crds.sh >/dev/null
+
+# Builds promtool and prometheus from Go modules on first use (hack/peers/prometheus),
+# for tests/metrics.rs (promtool checks and unit-tests the alert rules).
+prometheus:
+	@PROMETHEUS_BUILD_JOBS=$${PROMETHEUS_BUILD_JOBS:-2} hack/peers/prometheus/build.sh >/dev/null
+
+# Renders docs/img/dashboard.png from a real run scraped by a real Prometheus
+# (hack/dashboard; docs/operations.md says how). Not part of make test.
+dashboard-picture: prometheus
+	@hack/dashboard/render.sh
 
 # Builds helm from Go modules on first use (hack/helm), then lints the chart and renders
 # it in both webhook ownership modes. tests/chart.rs applies the rendering to the real

@@ -71,8 +71,6 @@ fn rendered_chart_applies_server_side_in_both_modes() {
     let cp = cp();
     // The chart's namespace must exist; the CRDs are installed by cp().
     let ns = common::namespace(cp, "signoff-chart", &[]);
-    let crds = std::fs::read_dir(root().join("charts/signoff/crds")).unwrap().count();
-    assert_eq!(crds, 4, "charts/signoff/crds holds the four CRDs");
     for (mode, sets) in [("managedBy=signoff", &[][..]), ("managedBy=chart (Secret)", CHART_MODE_SECRET)] {
         let yaml = render(&ns, sets);
         let out = kubectl_ok(cp, ADMIN, &["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
@@ -339,9 +337,9 @@ fn the_schema_refuses_mistyped_values() {
 /// aside, which are one per cluster by nature), in both webhook ownership modes.
 #[test]
 fn two_releases_render_without_collisions() {
-    let cluster_scoped = ["ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"];
+    let cluster_scoped = ["ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration", "CustomResourceDefinition"];
     for sets in [&[][..], CHART_MODE_SECRET] {
-        let names = |release: &str, namespace: &str| -> Vec<String> {
+        let names = |release: &str, namespace: &str, sets: &[&str]| -> Vec<String> {
             let mut cmd = Command::new(helm());
             cmd.current_dir(root()).args(["template", release, "charts/signoff", "--namespace", namespace]);
             for s in sets {
@@ -355,11 +353,92 @@ fn two_releases_render_without_collisions() {
                 .map(|d| format!("{}/{}", kind(d), d["metadata"]["name"].as_str().unwrap()))
                 .collect()
         };
-        let (a, b) = (names("signoff", "signoff-system"), names("signoff-canary", "signoff-canary"));
+        // The CRDs are the cluster's, installed by one release; the canary leaves them out.
+        let canary = [sets, &["crds.enabled=false"]].concat();
+        let (a, b) = (names("signoff", "signoff-system", sets), names("signoff-canary", "signoff-canary", &canary));
+        assert!(a.iter().any(|n| n.starts_with("CustomResourceDefinition/")), "{a:?}");
         assert!(!a.is_empty());
         let shared: Vec<&String> = a.iter().filter(|n| b.contains(n)).collect();
         assert!(shared.is_empty(), "cluster-scoped names both releases render ({sets:?}): {shared:?}");
     }
+}
+
+fn numbers_as_floats(v: Value) -> Value {
+    match v {
+        Value::Number(n) => Value::from(n.as_f64().unwrap()),
+        Value::Sequence(s) => Value::Sequence(s.into_iter().map(numbers_as_floats).collect()),
+        Value::Mapping(m) => Value::Mapping(m.into_iter().map(|(k, v)| (k, numbers_as_floats(v))).collect()),
+        other => other,
+    }
+}
+
+#[test]
+fn the_chart_renders_the_generated_crds_kept_on_uninstall() {
+    let docs = documents(&render("signoff-system", &[]));
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    let generated = signoff::crd::all_crds();
+    assert_eq!(crds.len(), generated.len());
+    for crd in generated {
+        let name = crd.metadata.name.clone().unwrap();
+        let rendered = crds.iter().find(|c| c["metadata"]["name"].as_str() == Some(&name)).expect("rendered");
+        let expected: Value = serde_yaml::to_value(&crd).unwrap();
+        // Helm's toYaml writes 0.0 as 0: the same number to the API server.
+        assert_eq!(
+            numbers_as_floats(rendered["spec"].clone()),
+            numbers_as_floats(expected["spec"].clone()),
+            "{name}: the chart renders the generated spec unchanged"
+        );
+        assert_eq!(rendered["metadata"]["annotations"]["helm.sh/resource-policy"], "keep", "{name}");
+        assert_eq!(rendered["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm", "{name}");
+    }
+    let without_keep = documents(&render("signoff-system", &["crds.keep=false"]));
+    let crd = of_kind(&without_keep, "CustomResourceDefinition")[0];
+    assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null(), "{crd:?}");
+    assert!(of_kind(&documents(&render("signoff-system", &["crds.enabled=false"])), "CustomResourceDefinition").is_empty());
+}
+
+/// A real `helm install`, `upgrade` and `uninstall` on the API server: Helm
+/// adopts the CRDs already there (the documented path from a chart that
+/// installed them from `crds/`), upgrades them with the release, and leaves
+/// them and their objects on uninstall.
+#[test]
+fn helm_upgrades_the_crds_and_keeps_them_on_uninstall() {
+    let cp = cp();
+    let ns = common::namespace(cp, "signoff-helm", &[]);
+    let helm_run = |args: &[&str]| {
+        let out = Command::new(helm())
+            .current_dir(root())
+            .args(args)
+            .args(["--kubeconfig", &cp.kubeconfig.display().to_string(), "--kube-context", ADMIN, "--namespace", &ns])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "helm {} failed:\n{text}", args.join(" "));
+        text
+    };
+    let release = "crdtest";
+    for crd in ["approvalrequests", "approvers", "escalationpolicies", "teams"] {
+        let crd = format!("crd/{crd}.signoff.dev");
+        kubectl_ok(cp, ADMIN, &["label", &crd, "app.kubernetes.io/managed-by=Helm", "--overwrite"], None);
+        let (name, namespace) = (format!("meta.helm.sh/release-name={release}"), format!("meta.helm.sh/release-namespace={ns}"));
+        kubectl_ok(cp, ADMIN, &["annotate", &crd, &name, &namespace, "--overwrite"], None);
+    }
+    // An object of signoff's kinds that must outlive the release.
+    let team = "apiVersion: signoff.dev/v1alpha1\nkind: Team\nmetadata: {name: helm-survivor}\nspec: {members: {users: [sam]}}\n";
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(team));
+    helm_run(&["install", release, "charts/signoff"]);
+    let label = |crd: &str| {
+        kubectl_ok(cp, ADMIN, &["get", "crd", crd, "-o", "jsonpath={.metadata.labels.app\\.kubernetes\\.io/instance}"], None)
+    };
+    assert_eq!(label("teams.signoff.dev"), release, "the release owns the CRDs");
+    let upgraded = helm_run(&["upgrade", release, "charts/signoff", "--set", "crds.keep=true"]);
+    assert!(upgraded.contains("has been upgraded"), "{upgraded}");
+    let uninstalled = helm_run(&["uninstall", release]);
+    assert!(uninstalled.contains("kept due to the resource policy"), "helm says what it kept: {uninstalled}");
+    for crd in ["approvalrequests", "approvers", "escalationpolicies", "teams"] {
+        kubectl_ok(cp, ADMIN, &["get", "crd", &format!("{crd}.signoff.dev")], None);
+    }
+    kubectl_ok(cp, ADMIN, &["get", "team", "helm-survivor"], None);
 }
 
 /// One documented value: its dotted key, its default (as JSON) and its comment.
