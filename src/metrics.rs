@@ -75,8 +75,8 @@ fn review_histogram() -> Histogram {
 }
 
 fn decision_histogram() -> Histogram {
-    // 30 s .. about 11 days: a person answers in minutes to days.
-    Histogram::new(exponential_buckets(30.0, 2.0, 16))
+    // 5 s .. about 7.6 days: a person answers in minutes to days.
+    Histogram::new(exponential_buckets(5.0, 2.0, 18))
 }
 
 impl Default for Metrics {
@@ -545,8 +545,8 @@ mod tests {
             "signoff_leader 1",
             "# TYPE process_resident_memory_bytes gauge",
             "# TYPE process_cpu_seconds counter",
-            r#"signoff_decision_seconds_bucket{le="120.0",route="engineering",outcome="approved"} 1"#,
-            r#"signoff_decision_seconds_bucket{le="60.0",route="engineering",outcome="approved"} 0"#,
+            r#"signoff_decision_seconds_bucket{le="160.0",route="engineering",outcome="approved"} 1"#,
+            r#"signoff_decision_seconds_bucket{le="80.0",route="engineering",outcome="approved"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

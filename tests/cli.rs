@@ -487,3 +487,72 @@ fn kubectl_completes_the_plugin() {
     let out = complete(&["signoff", "show", "--con"]);
     assert!(out.lines().any(|l| l.starts_with("--context")), "kubectl's flags too: {out}");
 }
+
+/// `kubectl signoff wait` as a CI job in a pod runs it: no kubeconfig, only the
+/// ServiceAccount's token, CA and namespace at
+/// /var/run/secrets/kubernetes.io/serviceaccount and KUBERNETES_SERVICE_HOST/PORT.
+/// The mount is real, in a private mount namespace (`unshare -rm`): /run, where
+/// /var/run points, is a fresh tmpfs holding only those files.
+#[test]
+fn wait_works_in_a_pod_with_only_a_service_account() {
+    setup();
+    let cp = cp();
+    if !Command::new("unshare").args(["-rm", "true"]).status().is_ok_and(|s| s.success()) {
+        panic!("unshare -rm is not permitted here: the in-cluster test needs a private mount namespace");
+    }
+    let ns = gated_namespace(cp, "cliincluster");
+    let role = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: ci-reads-requests, namespace: {ns}}}\nrules:\n- apiGroups: [signoff.dev]\n  resources: [approvalrequests]\n  verbs: [get, list, watch]\n"
+    );
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&role));
+    kubectl_ok(cp, ADMIN, &["create", "serviceaccount", "ci", "-n", &ns], None);
+    let sa = format!("--serviceaccount={ns}:ci");
+    kubectl_ok(cp, ADMIN, &["create", "rolebinding", "ci", "-n", &ns, "--role=ci-reads-requests", &sa], None);
+    let token = kubectl_ok(cp, ADMIN, &["create", "token", "ci", "-n", &ns, "--duration=10m"], None);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("token"), token.trim()).unwrap();
+    std::fs::write(files.path().join("ca.crt"), cp.ca.cert_pem()).unwrap();
+    std::fs::write(files.path().join("namespace"), &ns).unwrap();
+    let home = tempfile::tempdir().unwrap();
+
+    let name = hold(&configmap(&ns, "ci-limits", "high", "300"));
+    wait_for_lanes(&ns, &name);
+    let port = cp.server.rsplit(':').next().unwrap();
+    let script = r#"set -e
+mount -t tmpfs tmpfs "$(readlink -f /var/run)"
+mkdir -p /var/run/secrets/kubernetes.io/serviceaccount
+cp "$SA_FILES"/* /var/run/secrets/kubernetes.io/serviceaccount/
+exec "$PLUGIN" wait "$REQUEST" --timeout 60s"#;
+    let waiting = Command::new("unshare")
+        .args(["-rm", "sh", "-c", script])
+        .env_remove("KUBECONFIG")
+        .env("HOME", home.path())
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port)
+        .env("SA_FILES", files.path())
+        .env("PLUGIN", env!("CARGO_BIN_EXE_kubectl-signoff"))
+        .env("REQUEST", &name)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The job waits (the request is Pending) until bob approves.
+    plugin_ok("bob", &["approve", "-n", &ns, &name]);
+    let out = waiting.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "wait in the pod:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Approved") && stdout.contains(&name), "{stdout}");
+    // The same sandbox without the token mounted: the error says what is missing.
+    let no_token = Command::new("unshare")
+        .args(["-rm", "sh", "-c", r#"mount -t tmpfs tmpfs "$(readlink -f /var/run)"; exec "$PLUGIN" list"#])
+        .env_remove("KUBECONFIG")
+        .env("HOME", home.path())
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port)
+        .env("PLUGIN", env!("CARGO_BIN_EXE_kubectl-signoff"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert_eq!(no_token.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("kubeconfig"), "says there is no kubeconfig: {stderr}");
+}
