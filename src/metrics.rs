@@ -173,7 +173,12 @@ impl Metrics {
     }
     /// What one status write of a request changed: tiers reached, skips,
     /// decisions and expiries. Counted by the leader after the write succeeded.
-    pub fn request_progressed(&self, old: Option<&ApprovalRequestStatus>, new: &ApprovalRequestStatus, held_for: Duration) {
+    pub fn request_progressed(
+        &self,
+        old: Option<&ApprovalRequestStatus>,
+        new: &ApprovalRequestStatus,
+        held_for: Duration,
+    ) {
         for c in changes(old, new) {
             match c {
                 Change::Escalated { route, tier } => {
@@ -210,9 +215,10 @@ impl Metrics {
                 route: snake(&l.route),
                 tier: snake(l.tier_name.as_deref().unwrap_or("none")),
                 // Someone outside the cluster was told: a delivered page or message.
-                notified: status.notifications.iter().any(|n| {
-                    n.route == l.route && n.sink != "Event" && n.result == "Delivered"
-                }),
+                notified: status
+                    .notifications
+                    .iter()
+                    .any(|n| n.route == l.route && n.sink != "Event" && n.result == "Delivered"),
                 deadline,
             })
             .collect();
@@ -336,7 +342,11 @@ impl Collector for Requests {
             MetricType::Gauge,
         )?;
         for ((phase, route, tier), n) in by_tier {
-            ConstGauge::new(n).encode(family.encode_family(&[("phase", phase), ("route", route), ("tier", tier)])?)?;
+            ConstGauge::new(n).encode(family.encode_family(&[
+                ("phase", phase),
+                ("route", route),
+                ("tier", tier),
+            ])?)?;
         }
         let mut family = encoder.encode_descriptor(
             "approval_requests_unnotified",
@@ -444,9 +454,9 @@ fn process_stats() -> Option<ProcessStats> {
     let mut start = START_TIME.load(Ordering::Relaxed);
     if start == 0 {
         // Boot time plus the process's start in ticks after boot.
-        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<i64>().ok())
-        });
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<i64>().ok()));
         start = boot.zip(field(22)).map(|(b, ticks)| b + (ticks / USER_HZ) as i64).unwrap_or(0);
         START_TIME.store(start, Ordering::Relaxed);
     }

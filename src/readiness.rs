@@ -45,7 +45,13 @@ pub fn conditions(old: &[Condition], wanted: Vec<Wanted>, generation: Option<i64
         .collect()
 }
 
-fn ready(old: &[Condition], problem: Option<(&str, String)>, ok: String, generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+fn ready(
+    old: &[Condition],
+    problem: Option<(&str, String)>,
+    ok: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     let wanted = match problem {
         Some((reason, message)) => Wanted { type_: "Ready", status: false, reason, message },
         None => Wanted { type_: "Ready", status: true, reason: "Ready", message: ok },
@@ -84,13 +90,16 @@ pub fn policy(policy: &EscalationPolicy, errors: &[String], teams: &[Team], now:
             }
             seen.push(route);
             let listed = spec.routes.iter().find(|r| r.name == route);
-            let tiers = listed.map(|r| r.tiers.clone()).filter(|t| !t.is_empty()).unwrap_or_else(crate::crd::default_chain);
-            let uses_route_team = tiers.iter().any(|t| t.team.is_none() && !matches!(t.kind, TierKind::Admins | TierKind::People));
+            let tiers =
+                listed.map(|r| r.tiers.clone()).filter(|t| !t.is_empty()).unwrap_or_else(crate::crd::default_chain);
+            let uses_route_team =
+                tiers.iter().any(|t| t.team.is_none() && !matches!(t.kind, TierKind::Admins | TierKind::People));
             match listed.and_then(|r| r.team.clone()) {
                 Some(team) => named.push((team, format!("route {route}"))),
-                None if route != "engineering" && uses_route_team => {
-                    named.push((route.to_string(), format!("route {route} (without spec.routes[].team, the team named after it)")))
-                }
+                None if route != "engineering" && uses_route_team => named.push((
+                    route.to_string(),
+                    format!("route {route} (without spec.routes[].team, the team named after it)"),
+                )),
                 None => {}
             }
             for (i, tier) in tiers.iter().enumerate() {
@@ -100,7 +109,10 @@ pub fn policy(policy: &EscalationPolicy, errors: &[String], teams: &[Team], now:
             }
         }
         named.into_iter().find(|(team, _)| !team_exists(teams, team)).map(|(team, at)| {
-            ("MissingTeam", format!("{at} names Team {team:?}, which does not exist: its tier reaches nobody and is skipped"))
+            (
+                "MissingTeam",
+                format!("{at} names Team {team:?}, which does not exist: its tier reaches nobody and is skipped"),
+            )
         })
     };
     let ok = match spec.mode {
@@ -174,7 +186,10 @@ pub fn approver(approver: &Approver, now: Timestamp) -> ApproverStatus {
 
 /// When any of these statuses changes by itself next (a shift hands over,
 /// quiet hours end): the writer looks again then.
-pub fn next_change<'a>(teams: impl IntoIterator<Item = &'a TeamStatus>, approvers: impl IntoIterator<Item = &'a ApproverStatus>) -> Option<Timestamp> {
+pub fn next_change<'a>(
+    teams: impl IntoIterator<Item = &'a TeamStatus>,
+    approvers: impl IntoIterator<Item = &'a ApproverStatus>,
+) -> Option<Timestamp> {
     let t = teams.into_iter().filter_map(|s| s.on_call_until.as_ref().map(|t| t.0));
     let a = approvers.into_iter().filter_map(|s| s.until.as_ref().map(|t| t.0));
     t.chain(a).min()
@@ -200,7 +215,9 @@ mod tests {
 
     #[test]
     fn a_policy_is_ready_when_it_compiles_and_its_teams_exist() {
-        let p = policy_of("  rules: [{name: r, expression: 'true', risk: High, route: security}]\n  adminTeam: platform-admins");
+        let p = policy_of(
+            "  rules: [{name: r, expression: 'true', risk: High, route: security}]\n  adminTeam: platform-admins",
+        );
         let status = policy(&p, &[], &teams(), t("2026-11-20T10:00:00Z"));
         assert_eq!(ready(&status.conditions), ("True", "Ready", "enforcing: matching risky changes are held"));
         assert_eq!(status.observed_generation, Some(3));
@@ -209,12 +226,18 @@ mod tests {
 
     #[test]
     fn a_policy_with_an_error_or_a_missing_team_says_what_to_fix() {
-        let p = policy_of("  rules: [{name: r, expression: 'true', risk: High, route: finance}]\n  adminTeam: platform-admins");
+        let p = policy_of(
+            "  rules: [{name: r, expression: 'true', risk: High, route: finance}]\n  adminTeam: platform-admins",
+        );
         let now = t("2026-11-20T10:00:00Z");
         let status = policy(&p, &["EscalationPolicy \"p\", rule \"r\": undeclared reference".into()], &teams(), now);
         let (s, reason, message) = ready(&status.conditions);
         assert_eq!((s, reason), ("False", "InvalidPolicy"));
-        assert!(message.starts_with("EscalationPolicy \"p\", rule \"r\": undeclared reference; changes it matches are held"), "{message}");
+        assert!(
+            message
+                .starts_with("EscalationPolicy \"p\", rule \"r\": undeclared reference; changes it matches are held"),
+            "{message}"
+        );
         // Compiles, but the finance route's team (named after it) does not exist.
         let missing = policy(&p, &[], &teams(), now);
         let (s, reason, message) = ready(&missing.conditions);
@@ -229,7 +252,9 @@ mod tests {
 
     #[test]
     fn a_condition_keeps_its_transition_time_until_its_status_changes() {
-        let p = policy_of("  rules: [{name: r, expression: 'true', risk: High, route: security}]\n  adminTeam: platform-admins");
+        let p = policy_of(
+            "  rules: [{name: r, expression: 'true', risk: High, route: security}]\n  adminTeam: platform-admins",
+        );
         let mut p = p;
         let first = policy(&p, &[], &teams(), t("2026-11-20T10:00:00.7Z"));
         assert_eq!(first.conditions[0].last_transition_time.0, t("2026-11-20T10:00:00Z"));
@@ -254,9 +279,15 @@ mod tests {
             from: "2026-11-21T00:00:00Z".into(),
             until: "2026-11-22T00:00:00Z".into(),
         });
-        assert_eq!(team(&payments, &teams(), t("2026-11-20T10:00:00Z")).on_call_until, Some(Time(t("2026-11-21T00:00:00Z"))));
+        assert_eq!(
+            team(&payments, &teams(), t("2026-11-20T10:00:00Z")).on_call_until,
+            Some(Time(t("2026-11-21T00:00:00Z")))
+        );
         let during = team(&payments, &teams(), t("2026-11-21T06:00:00Z"));
-        assert_eq!((during.on_call.as_deref(), during.on_call_until), (Some("erin"), Some(Time(t("2026-11-22T00:00:00Z")))));
+        assert_eq!(
+            (during.on_call.as_deref(), during.on_call_until),
+            (Some("erin"), Some(Time(t("2026-11-22T00:00:00Z"))))
+        );
     }
 
     #[test]
@@ -276,7 +307,13 @@ mod tests {
     fn approver_of(tz: &str, quiet: Vec<QuietHours>, away: Vec<AwayPeriod>) -> Approver {
         Approver::new(
             "dave",
-            crate::crd::ApproverSpec { user: "dave".into(), time_zone: tz.into(), quiet_hours: quiet, away, contacts: vec![] },
+            crate::crd::ApproverSpec {
+                user: "dave".into(),
+                time_zone: tz.into(),
+                quiet_hours: quiet,
+                away,
+                contacts: vec![],
+            },
         )
     }
 
@@ -310,7 +347,8 @@ mod tests {
     fn the_writer_looks_again_at_the_next_handover() {
         let payments = teams().remove(0);
         let now = t("2026-11-20T10:00:00Z");
-        let a = approver_of("UTC", vec![QuietHours { days: vec![], start: "09:00".into(), end: "12:00".into() }], vec![]);
+        let a =
+            approver_of("UTC", vec![QuietHours { days: vec![], start: "09:00".into(), end: "12:00".into() }], vec![]);
         let (ts, ap) = (team(&payments, &teams(), now), approver(&a, now));
         assert_eq!(next_change([&ts], [&ap]), Some(t("2026-11-20T12:00:00Z")));
         assert_eq!(next_change([&ts], []), Some(t("2026-11-23T08:00:00Z")));

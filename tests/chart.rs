@@ -337,7 +337,8 @@ fn the_schema_refuses_mistyped_values() {
 /// aside, which are one per cluster by nature), in both webhook ownership modes.
 #[test]
 fn two_releases_render_without_collisions() {
-    let cluster_scoped = ["ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration", "CustomResourceDefinition"];
+    let cluster_scoped =
+        ["ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration", "CustomResourceDefinition"];
     for sets in [&[][..], CHART_MODE_SECRET] {
         let names = |release: &str, namespace: &str, sets: &[&str]| -> Vec<String> {
             let mut cmd = Command::new(helm());
@@ -394,7 +395,9 @@ fn the_chart_renders_the_generated_crds_kept_on_uninstall() {
     let without_keep = documents(&render("signoff-system", &["crds.keep=false"]));
     let crd = of_kind(&without_keep, "CustomResourceDefinition")[0];
     assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null(), "{crd:?}");
-    assert!(of_kind(&documents(&render("signoff-system", &["crds.enabled=false"])), "CustomResourceDefinition").is_empty());
+    assert!(
+        of_kind(&documents(&render("signoff-system", &["crds.enabled=false"])), "CustomResourceDefinition").is_empty()
+    );
 }
 
 /// A real `helm install`, `upgrade` and `uninstall` on the API server: Helm
@@ -420,7 +423,8 @@ fn helm_upgrades_the_crds_and_keeps_them_on_uninstall() {
     for crd in ["approvalrequests", "approvers", "escalationpolicies", "teams"] {
         let crd = format!("crd/{crd}.signoff.dev");
         kubectl_ok(cp, ADMIN, &["label", &crd, "app.kubernetes.io/managed-by=Helm", "--overwrite"], None);
-        let (name, namespace) = (format!("meta.helm.sh/release-name={release}"), format!("meta.helm.sh/release-namespace={ns}"));
+        let (name, namespace) =
+            (format!("meta.helm.sh/release-name={release}"), format!("meta.helm.sh/release-namespace={ns}"));
         kubectl_ok(cp, ADMIN, &["annotate", &crd, &name, &namespace, "--overwrite"], None);
     }
     // An object of signoff's kinds that must outlive the release.
@@ -428,7 +432,12 @@ fn helm_upgrades_the_crds_and_keeps_them_on_uninstall() {
     kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(team));
     helm_run(&["install", release, "charts/signoff"]);
     let label = |crd: &str| {
-        kubectl_ok(cp, ADMIN, &["get", "crd", crd, "-o", "jsonpath={.metadata.labels.app\\.kubernetes\\.io/instance}"], None)
+        kubectl_ok(
+            cp,
+            ADMIN,
+            &["get", "crd", crd, "-o", "jsonpath={.metadata.labels.app\\.kubernetes\\.io/instance}"],
+            None,
+        )
     };
     assert_eq!(label("teams.signoff.dev"), release, "the release owns the CRDs");
     let upgraded = helm_run(&["upgrade", release, "charts/signoff", "--set", "crds.keep=true"]);

@@ -91,7 +91,11 @@ fn render_the_dashboard_from_a_real_run() {
         let name = format!("change-{i}");
         match i % 6 {
             // Approved by the owner after 1 to 7 s; rejected after 2 s.
-            0..=2 => decisions.push((Instant::now() + Duration::from_secs(1 + u64::from(i % 7)), hold_named(&owners, &name), "Approve")),
+            0..=2 => decisions.push((
+                Instant::now() + Duration::from_secs(1 + u64::from(i % 7)),
+                hold_named(&owners, &name),
+                "Approve",
+            )),
             3 => decisions.push((Instant::now() + Duration::from_secs(2), hold_named(&owners, &name), "Reject")),
             // Nobody answers: expires after every tier, grace skipped (quiet hours).
             4 => drop(hold_named(&quiet, &name)),

@@ -45,7 +45,10 @@ fn queries() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for group in rules["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
-            out.push((format!("alert {}", rule["alert"].as_str().unwrap()), rule["expr"].as_str().unwrap().to_string()));
+            out.push((
+                format!("alert {}", rule["alert"].as_str().unwrap()),
+                rule["expr"].as_str().unwrap().to_string(),
+            ));
         }
     }
     let dashboard: serde_json::Value =
@@ -136,7 +139,8 @@ fn the_chart_carries_the_checked_rules_and_dashboard() {
     let dashboard = dashboard.expect("a dashboard ConfigMap");
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1", "the sidecar's default label");
     let json: serde_json::Value = serde_json::from_str(dashboard["data"]["signoff.json"].as_str().unwrap()).unwrap();
-    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join(DASHBOARD)).unwrap()).unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(DASHBOARD)).unwrap()).unwrap();
     assert_eq!(json, file);
 }
 

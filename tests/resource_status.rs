@@ -48,8 +48,11 @@ fn columns(kind: &str, name: &str) -> Vec<(String, String)> {
     let out = kubectl_ok(cp(), ADMIN, &["get", kind, name], None);
     let mut lines = out.lines();
     let (header, row) = (lines.next().unwrap(), lines.next().unwrap());
-    let starts: Vec<usize> =
-        header.char_indices().filter(|(i, c)| *c != ' ' && (*i == 0 || header.as_bytes()[i - 1] == b' ')).map(|(i, _)| i).collect();
+    let starts: Vec<usize> = header
+        .char_indices()
+        .filter(|(i, c)| *c != ' ' && (*i == 0 || header.as_bytes()[i - 1] == b' '))
+        .map(|(i, _)| i)
+        .collect();
     starts
         .iter()
         .enumerate()
@@ -113,7 +116,10 @@ spec:
     );
     let condition = ready(&get("escalationpolicy", "status-missing-team")).unwrap();
     assert_eq!(condition["reason"], "MissingTeam");
-    assert!(condition["message"].as_str().unwrap().contains("route data names Team \"status-data-team\""), "{condition}");
+    assert!(
+        condition["message"].as_str().unwrap().contains("route data names Team \"status-data-team\""),
+        "{condition}"
+    );
     let team = "apiVersion: signoff.dev/v1alpha1\nkind: Team\nmetadata: {name: status-data-team}\nspec: {members: {users: [dana]}}\n";
     kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(team));
     kubectl_ok(
@@ -209,7 +215,12 @@ fn an_approver_shows_quiet_hours_and_away_until_when_and_back() {
     assert!(available["status"].get("message").is_none(), "{available}");
     assert_eq!(ready(&available).unwrap()["status"], "True");
 
-    kubectl_ok(cp, ADMIN, &["patch", "approver", "status-zoe", "--type=merge", "-p", r#"{"spec":{"timeZone":"Europe/Berln"}}"#], None);
+    kubectl_ok(
+        cp,
+        ADMIN,
+        &["patch", "approver", "status-zoe", "--type=merge", "-p", r#"{"spec":{"timeZone":"Europe/Berln"}}"#],
+        None,
+    );
     kubectl_ok(cp, ADMIN, &["wait", "--for=condition=Ready=false", "approver/status-zoe", "--timeout=60s"], None);
     let condition = ready(&get("approver", "status-zoe")).unwrap();
     assert_eq!(condition["reason"], "UnknownTimeZone");

@@ -97,7 +97,8 @@ where
         "kind": K::kind(&Default::default()),
         "status": wanted,
     });
-    if let Err(e) = api.patch_status(&name, &PatchParams::apply("signoff-status").force(), &Patch::Apply(&patch)).await {
+    if let Err(e) = api.patch_status(&name, &PatchParams::apply("signoff-status").force(), &Patch::Apply(&patch)).await
+    {
         warn!(error = %e, kind = %K::kind(&Default::default()), %name, "could not write the status");
     }
 }

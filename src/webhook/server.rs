@@ -118,7 +118,10 @@ async fn validate(State(state): State<WebhookState>, request: axum::extract::Req
                 Ok(response) => response,
                 Err(_) => deny(
                     &req,
-                    format!("signoff could not decide within {:?}; denied to be safe. Retry in a moment.", state.deadline),
+                    format!(
+                        "signoff could not decide within {:?}; denied to be safe. Retry in a moment.",
+                        state.deadline
+                    ),
                 ),
             };
             (response, DECISION.with(|d| d.get()))

@@ -183,6 +183,8 @@ fn print_walkthrough(cp: &ControlPlane, kubeconfig: &Path, started: Instant) {
     println!("       kubectl --context alice apply -f examples/manifests/admitted/dev-deployment.yaml");
     println!("  Check manifests offline, as CI would:");
     println!("       kubectl signoff check -f examples/manifests/ --policies examples/policies");
+    println!("  Who is on call until when, who is in quiet hours or away, which policies are Ready:");
+    println!("       kubectl get teams,approvers,escalationpolicies");
     println!();
     println!("signoff's log: .dev/signoff.log (JSON lines; audit entries have target \"audit\").");
     println!();
