@@ -152,7 +152,12 @@ fn dry_run_is_admitted_with_a_warning_and_creates_nothing() {
         .kubectl_run("alice", &["apply", "--dry-run=server", "-f", "-"], Some(&configmap(&ns, "dry", "high", "x")))
         .unwrap();
     assert!(ok, "{err}");
-    assert!(err.contains("Warning: signoff: the real write would be held for approval (high risk, routine)"), "{err}");
+    assert!(
+        err.contains(
+            "Warning: signoff: the real write would be held for approval (high risk, routine; routes: engineering)"
+        ),
+        "{err}"
+    );
     assert!(requests(cp, &ns).is_empty());
     let (ok, _, _) = cp.kubectl_run(ADMIN, &["get", "configmap", "dry", "-n", &ns], None).unwrap();
     assert!(!ok, "nothing was written");

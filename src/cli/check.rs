@@ -56,7 +56,8 @@ pub struct CheckArgs {
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR|-")]
     pub files: Vec<String>,
 
-    /// Directory (or file) of EscalationPolicy manifests.
+    /// Directory (its own *.yaml files, not subdirectories) or file of
+    /// EscalationPolicy manifests.
     #[arg(long, env = "SIGNOFF_POLICIES", default_value = "policies", value_name = "DIR")]
     pub policies: PathBuf,
 
@@ -73,8 +74,9 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with = "from")]
     pub delete: bool,
 
-    /// Username of the requester: the global `--as` (default kubectl-signoff-check).
-    #[arg(skip = String::from("kubectl-signoff-check"))]
+    /// Username of the requester: the global `--as`. Without it, rules that
+    /// depend on who applies are reported as such, not evaluated.
+    #[arg(skip)]
     pub as_user: String,
 
     /// Groups of the requester: the global `--as-group`, repeatable.
@@ -128,6 +130,10 @@ pub struct CheckResult {
     /// What Audit-mode policies would have held.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<String>,
+    /// Rules not evaluated because they depend on who applies the change and no
+    /// requester was given (`--as`): each may still hold it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on_requester: Vec<String>,
     /// Why the change is not classified at all (signoff's own or an exempt resource).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -199,7 +205,12 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
     let user = UserInfo {
         username: args.as_user.clone(),
         uid: String::new(),
-        groups: if args.as_group.is_empty() { vec!["system:authenticated".into()] } else { args.as_group.clone() },
+        // As the API server: every authenticated user is in system:authenticated.
+        groups: if args.as_user.is_empty() && args.as_group.is_empty() {
+            vec![]
+        } else {
+            [args.as_group.clone(), vec!["system:authenticated".into()]].concat()
+        },
     };
     let mut results = Vec::with_capacity(docs.len());
     for d in &docs {
@@ -234,62 +245,66 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
             old_object,
             namespace_object,
         };
-        // As the webhook: its own and exempt resources are never classified, and a
-        // finalizer removal that completes a deletion is judged as that DELETE.
-        let finalizing = finalizing_delete(&input);
-        let route = route::route(&input, finalizing.as_ref(), &set, false);
-        let checked = CheckResult {
-            source: d.source.clone(),
-            document: d.index,
-            operation: format!("{operation:?}").to_uppercase(),
-            kind: t.kind.kind.clone(),
-            namespace: t.namespace.clone(),
-            name: t.name.clone(),
-            admitted: true,
-            risk: crate::crd::Risk::Low.as_str().to_string(),
-            action_class: String::new(),
-            routes: vec![],
-            reasons: vec![],
-            cost_delta: None,
-            recorded: vec![],
-            audit: vec![],
-            note: None,
-        };
-        if let Some(note) = route.note() {
-            results.push(CheckResult { note: Some(note.to_string()), ..checked });
-            continue;
-        }
-        let judged = finalizing.as_ref().unwrap_or(&input);
-        // As the gate does, minus a namespace deletion's sweep (it needs discovery).
-        let enabled = crate::policy::side_doors::enabled_changes(judged);
-        let a = crate::policy::side_doors::with_enabled(classify(judged, &set), &enabled, &set);
-        results.push(CheckResult {
-            admitted: !a.held(),
-            risk: a.risk.as_str().to_string(),
-            action_class: a.action_class.as_str().to_string(),
-            routes: a.routes.iter().cloned().collect(),
-            reasons: a.reasons(),
-            cost_delta: a.cost.as_ref().map(|c| format!("{:+.2} {}", c.monthly_delta, c.currency)),
-            recorded: a
-                .fired
-                .iter()
-                .filter(|f| f.risk < crate::crd::Risk::Medium)
-                .map(|f| format!("{}/{}: {}", f.policy, f.rule, f.message))
-                .collect(),
-            audit: a
-                .audit
-                .iter()
-                .map(|f| format!("{}/{}: {}", f.policy, f.rule, f.message))
-                .chain(
-                    a.audit_errors
-                        .iter()
-                        .map(|e| format!("{}/{}: evaluation error: {}", e.policy, e.location, e.message)),
-                )
-                .collect(),
-            ..checked
-        });
+        results.push(judge(&input, &set, d));
     }
     Ok(results)
+}
+
+/// The webhook's verdict on one input, offline: its own and exempt resources
+/// are never classified, a finalizer removal that completes a deletion is judged
+/// as that DELETE, and a write that makes a controller delete or scale is judged
+/// as that change too (minus a namespace deletion's sweep, which needs discovery).
+pub fn judge(input: &ReviewInput, set: &PolicySet, d: &Document) -> CheckResult {
+    let finalizing = finalizing_delete(input);
+    let route = route::route(input, finalizing.as_ref(), set, false);
+    let checked = CheckResult {
+        source: d.source.clone(),
+        document: d.index,
+        operation: format!("{:?}", input.operation).to_uppercase(),
+        kind: input.kind.kind.clone(),
+        namespace: input.namespace.clone(),
+        name: input.name.clone(),
+        admitted: true,
+        risk: crate::crd::Risk::Low.as_str().to_string(),
+        action_class: String::new(),
+        routes: vec![],
+        reasons: vec![],
+        cost_delta: None,
+        recorded: vec![],
+        audit: vec![],
+        depends_on_requester: vec![],
+        note: None,
+    };
+    if let Some(note) = route.note() {
+        return CheckResult { note: Some(note.to_string()), ..checked };
+    }
+    let judged = finalizing.as_ref().unwrap_or(input);
+    let enabled = crate::policy::side_doors::enabled_changes(judged);
+    let a = crate::policy::side_doors::with_enabled(classify(judged, set), &enabled, set);
+    CheckResult {
+        admitted: !a.held(),
+        risk: a.risk.as_str().to_string(),
+        action_class: a.action_class.as_str().to_string(),
+        routes: a.routes.iter().cloned().collect(),
+        reasons: a.reasons(),
+        cost_delta: a.cost.as_ref().map(|c| format!("{:+.2} {}", c.monthly_delta, c.currency)),
+        recorded: a
+            .fired
+            .iter()
+            .filter(|f| f.risk < crate::crd::Risk::Medium)
+            .map(|f| format!("{}/{}: {}", f.policy, f.rule, f.message))
+            .collect(),
+        audit: a
+            .audit
+            .iter()
+            .map(|f| format!("{}/{}: {}", f.policy, f.rule, f.message))
+            .chain(
+                a.audit_errors.iter().map(|e| format!("{}/{}: evaluation error: {}", e.policy, e.location, e.message)),
+            )
+            .collect(),
+        depends_on_requester: a.unknown_requester.iter().map(|r| format!("{}/{}", r.0, r.1)).collect(),
+        ..checked
+    }
 }
 
 fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>, CheckError> {
@@ -312,7 +327,23 @@ pub fn load_policies(path: &Path) -> Result<PolicySet, CheckError> {
         )));
     }
     let mut policies = Vec::new();
-    for d in load_documents(&path.to_string_lossy())? {
+    // A directory's own files only: its subdirectories hold other things (the
+    // library keeps its test cases in policies/tests).
+    let mut documents = Vec::new();
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| CheckError(format!("{}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+            .collect();
+        files.sort();
+        for f in files {
+            documents.extend(load_documents(&f.to_string_lossy())?);
+        }
+    } else {
+        documents = load_documents(&path.to_string_lossy())?;
+    }
+    for d in documents {
         let p: EscalationPolicy = serde_json::from_value(d.object).map_err(|e| {
             CheckError(format!("{}: document {}: not a valid EscalationPolicy: {e}", d.source, d.index))
         })?;
@@ -419,13 +450,16 @@ fn check_object(source: &str, index: usize, v: &Value) -> Result<(), CheckError>
 }
 
 /// What a manifest is, as an admission request would name it.
-struct Target {
-    kind: Gvk,
-    resource: Gvr,
-    sub_resource: String,
-    namespace: String,
-    name: String,
-    connect: bool,
+/// What an object is to the API server: kind, resource, where, and whether
+/// a write to it is a CONNECT (pods/exec).
+pub struct Target {
+    pub kind: Gvk,
+    pub resource: Gvr,
+    pub sub_resource: String,
+    pub namespace: String,
+    pub name: String,
+    pub connect: bool,
+    pub namespaced: bool,
 }
 
 /// Kinds served by the API server: (kind, resource, namespaced).
@@ -460,6 +494,11 @@ const KINDS: &[(&str, &str, bool)] = &[
     ("StorageClass", "storageclasses", false),
     ("PriorityClass", "priorityclasses", false),
     ("CustomResourceDefinition", "customresourcedefinitions", false),
+    ("APIService", "apiservices", false),
+    ("GatewayClass", "gatewayclasses", false),
+    ("RuntimeClass", "runtimeclasses", false),
+    ("CSIDriver", "csidrivers", false),
+    ("ClusterIssuer", "clusterissuers", false),
     ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false),
     ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false),
     ("ValidatingAdmissionPolicy", "validatingadmissionpolicies", false),
@@ -509,6 +548,7 @@ fn target(d: &Document) -> Result<Target, CheckError> {
                 namespace,
                 name,
                 connect: false,
+                namespaced: true,
             });
         }
         "PodExecOptions" => {
@@ -519,6 +559,7 @@ fn target(d: &Document) -> Result<Target, CheckError> {
                 namespace,
                 name,
                 connect: true,
+                namespaced: true,
             });
         }
         _ => {}
@@ -538,7 +579,13 @@ fn target(d: &Document) -> Result<Target, CheckError> {
         namespace,
         name,
         connect: false,
+        namespaced,
     })
+}
+
+/// The [`Target`] of a manifest document.
+pub fn target_of(d: &Document) -> Result<Target, CheckError> {
+    target(d)
 }
 
 fn write_table(results: &[CheckResult], out: &mut dyn Write) -> std::io::Result<()> {
@@ -590,6 +637,9 @@ fn write_table(results: &[CheckResult], out: &mut dyn Write) -> std::io::Result<
         }
         for a in &r.audit {
             writeln!(out, "    . audit (not enforced): {a}")?;
+        }
+        for rule in &r.depends_on_requester {
+            writeln!(out, "    ? depends on who applies (not evaluated; pass --as and --as-group): {rule}")?;
         }
         if let Some(note) = &r.note {
             writeln!(out, "    . {note}")?;

@@ -9,6 +9,7 @@ pub mod decide;
 pub mod impersonators;
 pub mod kube;
 pub mod me;
+pub mod policytest;
 pub mod requests;
 
 use std::io::IsTerminal;
@@ -45,6 +46,8 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     Check(CheckArgs),
+    /// Prove policies on labelled cases: admitted, or held with the right routes and class.
+    Test(policytest::TestArgs),
     /// List ApprovalRequests: those waiting for you first (marked *), then by tier deadline.
     #[command(after_help = "Columns: risk, routes, tier per lane, requester, age, and time left in the current tier.
 
@@ -205,6 +208,7 @@ fn read_manifest(path: &str) -> Result<String, String> {
 fn dispatch(kube: &self::kube::KubeArgs, command: Command) -> i32 {
     match command {
         Command::Check(args) => check::run(&args, kube, &mut std::io::stdout(), &mut std::io::stderr()),
+        Command::Test(args) => policytest::run(&args, &mut std::io::stdout(), &mut std::io::stderr()),
         Command::Approve(args) => decide(kube, args, Verdict::Approve),
         Command::Reject(args) => decide(kube, args, Verdict::Reject),
         Command::List(args) => run(|| async move {

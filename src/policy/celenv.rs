@@ -1,6 +1,6 @@
 //! The CEL environment rules are compiled and run in: the standard library, the
-//! strings extension (`lowerAscii`, `upperAscii`, `split`, `join`, ...) and the
-//! Kubernetes quantity library. Built once per [`PolicySet`](super::PolicySet).
+//! strings extension (`lowerAscii`, `upperAscii`, `split`, `join`, ...), the
+//! Kubernetes quantity library and signoff's helpers ([`super::helpers`]). Built once per [`PolicySet`](super::PolicySet).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -186,6 +186,7 @@ pub fn build_env() -> Result<Env, cel::DeclarationError> {
     env.add_member_overload("matches", "string_matches_string", STRING_TYPE, vec![STRING_TYPE], f_matches)?;
 
     env.add_overload(super::budget::CHARGE_FUNCTION, "signoff_charge_dyn", vec![DYN_TYPE], f_charge)?;
+    super::helpers::register(&mut env)?;
 
     env.add_type(quantity_type())?;
     env.add_overload("quantity", "quantity_string", vec![STRING_TYPE], f_quantity)?;

@@ -13,6 +13,7 @@
 pub mod budget;
 pub mod celenv;
 pub mod cost;
+pub mod helpers;
 pub mod lazyjson;
 pub mod matching;
 pub mod quantity;
@@ -42,6 +43,14 @@ pub struct UserInfo {
     pub uid: String,
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// Nobody in particular: an offline check that was not told who applies
+    /// (the API server always names a user, `system:anonymous` at least).
+    pub fn is_unknown(&self) -> bool {
+        self.username.is_empty() && self.groups.is_empty()
+    }
 }
 
 /// group/version/kind of the object.
@@ -243,6 +252,16 @@ struct CompiledRule {
     risk: Risk,
     route: String,
     action_class: ActionClass,
+    /// Its expression reads `request.userInfo`, itself or through a variable:
+    /// it cannot be evaluated without knowing who applies the change.
+    reads_requester: bool,
+}
+
+/// Whether an expression reads `request.userInfo`, or one of `variables` that do.
+/// Textual: a mention in a string literal counts too (the safe side: the rule is
+/// reported as depending on the requester).
+fn reads_requester(expression: &str, variables: &[&str]) -> bool {
+    expression.contains("userInfo") || variables.iter().any(|v| expression.contains(&format!("variables.{v}")))
 }
 
 /// What a policy's expressions read, so a request converts only that.
@@ -367,6 +386,13 @@ impl CompiledPolicy {
             needs.add(&p.program, &v.expression);
             variables.push((v.name.clone(), p));
         }
+        // Variables that read the requester, directly or through earlier ones.
+        let mut requester_vars: Vec<&str> = Vec::new();
+        for v in &spec.variables {
+            if reads_requester(&v.expression, &requester_vars) {
+                requester_vars.push(&v.name);
+            }
+        }
         let mut rules: Vec<CompiledRule> = Vec::with_capacity(spec.rules.len());
         for r in &spec.rules {
             if rules.iter().any(|c| c.name == r.name) {
@@ -390,6 +416,7 @@ impl CompiledPolicy {
                 risk: r.risk,
                 route: r.route.clone(),
                 action_class: r.action_class,
+                reads_requester: reads_requester(&r.expression, &requester_vars),
             });
         }
         let messages = rules.iter().filter_map(|r| match &r.message {
@@ -533,6 +560,9 @@ pub struct Assessment {
     pub audit_errors: Vec<EvalError>,
     /// Runtime errors in enforcing policies: each holds the change.
     pub errors: Vec<EvalError>,
+    /// (policy, rule) of enforcing rules not evaluated because they read the
+    /// requester and the input names none (`kubectl signoff check` without --as).
+    pub unknown_requester: Vec<(String, String)>,
 }
 
 impl Default for Assessment {
@@ -546,6 +576,7 @@ impl Default for Assessment {
             cost: None,
             audit: Vec::new(),
             audit_errors: Vec::new(),
+            unknown_requester: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -624,7 +655,7 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
             Some(eager) if policy.needs.map_literal => eager,
             _ => &lazy,
         };
-        evaluate_policy(policy, cost, scope, &mut out);
+        evaluate_policy(policy, cost, scope, input.user.is_unknown(), &mut out);
     }
     out
 }
@@ -656,7 +687,13 @@ fn request_scope<'v>(input: &'v ReviewInput, needs: Needs, eager: bool) -> Conte
     scope
 }
 
-fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context, out: &mut Assessment) {
+fn evaluate_policy(
+    policy: &CompiledPolicy,
+    cost: Option<Cost>,
+    parent: &Context,
+    requester_unknown: bool,
+    out: &mut Assessment,
+) {
     let audit = policy.spec.mode == PolicyMode::Audit;
     // One budget for the whole policy: its comprehensions together iterate at
     // most budget::RUNTIME_LIMIT elements; past it each rule fails, and holds.
@@ -715,6 +752,12 @@ fn evaluate_policy(policy: &CompiledPolicy, cost: Option<Cost>, parent: &Context
     }
     let scope = own.as_ref().unwrap_or(parent);
     for rule in &policy.rules {
+        if requester_unknown && rule.reads_requester {
+            if !audit {
+                out.unknown_requester.push((policy.name.clone(), rule.name.clone()));
+            }
+            continue;
+        }
         match rule.expression.execute(scope) {
             Ok(Value::Bool(false)) => {}
             Ok(Value::Bool(true)) => {

@@ -269,7 +269,8 @@ pub fn finalizing_delete(input: &ReviewInput) -> Option<ReviewInput> {
 }
 
 fn risk_and_class(a: &Assessment) -> String {
-    format!("{} risk, {}", a.risk.as_str().to_lowercase(), a.action_class.as_str())
+    let routes: Vec<&str> = a.routes.iter().map(String::as_str).collect();
+    format!("{} risk, {}; routes: {}", a.risk.as_str().to_lowercase(), a.action_class.as_str(), routes.join(", "))
 }
 
 /// The denial for a held change, identical every time it is asked for.

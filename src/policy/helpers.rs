@@ -1,0 +1,473 @@
+//! CEL functions for policy authors, so a rule is written once for every kind
+//! and says what changed instead of spelling out each field:
+//!
+//! - `podSpec(object)`: the pod spec of a Pod, Deployment, ReplicaSet,
+//!   StatefulSet, DaemonSet, Job, CronJob, ReplicationController or PodTemplate
+//!   (`{}` for any other object, and for `null`).
+//! - `allContainers(object)`: its containers, init containers and ephemeral
+//!   containers, in one list.
+//! - `changedOutside(object, oldObject, ['metadata.labels', ...])`: whether
+//!   anything changed besides the listed dotted paths (and the fields the API
+//!   server sets: `metadata.resourceVersion`, `generation`, `managedFields`,
+//!   `uid`, `creationTimestamp`, `status`); true on a create or a delete.
+//! - `changedAt(object, oldObject, 'spec.replicas')`: whether the value at a
+//!   dotted path differs (present on one side only counts).
+//! - `changedLabels(object, oldObject)`, `changedAnnotations(object, oldObject)`:
+//!   the keys added, removed or changed, sorted.
+//! - `gpus(object)`: GPUs the object asks for in all: per pod (the larger of
+//!   requests and limits of every `*/gpu` resource, e.g. `nvidia.com/gpu`,
+//!   summed over its containers) × `spec.replicas` (a Job's `spec.parallelism`;
+//!   1 when unset; 0 for null).
+//!
+//! Pure functions over values; the unit tests below are their specification.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use cel::common::value::{CowVal, Val};
+use cel::objects::{Key, Map};
+use cel::{ExecutionError, Value};
+
+type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
+type Ret<'b, 'v> = Result<CowVal<'b, 'v>, ExecutionError>;
+
+/// Any interpreter value as a [`Value`]: built-in ones directly; signoff's lazy
+/// JSON maps (and lists holding them), which are no built-in type, by walking
+/// their keys and elements.
+fn value(v: &dyn Val) -> Result<Value, ExecutionError> {
+    if let Ok(value) = Value::try_from(v) {
+        return Ok(value);
+    }
+    let walk = || ExecutionError::function_error("signoff helper", format!("cannot read a {}", v.get_type().name()));
+    let iterable = v.as_iterable().ok_or_else(walk)?;
+    let mut items = iterable.iter();
+    match v.get_type().name() {
+        "map" => {
+            let indexer = v.as_indexer().ok_or_else(walk)?;
+            let mut map = std::collections::HashMap::new();
+            while let Some(key) = items.next() {
+                let k = match Value::try_from(key)? {
+                    Value::String(s) => Key::String(s),
+                    Value::Int(i) => Key::Int(i),
+                    Value::UInt(u) => Key::Uint(u),
+                    Value::Bool(b) => Key::Bool(b),
+                    _ => return Err(walk()),
+                };
+                map.insert(k, value(indexer.get(key)?.as_ref())?);
+            }
+            Ok(Value::Map(Map { map: Arc::new(map) }))
+        }
+        "list" => {
+            let mut list = Vec::new();
+            while let Some(item) = items.next() {
+                list.push(value(item)?);
+            }
+            Ok(Value::List(Arc::new(list)))
+        }
+        _ => Err(walk()),
+    }
+}
+
+fn ret<'b, 'v>(v: Value) -> Ret<'b, 'v> {
+    let boxed: Box<dyn Val> = v.try_into()?;
+    Ok(CowVal::Owned(boxed))
+}
+
+fn arity(function: &str, args: &[CowVal], n: usize) -> Result<(), ExecutionError> {
+    if args.len() == n {
+        Ok(())
+    } else {
+        Err(ExecutionError::function_error(function, format!("takes {n} arguments, got {}", args.len())))
+    }
+}
+
+/// `v[name]` of a map, if present.
+pub fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Map(m) => m.map.get(&Key::String(Arc::new(name.to_string()))),
+        _ => None,
+    }
+}
+
+fn path<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').filter(|p| !p.is_empty()).try_fold(v, |v, p| field(v, p))
+}
+
+fn empty_map() -> Value {
+    Value::Map(Map { map: Arc::new(Default::default()) })
+}
+
+/// The pod spec of an object that runs pods.
+pub fn pod_spec(object: &Value) -> Option<&Value> {
+    let kind = match field(object, "kind") {
+        Some(Value::String(k)) => k.as_str(),
+        _ => "",
+    };
+    match kind {
+        "Pod" => path(object, "spec"),
+        "CronJob" => path(object, "spec.jobTemplate.spec.template.spec"),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => {
+            path(object, "spec.template.spec")
+        }
+        "PodTemplate" => path(object, "template.spec"),
+        _ => None,
+    }
+}
+
+fn f_pod_spec<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity("podSpec", &args, 1)?;
+    let object = value(args[0].as_ref())?;
+    ret(pod_spec(&object).cloned().unwrap_or_else(empty_map))
+}
+
+/// Containers, init containers and ephemeral containers of a pod spec.
+pub fn all_containers(object: &Value) -> Vec<Value> {
+    let Some(spec) = pod_spec(object) else { return Vec::new() };
+    ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|k| match field(spec, k) {
+            Some(Value::List(items)) => Some(items.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn f_all_containers<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity("allContainers", &args, 1)?;
+    let object = value(args[0].as_ref())?;
+    ret(Value::List(Arc::new(all_containers(&object))))
+}
+
+/// Fields the API server sets; never a change a person made.
+const SERVER_SET: &[&str] = &[
+    "metadata.resourceVersion",
+    "metadata.generation",
+    "metadata.managedFields",
+    "metadata.uid",
+    "metadata.creationTimestamp",
+    "metadata.selfLink",
+    "status",
+];
+
+/// Whether `new` and `old` differ anywhere outside `ignored` (dotted paths) and
+/// the fields the API server sets. A create or a delete (one side null) is a change.
+pub fn changed_outside(new: &Value, old: &Value, ignored: &[String]) -> bool {
+    if matches!(new, Value::Null) || matches!(old, Value::Null) {
+        return true;
+    }
+    let ignored: Vec<&str> = ignored.iter().map(String::as_str).chain(SERVER_SET.iter().copied()).collect();
+    differs(new, old, "", &ignored)
+}
+
+fn differs(new: &Value, old: &Value, at: &str, ignored: &[&str]) -> bool {
+    if ignored.contains(&at) {
+        return false;
+    }
+    match (new, old) {
+        (Value::Map(a), Value::Map(b)) => {
+            let keys: BTreeSet<&Key> = a.map.keys().chain(b.map.keys()).collect();
+            keys.into_iter().any(|k| {
+                let name = match k {
+                    Key::String(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                };
+                let here = if at.is_empty() { name } else { format!("{at}.{name}") };
+                match (a.map.get(k), b.map.get(k)) {
+                    (Some(x), Some(y)) => differs(x, y, &here, ignored),
+                    // Present on one side only: a change unless it is ignored
+                    // (or an ignored path lies below it and it is empty).
+                    (Some(x), None) | (None, Some(x)) => !ignored.contains(&here.as_str()) && !is_empty(x),
+                    (None, None) => false,
+                }
+            })
+        }
+        (a, b) => a != b,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Map(m) => m.map.is_empty(),
+        Value::List(l) => l.is_empty(),
+        Value::Null => true,
+        _ => false,
+    }
+}
+
+fn string_list(function: &str, v: &Value) -> Result<Vec<String>, ExecutionError> {
+    match v {
+        Value::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(ExecutionError::function_error(function, format!("expected strings, got {other:?}"))),
+            })
+            .collect(),
+        other => Err(ExecutionError::function_error(function, format!("expected a list of paths, got {other:?}"))),
+    }
+}
+
+fn f_changed_outside<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity("changedOutside", &args, 3)?;
+    let (new, old) = (value(args[0].as_ref())?, value(args[1].as_ref())?);
+    let ignored = string_list("changedOutside", &value(args[2].as_ref())?)?;
+    ret(Value::Bool(changed_outside(&new, &old, &ignored)))
+}
+
+/// Whether the value at a dotted path differs between `new` and `old`.
+pub fn changed_at(new: &Value, old: &Value, dotted: &str) -> bool {
+    let empty = |v: Option<&Value>| v.is_none_or(is_empty);
+    match (path(new, dotted), path(old, dotted)) {
+        (a, b) if empty(a) && empty(b) => false,
+        (a, b) => a != b,
+    }
+}
+
+fn f_changed_at<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity("changedAt", &args, 3)?;
+    let (new, old) = (value(args[0].as_ref())?, value(args[1].as_ref())?);
+    let dotted = match value(args[2].as_ref())? {
+        Value::String(s) => s,
+        other => return Err(ExecutionError::function_error("changedAt", format!("expected a path, got {other:?}"))),
+    };
+    ret(Value::Bool(changed_at(&new, &old, &dotted)))
+}
+
+/// Keys of `metadata.<which>` added, removed or changed between `new` and `old`.
+pub fn changed_keys(new: &Value, old: &Value, which: &str) -> Vec<String> {
+    let at = format!("metadata.{which}");
+    let keys = |v: &Value| -> Vec<(String, Value)> {
+        match path(v, &at) {
+            Some(Value::Map(m)) => m
+                .map
+                .iter()
+                .filter_map(|(k, v)| match k {
+                    Key::String(s) => Some((s.to_string(), v.clone())),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let (a, b) = (keys(new), keys(old));
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for (k, v) in &a {
+        if b.iter().find(|(k2, _)| k2 == k).is_none_or(|(_, v2)| v2 != v) {
+            out.insert(k.clone());
+        }
+    }
+    for (k, _) in &b {
+        if !a.iter().any(|(k2, _)| k2 == k) {
+            out.insert(k.clone());
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn changed_keys_fn<'b, 'v>(function: &str, which: &str, args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity(function, &args, 2)?;
+    let (new, old) = (value(args[0].as_ref())?, value(args[1].as_ref())?);
+    let keys = changed_keys(&new, &old, which).into_iter().map(|k| Value::String(Arc::new(k))).collect();
+    ret(Value::List(Arc::new(keys)))
+}
+
+fn f_changed_labels<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    changed_keys_fn("changedLabels", "labels", args)
+}
+
+fn f_changed_annotations<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    changed_keys_fn("changedAnnotations", "annotations", args)
+}
+
+/// A quantity of whole devices as an integer ("2", 2), else 0.
+fn devices(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        Value::UInt(u) => i64::try_from(*u).unwrap_or(i64::MAX),
+        Value::String(s) => s.trim().parse().unwrap_or(0),
+        Value::Float(f) => *f as i64,
+        _ => 0,
+    }
+}
+
+/// GPUs one pod of `object` asks for × its replicas.
+pub fn gpus(object: &Value) -> i64 {
+    let per_container = |c: &Value| -> i64 {
+        let of = |which: &str| -> i64 {
+            match path(c, &format!("resources.{which}")) {
+                Some(Value::Map(m)) => m
+                    .map
+                    .iter()
+                    .filter(|(k, _)| matches!(k, Key::String(s) if s.ends_with("/gpu")))
+                    .map(|(_, v)| devices(v))
+                    .sum(),
+                _ => 0,
+            }
+        };
+        of("requests").max(of("limits"))
+    };
+    let per_pod: i64 = all_containers(object).iter().map(per_container).sum();
+    // Pods at once: a Job's parallelism, anything else's replicas (1 when unset).
+    let count = match field(object, "kind") {
+        Some(Value::String(k)) if k.as_str() == "Job" => "spec.parallelism",
+        _ => "spec.replicas",
+    };
+    let replicas = match path(object, count) {
+        Some(v) => devices(v),
+        None => 1,
+    };
+    per_pod.saturating_mul(replicas)
+}
+
+fn f_gpus<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity("gpus", &args, 1)?;
+    ret(Value::Int(gpus(&value(args[0].as_ref())?)))
+}
+
+/// Adds the helpers to the environment.
+pub fn register(env: &mut cel::Env) -> Result<(), cel::DeclarationError> {
+    use cel::common::types::{DYN_TYPE, STRING_TYPE};
+    env.add_overload("podSpec", "signoff_podSpec_dyn", vec![DYN_TYPE], f_pod_spec)?;
+    env.add_overload("allContainers", "signoff_allContainers_dyn", vec![DYN_TYPE], f_all_containers)?;
+    env.add_overload(
+        "changedOutside",
+        "signoff_changedOutside_dyn_dyn_dyn",
+        vec![DYN_TYPE, DYN_TYPE, DYN_TYPE],
+        f_changed_outside,
+    )?;
+    env.add_overload(
+        "changedAt",
+        "signoff_changedAt_dyn_dyn_string",
+        vec![DYN_TYPE, DYN_TYPE, STRING_TYPE],
+        f_changed_at,
+    )?;
+    env.add_overload("gpus", "signoff_gpus_dyn", vec![DYN_TYPE], f_gpus)?;
+    env.add_overload("changedLabels", "signoff_changedLabels_dyn_dyn", vec![DYN_TYPE, DYN_TYPE], f_changed_labels)?;
+    env.add_overload(
+        "changedAnnotations",
+        "signoff_changedAnnotations_dyn_dyn",
+        vec![DYN_TYPE, DYN_TYPE],
+        f_changed_annotations,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::celenv::json_to_cel;
+    use serde_json::json;
+
+    fn v(j: serde_json::Value) -> Value {
+        json_to_cel(&j)
+    }
+
+    fn deployment(image: &str, replicas: i64) -> serde_json::Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "labels": {"app": "web"}, "resourceVersion": "1", "generation": 1},
+               "spec": {"replicas": replicas, "template": {"metadata": {"labels": {"app": "web"}},
+                 "spec": {"initContainers": [{"name": "init", "image": "busybox"}],
+                          "containers": [{"name": "app", "image": image}]}}}})
+    }
+
+    #[test]
+    fn pod_spec_finds_the_pod_of_every_workload_kind() {
+        let spec = json!({"containers": [{"name": "c", "image": "x"}]});
+        let cases = [
+            json!({"kind": "Pod", "spec": spec}),
+            json!({"kind": "Deployment", "spec": {"template": {"spec": spec}}}),
+            json!({"kind": "StatefulSet", "spec": {"template": {"spec": spec}}}),
+            json!({"kind": "DaemonSet", "spec": {"template": {"spec": spec}}}),
+            json!({"kind": "ReplicaSet", "spec": {"template": {"spec": spec}}}),
+            json!({"kind": "Job", "spec": {"template": {"spec": spec}}}),
+            json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}),
+        ];
+        for case in cases {
+            assert_eq!(pod_spec(&v(case.clone())), Some(&v(spec.clone())), "{case}");
+        }
+        assert_eq!(pod_spec(&v(json!({"kind": "ConfigMap", "data": {}}))), None);
+        assert_eq!(pod_spec(&Value::Null), None);
+    }
+
+    #[test]
+    fn all_containers_includes_init_and_ephemeral_ones() {
+        let mut pod = json!({"kind": "Pod", "spec": {"containers": [{"name": "a"}], "initContainers": [{"name": "b"}],
+                             "ephemeralContainers": [{"name": "c"}]}});
+        let names = |p: &serde_json::Value| -> Vec<String> {
+            all_containers(&v(p.clone()))
+                .iter()
+                .map(|c| match field(c, "name") {
+                    Some(Value::String(s)) => s.to_string(),
+                    _ => String::new(),
+                })
+                .collect()
+        };
+        assert_eq!(names(&pod), ["a", "b", "c"]);
+        pod["spec"].as_object_mut().unwrap().remove("ephemeralContainers");
+        assert_eq!(names(&pod), ["a", "b"]);
+        assert!(names(&json!({"kind": "Service"})).is_empty());
+    }
+
+    #[test]
+    fn changed_outside_ignores_the_listed_paths_and_server_fields() {
+        let old = deployment("web:1", 3);
+        let mut relabelled = old.clone();
+        relabelled["metadata"]["labels"]["team"] = json!("shop");
+        relabelled["metadata"]["resourceVersion"] = json!("2");
+        relabelled["status"] = json!({"readyReplicas": 3});
+        let metadata = vec!["metadata.labels".to_string(), "metadata.annotations".to_string()];
+        assert!(!changed_outside(&v(relabelled.clone()), &v(old.clone()), &metadata), "only labels changed");
+        assert!(changed_outside(&v(relabelled), &v(old.clone()), &[]), "labels count unless ignored");
+        // An annotation map that appears empty is no change; one with a key is.
+        let mut annotated = old.clone();
+        annotated["metadata"]["annotations"] = json!({});
+        assert!(!changed_outside(&v(annotated.clone()), &v(old.clone()), &[]));
+        annotated["metadata"]["annotations"] = json!({"a": "b"});
+        assert!(!changed_outside(&v(annotated.clone()), &v(old.clone()), &metadata));
+        assert!(changed_outside(&v(deployment("web:2", 3)), &v(old.clone()), &metadata), "the image changed");
+        assert!(changed_outside(&v(old.clone()), &Value::Null, &metadata), "a create is a change");
+        let replicas = vec!["spec.replicas".to_string()];
+        assert!(!changed_outside(&v(deployment("web:1", 5)), &v(old), &replicas), "only replicas changed");
+    }
+
+    #[test]
+    fn changed_at_compares_one_path() {
+        let old = v(deployment("web:1", 3));
+        assert!(changed_at(&v(deployment("web:1", 4)), &old, "spec.replicas"));
+        assert!(!changed_at(&v(deployment("web:2", 3)), &old, "spec.replicas"));
+        assert!(changed_at(&v(deployment("web:2", 3)), &old, "spec.template"));
+        assert!(!changed_at(&old, &old, "spec.missing"));
+        assert!(changed_at(&old, &Value::Null, "spec.replicas"), "present on one side only");
+    }
+
+    #[test]
+    fn gpus_counts_devices_per_pod_times_replicas() {
+        let gpu = |n: serde_json::Value, replicas: Option<i64>| {
+            let mut d = json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
+                {"name": "train", "resources": {"limits": {"nvidia.com/gpu": n, "cpu": "4"}}},
+                {"name": "side", "resources": {"requests": {"cpu": "1"}}}]}}}});
+            if let Some(r) = replicas {
+                d["spec"]["replicas"] = json!(r);
+            }
+            gpus(&v(d))
+        };
+        assert_eq!(gpu(json!(2), None), 2);
+        assert_eq!(gpu(json!("2"), Some(3)), 6);
+        assert_eq!(gpu(json!(0), Some(3)), 0);
+        assert_eq!(gpus(&Value::Null), 0);
+        let job = json!({"kind": "Job", "spec": {"template": {"spec": {"containers": [
+            {"name": "a", "resources": {"requests": {"amd.com/gpu": 1}, "limits": {"amd.com/gpu": 1}}}]}}}});
+        assert_eq!(gpus(&v(job)), 1, "requests and limits of one resource are not added up");
+    }
+
+    #[test]
+    fn changed_labels_lists_added_removed_and_changed_keys() {
+        let old = json!({"metadata": {"labels": {"a": "1", "b": "2", "c": "3"}, "annotations": {"x": "1"}}});
+        let new = json!({"metadata": {"labels": {"a": "1", "b": "9", "d": "4"}}});
+        assert_eq!(changed_keys(&v(new.clone()), &v(old.clone()), "labels"), ["b", "c", "d"]);
+        assert_eq!(changed_keys(&v(new), &v(old.clone()), "annotations"), ["x"]);
+        assert_eq!(changed_keys(&v(old.clone()), &v(old), "labels"), Vec::<String>::new());
+        assert_eq!(changed_keys(&v(json!({"metadata": {"labels": {"a": "1"}}})), &Value::Null, "labels"), ["a"]);
+    }
+}
