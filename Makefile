@@ -12,7 +12,7 @@ endif
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: test dev crds controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
+.PHONY: test dev crds chart-policies controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -113,6 +113,10 @@ print-target-dir:
 
 crds:
 	$(CARGO) run --quiet --locked --bin signoff -- crds --dir crds --dir charts/signoff/files/crds
+
+# The chart's copy of the policy library (tests/chart.rs fails when it differs).
+chart-policies:
+	rm -f charts/signoff/files/policies/*.yaml && cp policies/*.yaml charts/signoff/files/policies/
 
 dev: controlplane
 	$(CARGO) build --locked --workspace --bin signoff --bin kubectl-signoff --bin signoff-dev

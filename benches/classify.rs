@@ -42,7 +42,7 @@ fn input() -> ReviewInput {
 }
 
 fn example_policies() -> PolicySet {
-    let dir = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("examples/policies");
+    let dir = signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}")).join("policies");
     signoff::cli::check::load_policies(&dir).expect("example policies compile")
 }
 

@@ -170,6 +170,101 @@ fn chart_webhook_matches_what_signoff_writes() {
 }
 
 #[test]
+fn the_chart_offers_the_policy_library_unchanged() {
+    let library = |dir: &str| -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!(
+        library("charts/signoff/files/policies"),
+        library("policies"),
+        "charts/signoff/files/policies differs from policies/: run `make chart-policies`"
+    );
+    let policies = |sets: &[&str]| -> Vec<String> {
+        of_kind(&documents(&render("signoff-system", sets)), "EscalationPolicy")
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(policies(&[]).is_empty(), "off by default");
+    let all = policies(&["policies.enabled=true"]);
+    assert_eq!(all.len(), library("policies").len(), "{all:?}");
+    let some = policies(&["policies.enabled=true", "policies.exclude={cost,change-management}"]);
+    assert!(!some.contains(&"cost".to_string()) && !some.contains(&"change-management".to_string()), "{some:?}");
+    assert_eq!(some.len(), all.len() - 2);
+    // What the chart renders is what the repository's files say.
+    let rendered = of_kind(&documents(&render("signoff-system", &["policies.enabled=true"])), "EscalationPolicy")
+        .iter()
+        .find(|p| p["metadata"]["name"] == "production-workloads")
+        .map(|p| p["spec"].clone())
+        .unwrap();
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("policies/workloads.yaml")).unwrap()).unwrap();
+    assert_eq!(numbers_as_floats(rendered), numbers_as_floats(file["spec"].clone()));
+}
+
+/// Whether `chart` (a webhook rule) covers one (operation, group, version,
+/// resource) of the gate: wildcards as the API server reads them.
+fn rule_covers(chart: &Value, (op, group, version, resource): (&str, &str, &str, &str)) -> bool {
+    let has = |field: &str, value: &str| {
+        chart[field].as_sequence().unwrap().iter().any(|v| {
+            let v = v.as_str().unwrap();
+            v == value || v == "*" || (field == "resources" && v == "*/*" && value.contains('/'))
+        })
+    };
+    // Cluster-scoped resources of the library's rules.
+    let cluster = ["namespaces", "clusterroles", "clusterrolebindings"].contains(&resource);
+    let scope_ok = match chart["scope"].as_str() {
+        Some("Namespaced") => !cluster,
+        Some("Cluster") => cluster,
+        _ => true,
+    };
+    let resource_ok = if resource.contains('/') {
+        has("resources", resource)
+    } else {
+        chart["resources"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str() == Some(resource) || v.as_str() == Some("*"))
+    };
+    has("operations", op) && has("apiGroups", group) && has("apiVersions", version) && resource_ok && scope_ok
+}
+
+#[test]
+fn the_default_gate_rules_cover_the_policy_library() {
+    let set = signoff::cli::check::load_policies(&root().join("policies")).unwrap();
+    let specs: Vec<signoff::crd::EscalationPolicy> =
+        set.policies().iter().map(|p| signoff::crd::EscalationPolicy::new(p.name(), p.spec().clone())).collect();
+    let needed = signoff::webhook::config::gate_rules(&specs);
+    let docs = documents(&render("signoff-system", CHART_MODE_SECRET));
+    let vwc = of_kind(&docs, "ValidatingWebhookConfiguration");
+    let chart = vwc[0]["webhooks"][0]["rules"].as_sequence().unwrap();
+    let mut missing = Vec::new();
+    for rule in &needed {
+        for op in rule.operations.iter().flatten() {
+            for group in rule.api_groups.iter().flatten() {
+                for version in rule.api_versions.iter().flatten() {
+                    for resource in rule.resources.iter().flatten() {
+                        let one = (op.as_str(), group.as_str(), version.as_str(), resource.as_str());
+                        if !chart.iter().any(|c| rule_covers(c, one)) {
+                            missing.push(format!("{one:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "webhook.gateRules misses what the library holds: {missing:?}");
+}
+
+#[test]
 fn deployment_is_hardened_and_highly_available() {
     let docs = documents(&render("signoff-system", &[]));
     let deployment = of_kind(&docs, "Deployment")[0];

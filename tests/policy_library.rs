@@ -140,16 +140,16 @@ fn offline_of(r: &CheckResult) -> Live {
 }
 
 /// Runs one case against the live webhook; returns its verdict.
-fn run_live(p: &Prepared, namespaces: &std::sync::Mutex<BTreeMap<String, ()>>) -> Live {
+fn run_live(p: &Prepared, namespaces: &std::sync::Mutex<std::collections::BTreeSet<String>>) -> Live {
     let cp = cp();
     if let Some((name, ns)) = policytest::namespace_of(&p.case) {
         let mut made = namespaces.lock().unwrap();
-        if !made.contains_key(&name) {
+        if !made.contains(&name) {
             let manifest = serde_json::to_string(&ns).unwrap();
             let (ok, _, err) =
                 cp.kubectl_run(ADMIN, &[&SETUP[..], &["apply", "-f", "-"]].concat(), Some(&manifest)).unwrap();
             assert!(ok, "creating namespace {name}: {err}");
-            made.insert(name, ());
+            made.insert(name);
         }
     }
     let dir = tempfile::tempdir().unwrap();
@@ -214,7 +214,7 @@ fn the_live_webhook_agrees_with_the_offline_verdict_on_every_case() {
         by_object.entry((p.input.kind.kind.clone(), p.input.name.clone())).or_default().push(p);
     }
     let groups: Vec<Vec<&Prepared>> = by_object.into_values().collect();
-    let namespaces = std::sync::Mutex::new(BTreeMap::new());
+    let namespaces = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let results: Vec<(String, Live, Live)> = std::thread::scope(|s| {
         let chunks: Vec<Vec<&Vec<&Prepared>>> = (0..4).map(|i| groups.iter().skip(i).step_by(4).collect()).collect();
         let handles: Vec<_> = chunks

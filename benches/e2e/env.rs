@@ -73,7 +73,7 @@ impl Env {
         let cp = ControlPlane::start(Options::default()).map_err(|e| e.to_string())?;
         eprintln!("bench: control plane {} at {} ({:.1}s)", cp.version, cp.server, t.elapsed().as_secs_f64());
         cp.install_crds().map_err(|e| e.to_string())?;
-        for dir in ["examples/demo", "examples/teams", "examples/policies"] {
+        for dir in ["examples/demo", "examples/teams", "policies"] {
             kubectl(&cp, "admin", &["apply", "-f", &root.join(dir).display().to_string()], None)?;
         }
         let mut namespaces = namespace(NS_NONE, &[]);

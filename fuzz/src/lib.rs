@@ -15,15 +15,16 @@ use signoff::policy::{Assessment, Gvk, Gvr, PolicySet, ReviewInput, UserInfo, cl
 use signoff::webhook::packet::packet;
 use signoff::webhook::review::{GateSettings, Preliminary, decide_existing, digest_of, preliminary};
 
-/// Every file of `examples/policies`, built in so a fuzz binary needs no files.
+/// Every file of the policy library (`policies/`), built in so a fuzz binary
+/// needs no files.
 const POLICY_FILES: &[&str] = &[
-    include_str!("../../examples/policies/change-management.yaml"),
-    include_str!("../../examples/policies/cost.yaml"),
-    include_str!("../../examples/policies/destructive.yaml"),
-    include_str!("../../examples/policies/latest-tag-audit.yaml"),
-    include_str!("../../examples/policies/production-deploys.yaml"),
-    include_str!("../../examples/policies/public-exposure.yaml"),
-    include_str!("../../examples/policies/security.yaml"),
+    include_str!("../../policies/access.yaml"),
+    include_str!("../../policies/change-management.yaml"),
+    include_str!("../../policies/cost.yaml"),
+    include_str!("../../policies/data.yaml"),
+    include_str!("../../policies/network.yaml"),
+    include_str!("../../policies/pod-security.yaml"),
+    include_str!("../../policies/workloads.yaml"),
 ];
 
 const NAMESPACES: &str = include_str!("../../examples/manifests/namespaces.yaml");

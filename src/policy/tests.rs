@@ -737,16 +737,19 @@ fn from_admission_review() {
     assert_eq!(i.sub_resource, "scale");
     assert_eq!(i.user.groups, ["team:payments"]);
     assert_eq!(i.object.as_ref().unwrap()["spec"]["replicas"], 0);
-    // The example production-deploys policy holds scaling a production workload to zero.
-    let text = std::fs::read_to_string("examples/policies/production-deploys.yaml").unwrap();
+    // The library holds scaling a production workload to zero (below its band).
+    let text = std::fs::read_to_string("policies/workloads.yaml").unwrap();
     let p: EscalationPolicy = serde_yaml::from_str(&text).unwrap();
     let a = classify(&i, &PolicySet::new([&p]));
     assert!(a.errors.is_empty(), "{:?}", a.errors);
     assert!(a.held());
     let rules: Vec<&str> = a.fired.iter().map(|f| f.rule.as_str()).collect();
-    assert_eq!(rules, ["production-scale", "production-scale-to-zero"]);
-    assert_eq!(a.fired[0].message, "scaling web from 3 to 0");
-    assert_eq!(a.action_class, ActionClass::TimeSensitive);
+    assert_eq!(rules, ["replicas-outside-band"]);
+    assert_eq!(
+        a.fired[0].message,
+        "Scale web scaled from 3 to 0 replicas in production (outside [max(2, half), double])"
+    );
+    assert_eq!(a.action_class, ActionClass::Routine);
 }
 
 #[test]

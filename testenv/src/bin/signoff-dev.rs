@@ -117,7 +117,7 @@ fn apply(cp: &ControlPlane, what: &str, args: &[&str], stdin: Option<&str>) -> R
 fn setup(root: &Path, cp: &ControlPlane, kubeconfig: &Path) -> Result<(), String> {
     cp.install_crds().map_err(|e| e.to_string())?;
     eprintln!("make dev: installed signoff's CRDs (Established)");
-    for dir in ["examples/demo", "examples/teams", "examples/policies"] {
+    for dir in ["examples/demo", "examples/teams", "policies"] {
         let path = root.join(dir);
         if path.is_dir() {
             apply(cp, dir, &["apply", "-f", &path.display().to_string()], None)?;
