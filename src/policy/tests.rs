@@ -747,7 +747,7 @@ fn from_admission_review() {
     assert_eq!(rules, ["replicas-outside-band"]);
     assert_eq!(
         a.fired[0].message,
-        "Scale web scaled from 3 to 0 replicas in production (outside [max(2, half), double])"
+        "Scale web scaled from 3 to 0 replicas in production (outside [max(2, old/2), old*2])"
     );
     assert_eq!(a.action_class, ActionClass::Routine);
 }
