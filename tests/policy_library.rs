@@ -38,6 +38,8 @@ fn the_library_passes_its_corpus() {
     assert_eq!(code, 0, "kubectl signoff test policies/tests: exit {code}\n{out}\n{err}");
     assert!(out.contains(" do not") && out.contains("0 do not"), "{out}");
     assert!(out.contains("risky changes admitted: 0 of"), "{out}");
+    assert!(out.contains("benign changes held: 0 of"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("holds naming their rule: ") && l.ends_with("(100.0%)")), "{out}");
     eprintln!("{out}");
 }
 
