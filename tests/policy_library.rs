@@ -197,6 +197,10 @@ fn run_live(p: &Prepared, namespaces: &std::sync::Mutex<std::collections::BTreeS
     let (ok, _, err) = cp.kubectl_run(ADMIN, &[&as_user[..], &verb[..]].concat(), None).unwrap();
     let verdict = live_of(ok, &err);
     if let Some(old) = &old {
+        // Finalizers nobody removes here (no kube-controller-manager), such as a
+        // PVC's pvc-protection, would keep the object in the next case's way.
+        let none = r#"{"metadata":{"finalizers":null}}"#;
+        cp.kubectl_run(ADMIN, &[&SETUP[..], &["patch", "--type=merge", "-p", none, "-f", old]].concat(), None).unwrap();
         cp.kubectl_run(ADMIN, &[&SETUP[..], &["delete", "--wait=false", "-f", old]].concat(), None).unwrap();
     }
     verdict

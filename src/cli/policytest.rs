@@ -394,7 +394,9 @@ pub fn write_report(outcomes: &[Outcome], verbose: bool, out: &mut dyn Write) ->
     let held: Vec<&Outcome> = outcomes.iter().filter(|o| o.got != "admitted").collect();
     let named = held
         .iter()
-        .filter(|o| !o.reasons.is_empty() && o.reasons.iter().all(|r| r.split_once(": ").is_some_and(|(p, _)| p.contains('/'))))
+        .filter(|o| {
+            !o.reasons.is_empty() && o.reasons.iter().all(|r| r.split_once(": ").is_some_and(|(p, _)| p.contains('/')))
+        })
         .count();
     writeln!(out, "holds naming their rule: {named} of {} ({})", held.len(), percent(named, held.len()))?;
     writeln!(out)?;
