@@ -43,6 +43,28 @@ fn the_library_passes_its_corpus() {
     eprintln!("{out}");
 }
 
+/// docs/writing-policies.md shows the report of the corpus run; stale is a failure.
+#[test]
+fn the_documented_corpus_table_is_current() {
+    let (code, out, err) = run_test_command(&["policies/tests"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let start = out.lines().position(|l| l.contains(" cases: ") && l.ends_with(" do not")).expect("a summary");
+    let table = out.lines().skip(start).collect::<Vec<_>>().join("\n");
+    let path = root().join("docs/writing-policies.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let marker = "<!-- corpus table: kubectl signoff test policies/tests -->\n```text\n";
+    let at = doc.find(marker).expect("the corpus table's marker") + marker.len();
+    let end = at + doc[at..].find("\n```").expect("the end of the table");
+    if std::env::var_os("SIGNOFF_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, format!("{}{table}{}", &doc[..at], &doc[end..])).unwrap();
+        return;
+    }
+    assert!(
+        doc[at..end] == table,
+        "docs/writing-policies.md's corpus table is stale: SIGNOFF_UPDATE_DOCS=1 cargo test --test policy_library"
+    );
+}
+
 #[test]
 fn a_mismatch_exits_2_and_bad_input_exits_1() {
     let dir = tempfile::tempdir().unwrap();
