@@ -6,6 +6,8 @@
 //!   (`{}` for any other object, and for `null`).
 //! - `allContainers(object)`: its containers, init containers and ephemeral
 //!   containers, in one list.
+//! - `podMetadata(object)`: the metadata its pods get (a Pod's own, else its
+//!   pod template's: labels a Service selects, AppArmor annotations); `{}` else.
 //! - `changedOutside(object, oldObject, ['metadata.labels', ...])`: whether
 //!   anything changed besides the listed dotted paths (and the fields the API
 //!   server sets: `metadata.resourceVersion`, `generation`, `managedFields`,
@@ -114,10 +116,34 @@ pub fn pod_spec(object: &Value) -> Option<&Value> {
     }
 }
 
+/// The metadata of the pods an object runs.
+pub fn pod_metadata(object: &Value) -> Option<&Value> {
+    let kind = match field(object, "kind") {
+        Some(Value::String(k)) => k.as_str(),
+        _ => "",
+    };
+    match kind {
+        "Pod" => path(object, "metadata"),
+        "CronJob" => path(object, "spec.jobTemplate.spec.template.metadata"),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => {
+            path(object, "spec.template.metadata")
+        }
+        "PodTemplate" => path(object, "template.metadata"),
+        _ => None,
+    }
+}
+
+fn f_pod_metadata<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    arity("podMetadata", &args, 1)?;
+    let object = value(args[0].as_ref())?;
+    // A rendered manifest may say `metadata:` (null): no metadata, not an error.
+    ret(pod_metadata(&object).filter(|m| matches!(m, Value::Map(_))).cloned().unwrap_or_else(empty_map))
+}
+
 fn f_pod_spec<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity("podSpec", &args, 1)?;
     let object = value(args[0].as_ref())?;
-    ret(pod_spec(&object).cloned().unwrap_or_else(empty_map))
+    ret(pod_spec(&object).filter(|m| matches!(m, Value::Map(_))).cloned().unwrap_or_else(empty_map))
 }
 
 /// Containers, init containers and ephemeral containers of a pod spec.
@@ -329,6 +355,7 @@ fn f_gpus<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 pub fn register(env: &mut cel::Env) -> Result<(), cel::DeclarationError> {
     use cel::common::types::{DYN_TYPE, STRING_TYPE};
     env.add_overload("podSpec", "signoff_podSpec_dyn", vec![DYN_TYPE], f_pod_spec)?;
+    env.add_overload("podMetadata", "signoff_podMetadata_dyn", vec![DYN_TYPE], f_pod_metadata)?;
     env.add_overload("allContainers", "signoff_allContainers_dyn", vec![DYN_TYPE], f_all_containers)?;
     env.add_overload(
         "changedOutside",
@@ -387,6 +414,11 @@ mod tests {
             assert_eq!(pod_spec(&v(case.clone())), Some(&v(spec.clone())), "{case}");
         }
         assert_eq!(pod_spec(&v(json!({"kind": "ConfigMap", "data": {}}))), None);
+        let meta = json!({"labels": {"app": "web"}, "annotations": {"container.apparmor.security.beta.kubernetes.io/web": "unconfined"}});
+        let cron = json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"metadata": meta, "spec": spec}}}}});
+        assert_eq!(pod_metadata(&v(cron)), Some(&v(meta.clone())));
+        assert_eq!(pod_metadata(&v(json!({"kind": "Pod", "metadata": meta, "spec": spec}))), Some(&v(meta)));
+        assert_eq!(pod_metadata(&v(json!({"kind": "Service"}))), None);
         assert_eq!(pod_spec(&Value::Null), None);
     }
 

@@ -182,7 +182,7 @@ fn print_walkthrough(cp: &ControlPlane, kubeconfig: &Path, started: Instant) {
     println!("  Low-risk changes go straight in:");
     println!("       kubectl --context alice apply -f examples/manifests/admitted/dev-deployment.yaml");
     println!("  Check manifests offline, as CI would:");
-    println!("       kubectl signoff check -f examples/manifests/ --policies examples/policies");
+    println!("       kubectl signoff check -f examples/manifests/ --policies policies");
     println!("  Who is on call until when, who is in quiet hours or away, which policies are Ready:");
     println!("       kubectl get teams,approvers,escalationpolicies");
     println!();
