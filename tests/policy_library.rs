@@ -93,22 +93,25 @@ fn a_mismatch_exits_2_and_bad_input_exits_1() {
     );
     assert!(out.contains("label: wrong on purpose"), "{out}");
     assert!(out.contains("2 cases: 1 match, 1 do not"), "{out}");
-    std::fs::write(
-        dir.path().join("cases.yaml"),
-        "cases:\n- {object: objects/missing.yaml, environment: production, expect: admitted}\n",
-    )
-    .unwrap();
-    let (code, _, err) = run_test_command(&[&d, "--policies", &policies]);
-    assert_eq!(code, 1);
-    assert!(err.starts_with("error: cases.yaml#0: object objects/missing.yaml:"), "{err}");
-    std::fs::write(
-        dir.path().join("cases.yaml"),
-        "cases:\n- {object: objects/deployment.yaml, environment: production, expect: held}\n",
-    )
-    .unwrap();
-    let (code, _, err) = run_test_command(&[&d, "--policies", &policies]);
-    assert_eq!(code, 1);
-    assert!(err.contains("a held case names its routes and class"), "{err}");
+    for (case, error) in [
+        (
+            "{object: objects/missing.yaml, environment: production, expect: admitted}",
+            "error: cases.yaml#0: object objects/missing.yaml:",
+        ),
+        (
+            "{object: objects/deployment.yaml, environment: production, expect: held}",
+            "a held case names its routes and class",
+        ),
+        (
+            "{object: objects/deployment.yaml, expect: admitted}",
+            "Deployment is namespaced: give the case an environment",
+        ),
+    ] {
+        std::fs::write(dir.path().join("cases.yaml"), format!("cases:\n- {case}\n")).unwrap();
+        let (code, _, err) = run_test_command(&[&d, "--policies", &policies]);
+        assert_eq!(code, 1, "{case}");
+        assert!(err.contains(error), "{case}: {err}");
+    }
 }
 
 /// The identity that creates the old objects: in system:masters (any object,

@@ -99,38 +99,33 @@ fn empty_map() -> Value {
     Value::Map(Map { map: Arc::new(Default::default()) })
 }
 
-/// The pod spec of an object that runs pods.
-pub fn pod_spec(object: &Value) -> Option<&Value> {
+/// Where the pods an object runs are described: a Pod is its own template
+/// (`spec`, `metadata`); others nest one (`spec.template`, a CronJob's
+/// `spec.jobTemplate.spec.template`, a PodTemplate's `template`).
+fn pod_template_prefix(object: &Value) -> Option<&'static str> {
     let kind = match field(object, "kind") {
         Some(Value::String(k)) => k.as_str(),
         _ => "",
     };
     match kind {
-        "Pod" => path(object, "spec"),
-        "CronJob" => path(object, "spec.jobTemplate.spec.template.spec"),
+        "Pod" => Some(""),
+        "CronJob" => Some("spec.jobTemplate.spec.template."),
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => {
-            path(object, "spec.template.spec")
+            Some("spec.template.")
         }
-        "PodTemplate" => path(object, "template.spec"),
+        "PodTemplate" => Some("template."),
         _ => None,
     }
 }
 
+/// The pod spec of an object that runs pods.
+pub fn pod_spec(object: &Value) -> Option<&Value> {
+    path(object, &format!("{}spec", pod_template_prefix(object)?))
+}
+
 /// The metadata of the pods an object runs.
 pub fn pod_metadata(object: &Value) -> Option<&Value> {
-    let kind = match field(object, "kind") {
-        Some(Value::String(k)) => k.as_str(),
-        _ => "",
-    };
-    match kind {
-        "Pod" => path(object, "metadata"),
-        "CronJob" => path(object, "spec.jobTemplate.spec.template.metadata"),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => {
-            path(object, "spec.template.metadata")
-        }
-        "PodTemplate" => path(object, "template.metadata"),
-        _ => None,
-    }
+    path(object, &format!("{}metadata", pod_template_prefix(object)?))
 }
 
 fn f_pod_metadata<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
