@@ -65,6 +65,8 @@ pub struct Metrics {
     skips: Family<Labels, Counter>,
     expiries: Family<Labels, Counter>,
     leader: Gauge,
+    lateness: Histogram,
+    backlog: Arc<Backlog>,
     requests: Arc<Requests>,
     certificate: Arc<Certificate>,
 }
@@ -85,6 +87,7 @@ impl Default for Metrics {
         root.register_collector(Box::new(Process));
         let requests = Arc::new(Requests::default());
         let certificate = Arc::new(Certificate::default());
+        let backlog = Arc::new(Backlog::default());
         let metrics = Metrics {
             registry: Registry::default(),
             reviews: Family::default(),
@@ -98,6 +101,9 @@ impl Default for Metrics {
             skips: Family::default(),
             expiries: Family::default(),
             leader: Gauge::default(),
+            // 10 ms .. about 80 s.
+            lateness: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            backlog: backlog.clone(),
             requests: requests.clone(),
             certificate: certificate.clone(),
         };
@@ -137,6 +143,12 @@ impl Default for Metrics {
         );
         r.register("expiries", "Requests that expired with nobody approving, by route", metrics.expiries.clone());
         r.register("leader", "1 when this replica holds the Lease and escalates", metrics.leader.clone());
+        r.register(
+            "escalation_lateness_seconds",
+            "How late an escalation step ran after it fell due (on the leader)",
+            metrics.lateness.clone(),
+        );
+        r.register_collector(Box::new(backlog));
         r.register_collector(Box::new(requests));
         r.register_collector(Box::new(certificate));
         Metrics { registry: root, ..metrics }
@@ -197,6 +209,19 @@ impl Metrics {
                 }
             }
         }
+    }
+    /// How late one escalation step ran.
+    pub fn observe_lateness(&self, late: Duration) {
+        self.lateness.observe(late.as_secs_f64());
+    }
+    /// Where the backlog is counted at each scrape: steps overdue at `now`
+    /// (reported only while this replica leads).
+    pub fn watch_backlog(self: &Arc<Self>, overdue: impl Fn(jiff::Timestamp) -> usize + Send + Sync + 'static) {
+        let leading = Arc::downgrade(self);
+        let _ = self.backlog.0.set(Box::new(move |now| {
+            let leads = leading.upgrade().is_some_and(|m| m.leader.get() == 1);
+            leads.then(|| overdue(now))
+        }));
     }
     /// This replica leads (1) until the returned guard is dropped; requests are
     /// counted only while it leads.
@@ -359,6 +384,31 @@ impl Collector for Requests {
             ConstGauge::new(n).encode(family.encode_family(&[("route", route), ("expiring", expiring)])?)?;
         }
         Ok(())
+    }
+}
+
+type Overdue = Box<dyn Fn(jiff::Timestamp) -> Option<usize> + Send + Sync>;
+
+/// Escalation steps overdue now: `signoff_escalation_backlog`.
+#[derive(Default)]
+struct Backlog(OnceLock<Overdue>);
+
+impl std::fmt::Debug for Backlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backlog")
+    }
+}
+
+impl Collector for Backlog {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let gauge = encoder.encode_descriptor(
+            "escalation_backlog",
+            "Escalation steps overdue by more than a second: the leader steps fewer requests than fall due",
+            None,
+            MetricType::Gauge,
+        )?;
+        let overdue = self.0.get().and_then(|f| f(jiff::Timestamp::now())).unwrap_or(0);
+        ConstGauge::new(overdue as i64).encode(gauge)
     }
 }
 
@@ -545,6 +595,9 @@ mod tests {
         metrics.request_seen("prod", "ar-1", &status);
         let approved = ApprovalRequestStatus { phase: Phase::Approved, ..status.clone() };
         metrics.request_progressed(Some(&status), &approved, Duration::from_secs(100));
+        metrics.watch_backlog(|_| 3);
+        metrics.observe_lateness(Duration::from_millis(15));
+        assert!(metrics.render().lines().any(|l| l == "signoff_escalation_backlog 0"), "not leading: none");
         let leading = metrics.leading();
         let text = metrics.render();
         for line in [
@@ -553,6 +606,8 @@ mod tests {
             r#"signoff_approval_requests{phase="pending",route="engineering",tier="on_call"} 1"#,
             r#"signoff_approval_requests_unnotified{route="engineering",expiring="false"} 1"#,
             "signoff_leader 1",
+            "signoff_escalation_backlog 3",
+            r#"signoff_escalation_lateness_seconds_bucket{le="0.02"} 1"#,
             "# TYPE process_resident_memory_bytes gauge",
             "# TYPE process_cpu_seconds counter",
             r#"signoff_decision_seconds_bucket{le="160.0",route="engineering",outcome="approved"} 1"#,

@@ -106,6 +106,19 @@ impl Known {
         }
     }
 
+    /// When this request's next step was due, as our last reconcile left it.
+    pub fn due(&self, meta: &ObjectMeta) -> Option<jiff::Timestamp> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key(meta)).and_then(|(_, at)| *at)
+    }
+
+    /// How many steps are overdue at `now` by more than `grace`: the backlog
+    /// (the leader steps fewer requests a second than fall due).
+    pub fn overdue(&self, now: jiff::Timestamp, grace: Duration) -> usize {
+        let grace = jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::ZERO);
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|(_, at)| at.is_some_and(|at| now.duration_since(at) > grace)).count()
+    }
+
     /// Forget a deleted request.
     pub fn forget(&self, meta: &ObjectMeta) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(meta));
@@ -267,6 +280,10 @@ async fn reconcile(
     let now = jiff::Timestamp::now();
     if let Some(action) = ctx.known.skip(&cached.metadata, now) {
         return Ok(action);
+    }
+    // How late this step runs (its wake time passed): capacity, on the dashboard.
+    if let Some(due) = ctx.known.due(&cached.metadata).filter(|due| *due <= now) {
+        ctx.metrics.observe_lateness(Duration::try_from(now.duration_since(due)).unwrap_or_default());
     }
     let name = cached.name_any();
     let namespace = cached.namespace().unwrap_or_default();
@@ -639,6 +656,27 @@ mod tests {
             coalescer: coalescer(Duration::ZERO, 1),
             metrics: Default::default(),
         })
+    }
+
+    #[test]
+    fn the_backlog_counts_steps_overdue_beyond_the_grace() {
+        let known = Known::default();
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let meta = |name: &str| ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("prod".into()),
+            resource_version: Some("1".into()),
+            ..Default::default()
+        };
+        let secs = |s: i64| now.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
+        known.record(&meta("late"), Some(secs(-5)));
+        known.record(&meta("just-due"), Some(secs(0)));
+        known.record(&meta("later"), Some(secs(30)));
+        known.record(&meta("settled"), None);
+        assert_eq!(known.overdue(now, Duration::from_secs(1)), 1);
+        assert_eq!(known.due(&meta("late")), Some(secs(-5)));
+        known.forget(&meta("late"));
+        assert_eq!(known.overdue(now, Duration::from_secs(1)), 0);
     }
 
     /// A fresh request as the API server returns it, with a decision by

@@ -187,6 +187,11 @@ pub async fn run(
         coalescer: reconciler::coalescer(options.coalesce_window, options.coalesce_burst),
         metrics: metrics.clone(),
     });
+    {
+        // Steps overdue by more than a second: the leader is behind.
+        let ctx = reconciler_ctx.clone();
+        metrics.watch_backlog(move |now| ctx.known.overdue(now, Duration::from_secs(1)));
+    }
     let escalation = supervisor::start(
         client.clone(),
         &options.namespace,
