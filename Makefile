@@ -12,7 +12,7 @@ endif
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: test dev crds chart-policies controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
+.PHONY: test dev crds chart-policies image controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -20,6 +20,7 @@ help:
 	@echo "make crds   regenerate crds/ and charts/signoff/files/crds/ from the Rust types"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (default 60) from fuzz/corpus; not part of make test"
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
+	@echo "make image  the container image as an OCI archive (static binaries, no registry needed)"
 	@echo "make dashboard-picture  render docs/img/dashboard.png from a real run scraped by Prometheus"
 	@echo "make bench  benchmarks with same-run baselines, one table (about 15 min); see docs/performance.md"
 	@echo "make bench-peers  make bench with Kyverno (built from Go modules on first use) as a fourth group"
@@ -53,6 +54,11 @@ argocd:
 # for tests/metrics.rs (promtool checks and unit-tests the alert rules).
 prometheus:
 	@PROMETHEUS_BUILD_JOBS=$${PROMETHEUS_BUILD_JOBS:-2} hack/peers/prometheus/build.sh >/dev/null
+
+# The container image as an OCI archive, built without pulling anything (static musl
+# binaries, umoci): $(CARGO_TARGET_DIR)/image/signoff-<version>.oci.tar.
+image:
+	@hack/image/build.sh
 
 # Renders docs/img/dashboard.png from a real run scraped by a real Prometheus
 # (hack/dashboard; docs/operations.md says how). Not part of make test.
