@@ -59,10 +59,6 @@ fn ready(
     conditions(old, vec![wanted], generation, now)
 }
 
-fn team_exists(teams: &[Team], name: &str) -> bool {
-    teams.iter().any(|t| t.metadata.name.as_deref() == Some(name))
-}
-
 /// A policy's status. `errors` are what the gate found wrong with it (CEL that
 /// does not compile, a cost estimate over budget, a route a rule names that
 /// does not exist), in the words of the webhook's refusal.
@@ -80,7 +76,7 @@ pub fn policy(policy: &EscalationPolicy, errors: &[String], teams: &[Team], now:
         // Teams a route reaches by name. Engineering's is the namespace's owner,
         // known only per change; another built-in route defaults to the team
         // named after it.
-        let admin = if spec.admin_team.is_empty() { crate::crd::default_admin_team() } else { spec.admin_team.clone() };
+        let admin = spec.admin_team_or_default();
         let mut named: Vec<(String, String)> = vec![(admin, "spec.adminTeam".into())];
         let routes = spec.rules.iter().map(|r| r.route.as_str()).chain(spec.routes.iter().map(|r| r.name.as_str()));
         let mut seen = Vec::new();
@@ -108,7 +104,7 @@ pub fn policy(policy: &EscalationPolicy, errors: &[String], teams: &[Team], now:
                 }
             }
         }
-        named.into_iter().find(|(team, _)| !team_exists(teams, team)).map(|(team, at)| {
+        named.into_iter().find(|(team, _)| people::find(teams, team).is_none()).map(|(team, at)| {
             (
                 "MissingTeam",
                 format!("{at} names Team {team:?}, which does not exist: its tier reaches nobody and is skipped"),
@@ -151,7 +147,7 @@ pub fn team(team: &Team, teams: &[Team], now: Timestamp) -> TeamStatus {
         nobody.then(|| ("NoMembers", "spec.members lists no users or groups: the Team tier reaches nobody".to_string()))
     })
     .or_else(|| {
-        let secondary = spec.secondary_team.as_deref().filter(|s| !team_exists(teams, s))?;
+        let secondary = spec.secondary_team.as_deref().filter(|s| people::find(teams, s).is_none())?;
         Some(("MissingTeam", format!("spec.secondaryTeam names Team {secondary:?}, which does not exist")))
     });
     let ok = match &shift {

@@ -88,6 +88,13 @@ pub(crate) fn default_admin_team() -> String {
     "platform-admins".into()
 }
 
+impl EscalationPolicySpec {
+    /// The team of the Admins tier: `adminTeam`, or platform-admins when empty.
+    pub fn admin_team_or_default(&self) -> String {
+        if self.admin_team.is_empty() { default_admin_team() } else { self.admin_team.clone() }
+    }
+}
+
 /// Whether a policy holds changes or only reports what it would hold.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
 pub enum PolicyMode {

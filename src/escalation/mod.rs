@@ -199,7 +199,7 @@ fn chain(world: World, policy: &str, route: &str, ar: &ApprovalRequest) -> Chain
         tiers,
         mode: class.notify,
         timeout: parse(&class.tier_timeout, SignedDuration::from_mins(60)),
-        admin_team: if spec.admin_team.is_empty() { crate::crd::default_admin_team() } else { spec.admin_team.clone() },
+        admin_team: spec.admin_team_or_default(),
         quorum: match ar.spec.risk {
             Risk::High => spec.approval.high,
             _ => spec.approval.medium,

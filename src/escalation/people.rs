@@ -17,7 +17,8 @@ pub struct Reached {
     pub team: Option<String>,
 }
 
-fn find<'a>(teams: &'a [Team], name: &str) -> Option<&'a Team> {
+/// The Team named `name`.
+pub(crate) fn find<'a>(teams: &'a [Team], name: &str) -> Option<&'a Team> {
     teams.iter().find(|t| t.metadata.name.as_deref() == Some(name))
 }
 
