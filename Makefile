@@ -12,7 +12,7 @@ endif
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: test dev crds chart-policies image controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
+.PHONY: test test-cluster node dev crds chart-policies image controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -21,12 +21,13 @@ help:
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (default 60) from fuzz/corpus; not part of make test"
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
 	@echo "make image  the container image as an OCI archive (static binaries, no registry needed)"
+	@echo "make test-cluster  helm install onto a real single-node cluster (kubelet, containerd; root), part of make test"
 	@echo "make dashboard-picture  render docs/img/dashboard.png from a real run scraped by Prometheus"
 	@echo "make bench  benchmarks with same-run baselines, one table (about 15 min); see docs/performance.md"
 	@echo "make bench-peers  make bench with Kyverno (built from Go modules on first use) as a fourth group"
 
 ## The whole suite: what CI runs (.ci/run).
-test: fmt-check lint controlplane flux argocd prometheus chart unit-and-integration
+test: fmt-check lint controlplane node flux argocd prometheus chart unit-and-integration
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -38,6 +39,11 @@ lint:
 # first use (progress is shown), then reuses them. Honours KUBEBUILDER_ASSETS.
 controlplane:
 	@hack/controlplane/build.sh >/dev/null
+
+# Builds kubelet, kube-scheduler and kube-proxy from Go modules on first use (hack/node),
+# for tests/cluster.rs; the Debian packages a node needs are installed if missing.
+node:
+	@NODE_BUILD_JOBS=$${NODE_BUILD_JOBS:-2} hack/node/build.sh >/dev/null && hack/node/deps.sh
 
 # Builds Flux's source-controller and kustomize-controller from Go modules on first use
 # (hack/peers/flux; both cores: nothing else runs yet), for tests/gitops_flux.rs.
@@ -59,6 +65,12 @@ prometheus:
 # binaries, umoci): $(CARGO_TARGET_DIR)/image/signoff-<version>.oci.tar.
 image:
 	@hack/image/build.sh
+
+# signoff installed by its chart onto a real single-node cluster (hack/node: kubelet,
+# kube-scheduler, kube-proxy from Go modules; containerd, runc, CNI from Debian), the
+# walk of docs/operations.md "Step by step". Needs root. Also part of make test.
+test-cluster: controlplane
+	$(CARGO) test --locked --test cluster -- --nocapture
 
 # Renders docs/img/dashboard.png from a real run scraped by a real Prometheus
 # (hack/dashboard; docs/operations.md says how). Not part of make test.

@@ -103,11 +103,18 @@ fn webhook_configuration_has_exactly_one_owner() {
         for flag in ["--no-manage-webhook-config", "--tls-cert-file=/tls/tls.crt", "--tls-key-file=/tls/tls.key"] {
             assert!(args.contains(&flag.to_string()), "{sets:?}: {flag} in {args:?}");
         }
-        // signoff may not touch webhook configurations or Secrets when the chart owns them.
-        let rbac = serde_yaml::to_string(&of_kind(&docs, "ClusterRole")).unwrap()
-            + &serde_yaml::to_string(&of_kind(&docs, "Role")).unwrap();
-        assert!(!rbac.contains("validatingwebhookconfigurations"), "{sets:?}");
-        assert!(!rbac.contains("secrets"), "{sets:?}");
+        // signoff may not touch webhook configurations or Secrets when the chart owns
+        // them, but for the pre-delete hook's delete of the chart's configuration.
+        let rbac: Vec<String> = rbac_lines("x", &docs);
+        let webhook_rules: Vec<&String> =
+            rbac.iter().filter(|l| l.contains("validatingwebhookconfigurations")).collect();
+        assert_eq!(
+            webhook_rules,
+            ["x ClusterRole/signoff-controller: groups=admissionregistration.k8s.io \
+              resources=validatingwebhookconfigurations names=signoff verbs=delete"],
+            "{sets:?}"
+        );
+        assert!(!rbac.iter().any(|l| l.contains("secrets")), "{sets:?}");
         let gate = &vwc[0]["webhooks"][0];
         assert_eq!(gate["failurePolicy"], "Fail");
         assert_eq!(gate["sideEffects"], "NoneOnDryRun");
@@ -136,6 +143,7 @@ fn chart_webhook_matches_what_signoff_writes() {
     let generated = signoff::webhook::config::webhook_configuration(
         &signoff::webhook::config::WebhookSettings {
             name: "signoff".into(),
+            owner: None,
             endpoint: signoff::webhook::config::Endpoint::Service {
                 namespace: "signoff-system".into(),
                 name: "signoff-webhook".into(),
@@ -537,7 +545,9 @@ fn helm_upgrades_the_crds_and_keeps_them_on_uninstall() {
     assert_eq!(label("teams.signoff.dev"), release, "the release owns the CRDs");
     let upgraded = helm_run(&["upgrade", release, "charts/signoff", "--set", "crds.keep=true"]);
     assert!(upgraded.contains("has been upgraded"), "{upgraded}");
-    let uninstalled = helm_run(&["uninstall", release]);
+    // No node runs pods here, so neither signoff nor the pre-delete hook's Job
+    // (tests/cluster.rs runs both): skip the hook, as docs/operations.md says.
+    let uninstalled = helm_run(&["uninstall", release, "--no-hooks"]);
     assert!(uninstalled.contains("kept due to the resource policy"), "helm says what it kept: {uninstalled}");
     for crd in ["approvalrequests", "approvers", "escalationpolicies", "teams"] {
         kubectl_ok(cp, ADMIN, &["get", "crd", &format!("{crd}.signoff.dev")], None);
@@ -634,4 +644,38 @@ fn the_chart_readme_is_generated_from_the_values() {
         actual == expected,
         "charts/signoff/README.md is stale: regenerate it with SIGNOFF_UPDATE_DOCS=1 cargo test --test chart readme"
     );
+}
+
+/// Issue 22: `helm uninstall` first deletes the webhook configuration (a pre-delete
+/// hook Job in signoff's image, as signoff's ServiceAccount, which may delete that
+/// one name); with managedBy=signoff the configuration is also owned by the
+/// controller ClusterRole. tests/cluster.rs runs both on a real node.
+#[test]
+fn uninstall_removes_the_webhook_configuration_first() {
+    for sets in [&[][..], CHART_MODE_SECRET] {
+        let docs = documents(&render("signoff-system", sets));
+        let jobs = of_kind(&docs, "Job");
+        assert_eq!(jobs.len(), 1, "{sets:?}");
+        let job = jobs[0];
+        assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "signoff");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+        let args: Vec<&str> =
+            pod["containers"][0]["args"].as_sequence().unwrap().iter().filter_map(|a| a.as_str()).collect();
+        assert_eq!(args, ["remove-webhook-configuration", "--name=signoff"]);
+        assert!(
+            rbac_lines("x", &docs)
+                .iter()
+                .any(|l| l.contains("validatingwebhookconfigurations names=signoff verbs=delete")),
+            "{sets:?}"
+        );
+    }
+    let args = container_args(&documents(&render("signoff-system", &[])));
+    assert!(args.contains(&"--webhook-config-owner=signoff-controller".to_string()), "{args:?}");
+    assert!(args.contains(&"--shutdown-delay=5s".to_string()), "{args:?}");
+    let off = documents(&render("signoff-system", &["webhook.removeOnUninstall=false"]));
+    assert!(of_kind(&off, "Job").is_empty());
+    assert!(!rbac_lines("x", &off).iter().any(|l| l.contains("verbs=delete")));
 }

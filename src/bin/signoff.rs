@@ -36,6 +36,20 @@ enum Command {
         #[arg(long)]
         dir: Vec<PathBuf>,
     },
+    /// Delete the ValidatingWebhookConfiguration (the chart's pre-delete hook), so
+    /// that removing signoff's Service and pods never leaves a webhook refusing writes.
+    ///
+    /// Examples:
+    ///   signoff remove-webhook-configuration --name signoff
+    #[command(verbatim_doc_comment)]
+    RemoveWebhookConfiguration {
+        /// Name of the ValidatingWebhookConfiguration.
+        #[arg(long)]
+        name: String,
+        /// Kubeconfig context (default: in-cluster config, or the current context).
+        #[arg(long)]
+        context: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +59,17 @@ fn main() -> ExitCode {
             for d in dir {
                 if let Err(e) = signoff::crd::write_crd_files(&d) {
                     eprintln!("error: writing CRDs to {}: {e}", d.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Command::RemoveWebhookConfiguration { name, context } => {
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+            match runtime.block_on(signoff::runtime::remove_webhook_configuration(&name, context)) {
+                Ok(true) => println!("validatingwebhookconfiguration/{name} deleted"),
+                Ok(false) => println!("validatingwebhookconfiguration/{name} not found: nothing to delete"),
+                Err(e) => {
+                    eprintln!("error: deleting validatingwebhookconfiguration/{name}: {e}");
                     return ExitCode::FAILURE;
                 }
             }

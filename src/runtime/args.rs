@@ -34,6 +34,15 @@ pub struct RunArgs {
     /// Do not write the ValidatingWebhookConfiguration (when a Helm chart owns it).
     #[arg(long)]
     pub no_manage_webhook_config: bool,
+    /// A ClusterRole that owns the ValidatingWebhookConfiguration signoff writes: when
+    /// it is deleted (`helm uninstall`), the garbage collector deletes the
+    /// configuration too, so no webhook is left refusing writes for a missing Service.
+    #[arg(long, conflicts_with = "no_manage_webhook_config")]
+    pub webhook_config_owner: Option<String>,
+    /// After SIGTERM, keep serving this long with /readyz failing, so the Service stops
+    /// sending to this replica before it stops listening (the chart sets 5s).
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    pub shutdown_delay: std::time::Duration,
     /// Serving certificate file (mounted Secret); default: self-managed certificates.
     #[arg(long, requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -120,14 +129,7 @@ impl RunArgs {
     /// Connect as told and run until SIGTERM or SIGINT.
     pub async fn run(self) -> crate::Result<()> {
         let args = self;
-        let config = match &args.context {
-            Some(context) => {
-                let options = kube::config::KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
-                kube::Config::from_kubeconfig(&options).await?
-            }
-            None => kube::Config::infer().await.map_err(|e| crate::Error::Config(format!("kubeconfig: {e}")))?,
-        };
-        let client = kube::Client::try_from(config)?;
+        let client = connect(args.context.clone()).await?;
         let namespace = args.namespace.clone();
         let endpoint = match args.webhook_url {
             Some(url) => Endpoint::Url(url),
@@ -158,6 +160,8 @@ impl RunArgs {
             endpoint,
             webhook_config_name: args.webhook_config_name,
             manage_webhook_config: !args.no_manage_webhook_config,
+            webhook_config_owner: args.webhook_config_owner,
+            shutdown_delay: args.shutdown_delay,
             tls,
             identities: Identities {
                 controller: args
@@ -183,6 +187,29 @@ impl RunArgs {
             },
         };
         run(client, options, shutdown_signal()).await
+    }
+}
+
+/// A client for the kubeconfig `context`, else in-cluster or the current context.
+async fn connect(context: Option<String>) -> crate::Result<kube::Client> {
+    let config = match context {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions { context: Some(context), ..Default::default() };
+            kube::Config::from_kubeconfig(&options).await?
+        }
+        None => kube::Config::infer().await.map_err(|e| crate::Error::Config(format!("kubeconfig: {e}")))?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `signoff remove-webhook-configuration`: delete it; false when it was not there.
+pub async fn remove_webhook_configuration(name: &str, context: Option<String>) -> crate::Result<bool> {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let api: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(connect(context).await?);
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

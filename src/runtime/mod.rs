@@ -11,7 +11,7 @@ mod status;
 mod supervisor;
 pub(crate) mod watch;
 
-pub use args::RunArgs;
+pub use args::{RunArgs, remove_webhook_configuration};
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +55,10 @@ pub struct RunOptions {
     pub webhook_config_name: String,
     /// Write the ValidatingWebhookConfiguration at runtime (else a chart owns it).
     pub manage_webhook_config: bool,
+    /// The ClusterRole whose deletion deletes the webhook configuration.
+    pub webhook_config_owner: Option<String>,
+    /// How long to keep serving, not ready, after the shutdown signal.
+    pub shutdown_delay: Duration,
     pub tls: TlsSource,
     pub identities: Identities,
     pub break_glass_groups: Vec<String>,
@@ -84,6 +88,8 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch_channel::channel(false);
+    // Turns true at the shutdown signal, before the shutdown delay.
+    let (stopping_tx, stopping) = watch_channel::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -146,7 +152,12 @@ pub async fn run(
     let server = tokio::spawn(tls::serve(router(state), listener, tls::server_config(store), stopped()));
 
     if options.manage_webhook_config {
+        let owner = match &options.webhook_config_owner {
+            Some(name) => Some(config_sync::cluster_role_owner(&client, name).await?),
+            None => None,
+        };
         let settings = WebhookSettings {
+            owner,
             name: options.webhook_config_name.clone(),
             endpoint: options.endpoint.clone(),
             controller_namespace: options.namespace.clone(),
@@ -159,6 +170,7 @@ pub async fn run(
             policy_store.clone(),
             config_changed,
             ca_bundle,
+            stopping.clone(),
         ));
     }
 
@@ -211,6 +223,14 @@ pub async fn run(
     info!(namespace = %options.namespace, policies = policy_store.state().len(), "signoff ready");
 
     shutdown.await;
+    ready.store(false, Ordering::Relaxed);
+    let _ = stopping_tx.send(true);
+    if !options.shutdown_delay.is_zero() {
+        // Endpoints and kube-proxy take a moment to drop this replica; until they
+        // have, the API server's webhook calls still arrive here.
+        info!(delay = ?options.shutdown_delay, "shutdown signal: not ready, still serving");
+        tokio::time::sleep(options.shutdown_delay).await;
+    }
     info!("shutting down");
     let _ = stop_tx.send(true);
     escalation.stop().await;

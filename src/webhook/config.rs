@@ -9,7 +9,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration,
     WebhookClientConfig,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
 
 use super::review::EXEMPT_RESOURCES;
 use crate::crd::{EscalationPolicy, GROUP, RuleScope, VERSION};
@@ -28,6 +30,8 @@ pub enum Endpoint {
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     pub name: String,
+    /// Set as the configuration's owner, so deleting the owner deletes it.
+    pub owner: Option<OwnerReference>,
     pub endpoint: Endpoint,
     pub controller_namespace: String,
     pub timeout_seconds: i32,
@@ -223,6 +227,7 @@ pub fn webhook_configuration(
         metadata: ObjectMeta {
             name: Some(settings.name.clone()),
             labels: Some([("app.kubernetes.io/managed-by".to_string(), "signoff".to_string())].into()),
+            owner_references: settings.owner.clone().map(|o| vec![o]),
             ..Default::default()
         },
         webhooks: Some(
@@ -277,6 +282,29 @@ pub fn webhook_configuration(
 mod tests {
     use super::*;
     use crate::crd::{EscalationPolicySpec, MatchSpec, Operation, ResourceRule};
+
+    #[test]
+    fn the_owner_is_set_so_deleting_it_deletes_the_configuration() {
+        let owner = OwnerReference {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRole".into(),
+            name: "signoff-controller".into(),
+            uid: "1234".into(),
+            ..Default::default()
+        };
+        let mut settings = WebhookSettings {
+            name: "signoff".into(),
+            owner: Some(owner.clone()),
+            endpoint: Endpoint::Url("https://127.0.0.1:9443/validate".into()),
+            controller_namespace: "signoff-system".into(),
+            timeout_seconds: 10,
+            exempt_namespaces: vec![],
+        };
+        let config = webhook_configuration(&settings, vec![], b"");
+        assert_eq!(config.metadata.owner_references, Some(vec![owner]));
+        settings.owner = None;
+        assert_eq!(webhook_configuration(&settings, vec![], b"").metadata.owner_references, None);
+    }
 
     #[test]
     fn delete_rules_also_send_updates_so_finalizer_removals_reach_the_gate() {

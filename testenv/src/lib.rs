@@ -70,7 +70,16 @@ pub struct Options {
     /// The checkout whose `hack/controlplane/build.sh` provides the binaries;
     /// [`checkout`] when unset.
     pub checkout: Option<PathBuf>,
+    /// Serve pods on a real node (tests/cluster.rs, in a network namespace of its
+    /// own): the API server listens on every interface of that namespace and
+    /// advertises this address as the `kubernetes` Service's endpoint, its
+    /// certificate also names the Service's ClusterIP, and the ServiceAccount
+    /// admission plugin mounts tokens into pods.
+    pub node_address: Option<Ipv4Addr>,
 }
+
+/// The `kubernetes` Service's ClusterIP: the first address of `--service-cluster-ip-range`.
+pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 
 /// The last `lines` lines of `text`.
 pub fn tail(text: &str, lines: usize) -> String {
@@ -336,9 +345,14 @@ impl ControlPlane {
         };
 
         let ca = Ca::new("signoff-local-ca", 365)?;
-        let loopback = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        let serving =
-            ca.issue_server("kube-apiserver", &["localhost", "kubernetes", "kubernetes.default"], &loopback, 365)?;
+        let mut addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(KUBERNETES_SERVICE_IP)];
+        addresses.extend(options.node_address.map(IpAddr::V4));
+        let serving = ca.issue_server(
+            "kube-apiserver",
+            &["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            &addresses,
+            365,
+        )?;
         let admin_cert = ca.issue_client(ADMIN, &["system:masters"], 365)?;
         let sa_key = rcgen::KeyPair::generate()?;
         let files = [
@@ -414,10 +428,21 @@ impl ControlPlane {
         // In a network namespace of its own (only loopback, no default route: see
         // tests/gitops_argocd_e2e.rs) the API server must be told its address, and
         // Endpoints cannot hold a loopback one.
-        let private_netns: &[&str] = if std::env::var_os("SIGNOFF_PRIVATE_NETNS").is_some() {
+        let node_flags: Vec<String>;
+        let private_netns: &[&str] = if let Some(node) = options.node_address {
+            node_flags = vec!["--advertise-address".into(), node.to_string()];
+            &[]
+        } else if std::env::var_os("SIGNOFF_PRIVATE_NETNS").is_some() {
+            node_flags = Vec::new();
             &["--advertise-address", "127.0.0.1", "--endpoint-reconciler-type", "none"]
         } else {
+            node_flags = Vec::new();
             &[]
+        };
+        // Pods reach the API server through the node's address; loopback otherwise.
+        let (bind, admission) = match options.node_address {
+            Some(_) => ("0.0.0.0", "--disable-admission-plugins="),
+            None => ("127.0.0.1", "--disable-admission-plugins=ServiceAccount"),
         };
         cp.spawn(
             "kube-apiserver",
@@ -425,7 +450,7 @@ impl ControlPlane {
                 "--etcd-servers",
                 &etcd_url,
                 "--bind-address",
-                "127.0.0.1",
+                bind,
                 "--secure-port",
                 &api_port.to_string(),
                 "--tls-cert-file",
@@ -446,8 +471,7 @@ impl ControlPlane {
                 "RBAC",
                 "--token-auth-file",
                 &d("tokens.csv"),
-                "--disable-admission-plugins",
-                "ServiceAccount",
+                admission,
                 "--allow-privileged",
                 "--v",
                 "1",
@@ -455,6 +479,7 @@ impl ControlPlane {
             .iter()
             .chain(private_netns)
             .copied()
+            .chain(node_flags.iter().map(String::as_str))
             .collect::<Vec<_>>(),
             None,
         )?;
