@@ -18,11 +18,7 @@ fn root() -> std::path::PathBuf {
 /// The helm binary (built once, cached outside the clone).
 fn helm() -> &'static str {
     static HELM: OnceLock<String> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new(root().join("hack/helm/build.sh")).output().expect("hack/helm/build.sh runs");
-        assert!(out.status.success(), "building helm failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
+    HELM.get_or_init(|| common::gitops::script("hack/helm/build.sh", &[]).display().to_string())
 }
 
 /// `helm template` of the chart into `namespace` with `--set` values.

@@ -14,30 +14,23 @@
 //! kubelet's and containerd's mounts; a PID namespace whose end stops every
 //! container. Builds and package installs happen before entering them.
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::approvals::held_ref;
+use common::gitops::{checkout as root, script};
 use serde_json::Value;
-use signoff_testenv::{ADMIN, ControlPlane, Options, Supervised};
+use signoff_testenv::{ADMIN, ControlPlane, Options, Supervised, tail};
 
 const TEST: &str = "the_chart_installs_and_serves_from_pods_on_a_real_node";
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const RELEASE_NS: &str = "signoff-system";
 /// The chart's default image repository; the tag is the crate version (appVersion).
 const IMAGE: &str = "ghcr.io/signoff-dev/signoff";
-
-fn root() -> PathBuf {
-    signoff_testenv::checkout().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Run one of the repository's scripts; its stdout, trimmed.
-fn script(path: &str, args: &[&str]) -> String {
-    let out = Command::new(root().join(path)).args(args).current_dir(root()).output().expect("script runs");
-    assert!(out.status.success(), "{path} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 #[test]
 fn the_chart_installs_and_serves_from_pods_on_a_real_node() {
@@ -231,10 +224,6 @@ impl Cluster {
     }
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    signoff_testenv::tail(text, lines)
-}
-
 /// The walk's policy and people: ConfigMaps labelled `hold: "yes"` in namespaces
 /// labelled `signoff.dev/cluster-walk` are held for team walk (owner dave, on-call
 /// bob, lead carol), escalating every 10 seconds.
@@ -347,10 +336,8 @@ fn default_values_walk(c: &Cluster) {
 
     // A held change, an approval, the identical apply admitted.
     let change = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: walk-change\n  namespace: walk\n  labels: {hold: \"yes\"}\ndata: {replicas: \"5\"}\n";
-    let err = c.held("alice", change);
-    let start = err.find("ApprovalRequest ").unwrap() + "ApprovalRequest ".len();
-    let qualified: String = err[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    let (ns, name) = qualified.split_once('/').unwrap();
+    let (ns, name) = held_ref(&c.held("alice", change));
+    let (ns, name) = (ns.as_str(), name.as_str());
     c.eventually(30, "the leader to open the request's lanes", || {
         let ar = c.json(&["get", "ar", "-n", ns, name]);
         ar["status"]["lanes"].as_array().is_some_and(|l| !l.is_empty()).then_some(())
@@ -373,10 +360,7 @@ fn default_values_walk(c: &Cluster) {
     // replica takes the Lease once it expires and escalation goes on there: a
     // second request climbs a tier after the takeover.
     let second = change.replace("walk-change", "walk-second");
-    let err = c.held("alice", &second);
-    let start = err.find("ApprovalRequest ").unwrap() + "ApprovalRequest ".len();
-    let name2: String = err[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    let name2 = name2.split_once('/').unwrap().1.to_string();
+    let name2 = held_ref(&c.held("alice", &second)).1;
     let tier = |c: &Cluster| c.json(&["get", "ar", "-n", "walk", &name2])["status"]["lanes"][0]["tier"].as_u64();
     c.eventually(30, "the second request's lanes", || tier(c));
     let leader = c.leader().unwrap();

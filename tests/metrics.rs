@@ -20,17 +20,13 @@ fn root() -> std::path::PathBuf {
 }
 
 /// The directory with promtool (built once, cached outside the clone).
-fn prometheus_dir() -> &'static str {
-    static DIR: OnceLock<String> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = Command::new(root().join("hack/peers/prometheus/build.sh")).output().expect("build.sh runs");
-        assert!(out.status.success(), "building promtool failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
+fn prometheus_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| common::gitops::script("hack/peers/prometheus/build.sh", &[]))
 }
 
 fn promtool(args: &[&str]) -> String {
-    let out = Command::new(format!("{}/promtool", prometheus_dir())).args(args).current_dir(root()).output().unwrap();
+    let out = Command::new(prometheus_dir().join("promtool")).args(args).current_dir(root()).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
     text
@@ -114,9 +110,7 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
 
 #[test]
 fn the_chart_carries_the_checked_rules_and_dashboard() {
-    let helm = Command::new(root().join("hack/helm/build.sh")).output().unwrap();
-    assert!(helm.status.success(), "{}", String::from_utf8_lossy(&helm.stderr));
-    let helm = String::from_utf8(helm.stdout).unwrap().trim().to_string();
+    let helm = common::gitops::script("hack/helm/build.sh", &[]);
     let out = Command::new(helm)
         .current_dir(root())
         .args(["template", "signoff", "charts/signoff", "--namespace", "monitoring"])

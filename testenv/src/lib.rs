@@ -425,24 +425,24 @@ impl ControlPlane {
             Ok(std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok())
         })?;
 
-        // In a network namespace of its own (only loopback, no default route: see
-        // tests/gitops_argocd_e2e.rs) the API server must be told its address, and
+        // With a node, pods reach the API server through the node's address and get
+        // ServiceAccount tokens mounted. In a network namespace of its own with only
+        // loopback (tests/gitops_argocd_e2e.rs) it must be told its address, and
         // Endpoints cannot hold a loopback one.
-        let node_flags: Vec<String>;
-        let private_netns: &[&str] = if let Some(node) = options.node_address {
-            node_flags = vec!["--advertise-address".into(), node.to_string()];
-            &[]
-        } else if std::env::var_os("SIGNOFF_PRIVATE_NETNS").is_some() {
-            node_flags = Vec::new();
-            &["--advertise-address", "127.0.0.1", "--endpoint-reconciler-type", "none"]
-        } else {
-            node_flags = Vec::new();
-            &[]
-        };
-        // Pods reach the API server through the node's address; loopback otherwise.
-        let (bind, admission) = match options.node_address {
-            Some(_) => ("0.0.0.0", "--disable-admission-plugins="),
-            None => ("127.0.0.1", "--disable-admission-plugins=ServiceAccount"),
+        let private_netns = std::env::var_os("SIGNOFF_PRIVATE_NETNS").is_some();
+        let (bind, admission, network_flags): (_, _, Vec<String>) = match options.node_address {
+            Some(node) => {
+                ("0.0.0.0", "--disable-admission-plugins=", vec!["--advertise-address".into(), node.to_string()])
+            }
+            None => (
+                "127.0.0.1",
+                "--disable-admission-plugins=ServiceAccount",
+                if private_netns {
+                    ["--advertise-address", "127.0.0.1", "--endpoint-reconciler-type", "none"].map(String::from).into()
+                } else {
+                    Vec::new()
+                },
+            ),
         };
         cp.spawn(
             "kube-apiserver",
@@ -477,9 +477,8 @@ impl ControlPlane {
                 "1",
             ]
             .iter()
-            .chain(private_netns)
             .copied()
-            .chain(node_flags.iter().map(String::as_str))
+            .chain(network_flags.iter().map(String::as_str))
             .collect::<Vec<_>>(),
             None,
         )?;
