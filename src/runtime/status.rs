@@ -55,8 +55,9 @@ async fn write_all(ctx: &Context, now: Timestamp) -> Option<Timestamp> {
     for policy in ctx.policy_store.state() {
         let name = policy.metadata.name.clone().unwrap_or_default();
         let mut errors: Vec<String> = set.errors().filter(|e| e.policy == name).map(|e| e.to_string()).collect();
+        // The set holds the CEL's compile errors; compiling again every pass is waste.
         if errors.is_empty()
-            && let Err(e) = crate::webhook::guard::policy_write(&policy)
+            && let Err(e) = crate::webhook::guard::policy_spec(&policy)
         {
             errors.push(e.to_string());
         }

@@ -18,6 +18,13 @@ pub fn policy_write(policy: &EscalationPolicy) -> Result<(), Denial> {
     let name = policy.metadata.name.as_deref().unwrap_or_default();
     CompiledPolicy::compile(policy)
         .map_err(|e| Denial::invalid("spec.rules", format!("EscalationPolicy {name}: {e}")))?;
+    policy_spec(policy)
+}
+
+/// [`policy_write`] but for the CEL, for a policy whose rules are already compiled
+/// (the status writer reads compile errors from the compiled set).
+pub fn policy_spec(policy: &EscalationPolicy) -> Result<(), Denial> {
+    let name = policy.metadata.name.as_deref().unwrap_or_default();
     let spec = &policy.spec;
     for rule in &spec.rules {
         if !BUILT_IN_ROUTES.contains(&rule.route.as_str()) && !spec.routes.iter().any(|r| r.name == rule.route) {
