@@ -90,7 +90,7 @@ pub fn policy(policy: &EscalationPolicy, errors: &[String], teams: &[Team], now:
                 listed.map(|r| r.tiers.clone()).filter(|t| !t.is_empty()).unwrap_or_else(crate::crd::default_chain);
             let uses_route_team =
                 tiers.iter().any(|t| t.team.is_none() && !matches!(t.kind, TierKind::Admins | TierKind::People));
-            match listed.and_then(|r| r.team.clone()) {
+            match spec.route_team(route) {
                 Some(team) => named.push((team, format!("route {route}"))),
                 None if route != "engineering" && uses_route_team => named.push((
                     route.to_string(),
@@ -244,6 +244,17 @@ mod tests {
             "  rules: [{name: r, expression: 'true', risk: High, route: finance}]\n  adminTeam: platform-admins\n  routes: [{name: finance, tiers: [{kind: People, users: [fay]}]}]",
         );
         assert_eq!(ready(&policy(&people, &[], &teams(), now).conditions).0, "True");
+    }
+
+    #[test]
+    fn an_empty_route_team_is_unset_as_escalation_reads_it() {
+        // `team: ""` on security: escalation routes to the team named security
+        // (webhook::packet::tier_one_team), which exists; so the policy is ready.
+        let p = policy_of(
+            "  rules: [{name: r, expression: 'true', risk: High, route: security}]\n  adminTeam: platform-admins\n  routes: [{name: security, team: \"\"}]",
+        );
+        let status = policy(&p, &[], &teams(), t("2026-11-20T10:00:00Z"));
+        assert_eq!(ready(&status.conditions).0, "True", "{:?}", status.conditions);
     }
 
     #[test]

@@ -93,6 +93,13 @@ impl EscalationPolicySpec {
     pub fn admin_team_or_default(&self) -> String {
         if self.admin_team.is_empty() { default_admin_team() } else { self.admin_team.clone() }
     }
+
+    /// The team `spec.routes` sets for `route`, if any (an empty one counts as
+    /// unset). Without one, engineering's team is the namespace's owner and another
+    /// route's is the team named after it.
+    pub fn route_team(&self, route: &str) -> Option<String> {
+        self.routes.iter().find(|r| r.name == route).and_then(|r| r.team.clone()).filter(|t| !t.is_empty())
+    }
 }
 
 /// Whether a policy holds changes or only reports what it would hold.

@@ -14,11 +14,7 @@ use crate::policy::{Assessment, PolicySet, ReviewInput, operation_str};
 /// The tier-1 team of a route: the policy's `routes[].team`, else for engineering
 /// the namespace owner, else the Team named after the route.
 pub fn tier_one_team(policies: &PolicySet, policy: &str, route: &str, owner_team: Option<&str>) -> Option<String> {
-    let configured = policies
-        .get(policy)
-        .and_then(|p| p.spec().routes.iter().find(|r| r.name == route))
-        .and_then(|r| r.team.clone())
-        .filter(|t| !t.is_empty());
+    let configured = policies.get(policy).and_then(|p| p.spec().route_team(route));
     configured.or_else(|| if route == "engineering" { owner_team.map(str::to_string) } else { Some(route.to_string()) })
 }
 
