@@ -41,6 +41,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "signoff.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/* The image of the Deployment and the pre-delete hook's Job. */}}
+{{- define "signoff.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
 {{- define "signoff.serviceName" -}}
 {{- printf "%s-webhook" (include "signoff.fullname" .) }}
 {{- end }}
