@@ -26,9 +26,11 @@ pub mod gitops;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod queue;
 pub mod readiness;
 pub mod runtime;
 pub mod tls;
+pub mod ui;
 pub mod webhook;
 
 /// Errors surfaced by signoff. Messages say what went wrong and what to do.

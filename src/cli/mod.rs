@@ -11,6 +11,7 @@ pub mod kube;
 pub mod me;
 pub mod policytest;
 pub mod requests;
+pub mod ui;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -112,6 +113,15 @@ ClusterRoleBindings (a platform admin's).
 Examples:
   kubectl signoff impersonators")]
     Impersonators(ImpersonatorsArgs),
+    /// Open the approval queue in your browser: the queue, each request's page, approve or reject.
+    #[command(after_help = "Serves the page on 127.0.0.1 and calls the API server with your kubeconfig's
+credentials, exactly as the other commands do. The first URL carries a one-time token that signs
+this browser in; the server answers only to 127.0.0.1 and localhost at its port.
+
+Examples:
+  kubectl signoff ui
+  kubectl signoff ui --context bob --port 8765 --no-browser")]
+    Ui(ui::UiArgs),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   source <(kubectl-signoff completion bash)
@@ -243,6 +253,10 @@ fn dispatch(kube: &self::kube::KubeArgs, command: Command) -> i32 {
             };
             let must_exist = digest.is_none();
             requests::wait(&client, &ns, &name, digest.as_deref(), must_exist, timeout, &mut std::io::stdout()).await
+        }),
+        Command::Ui(args) => run(|| async move {
+            let (client, namespace) = kube.connect().await?;
+            ui::run(client, namespace, &args).await
         }),
         Command::Impersonators(_) => run(|| async move {
             let (client, _) = kube.connect().await?;

@@ -9,9 +9,9 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchPa
 use kube::discovery::Scope;
 
 use super::decide::{one_line, whoami};
-use crate::approval::waiting_for;
 use crate::crd::{ApprovalRequest, ApprovalRequestStatus, Phase, REOPEN_ANNOTATION, Verdict};
 use crate::policy::UserInfo;
+use crate::queue::{self, Filter, PhaseFilter, short};
 
 #[derive(clap::Args)]
 pub struct ListArgs {
@@ -95,65 +95,8 @@ pub struct WaitArgs {
     pub controller_namespace: String,
 }
 
-/// Which phases `list` shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PhaseFilter {
-    Pending,
-    Approved,
-    Rejected,
-    Expired,
-    Superseded,
-    All,
-}
-
-impl PhaseFilter {
-    fn matches(self, phase: Phase) -> bool {
-        match self {
-            PhaseFilter::Pending => phase == Phase::Pending,
-            PhaseFilter::Approved => phase == Phase::Approved,
-            PhaseFilter::Rejected => phase == Phase::Rejected,
-            PhaseFilter::Expired => phase == Phase::Expired,
-            PhaseFilter::Superseded => phase == Phase::Superseded,
-            PhaseFilter::All => true,
-        }
-    }
-}
-
 fn status_of(ar: &ApprovalRequest) -> ApprovalRequestStatus {
     ar.status.clone().unwrap_or_default()
-}
-
-fn qualified(ar: &ApprovalRequest) -> String {
-    format!(
-        "{}/{}",
-        ar.metadata.namespace.as_deref().unwrap_or_default(),
-        ar.metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
-/// The earliest tier deadline among pending lanes.
-fn next_deadline(status: &ApprovalRequestStatus) -> Option<Timestamp> {
-    status
-        .lanes
-        .iter()
-        .filter(|l| l.phase == Phase::Pending)
-        .filter_map(|l| l.tier_deadline.as_ref().map(|t| t.0))
-        .min()
-}
-
-/// A short human duration: 45s, 3m, 2h5m, 4d.
-pub fn short(d: SignedDuration) -> String {
-    let s = d.as_secs();
-    let sign = if s < 0 { "-" } else { "" };
-    let s = s.abs();
-    let text = match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86400 if s % 3600 >= 60 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        3600..86400 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    };
-    format!("{sign}{text}")
 }
 
 /// The rows of `list`, ordered: waiting for me first, then by tier deadline.
@@ -163,65 +106,27 @@ pub fn list_table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool
 
 /// The list as a table; `wide` adds the target and who may decide.
 fn table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool, wide: bool, now: Timestamp) -> String {
-    let mut rows: Vec<(bool, Option<Timestamp>, String, Vec<String>)> = items
-        .iter()
-        .map(|ar| {
-            let status = status_of(ar);
-            let mine = waiting_for(ar, me);
-            let deadline = next_deadline(&status);
-            let age =
-                ar.metadata.creation_timestamp.as_ref().map(|t| short(now.duration_since(t.0))).unwrap_or_default();
-            let left = match (status.phase, deadline) {
-                (Phase::Pending, Some(d)) => short(d.duration_since(now)),
-                (Phase::Approved, _) => status
-                    .not_after
-                    .as_ref()
-                    .map(|t| format!("valid {}", short(t.0.duration_since(now))))
-                    .unwrap_or_else(|| "-".into()),
-                _ => "-".into(),
-            };
-            let mut row = Vec::new();
-            if all_namespaces {
-                row.push(ar.metadata.namespace.clone().unwrap_or_default());
-            }
-            row.extend([
-                format!("{}{}", ar.metadata.name.clone().unwrap_or_default(), if mine { " *" } else { "" }),
-                format!("{:?}", status.phase),
-                format!("{:?}", ar.spec.risk),
-                ar.spec.routes.join(","),
-                status.tier.clone().unwrap_or_else(|| "-".into()),
-                ar.spec.requester.username.clone(),
-                age,
-                left,
-            ]);
-            if wide {
-                let requester = &ar.spec.requester.username;
-                let mut deciders: Vec<String> = Vec::new();
-                for lane in status.lanes.iter().filter(|l| l.phase == Phase::Pending) {
-                    let names = lane.eligible.iter().filter(|u| *u != requester).cloned();
-                    let groups = lane.eligible_groups.iter().map(|g| format!("group:{g}"));
-                    for who in names.chain(groups) {
-                        if !deciders.contains(&who) {
-                            deciders.push(who);
-                        }
-                    }
-                }
-                let a = &ar.spec.action;
-                row.push(crate::crd::target_text(&a.kind, a.namespace.as_deref(), &a.name));
-                row.push(if deciders.is_empty() { "-".into() } else { deciders.join(",") });
-            }
-            (mine, deadline, qualified(ar), row)
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then_with(|| match (a.1, b.1) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            })
-            .then_with(|| a.2.cmp(&b.2))
+    let filter = Filter { phase: PhaseFilter::All, ..Filter::default() };
+    let rows = queue::rows(items, me, &filter, now).into_iter().map(|r| {
+        let mut row = Vec::new();
+        if all_namespaces {
+            row.push(r.namespace);
+        }
+        row.extend([
+            format!("{}{}", r.name, if r.mine { " *" } else { "" }),
+            format!("{:?}", r.phase),
+            format!("{:?}", r.risk),
+            r.routes.join(","),
+            r.tier,
+            r.requester,
+            r.age,
+            r.left,
+        ]);
+        if wide {
+            row.push(r.target);
+            row.push(if r.deciders.is_empty() { "-".into() } else { r.deciders.join(",") });
+        }
+        row
     });
     let mut header: Vec<String> = Vec::new();
     if all_namespaces {
@@ -231,7 +136,7 @@ fn table(items: &[ApprovalRequest], me: &UserInfo, all_namespaces: bool, wide: b
     if wide {
         header.extend(["TARGET", "MAY-DECIDE"].map(String::from));
     }
-    let table: Vec<Vec<String>> = std::iter::once(header).chain(rows.into_iter().map(|r| r.3)).collect();
+    let table: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();
     let widths: Vec<usize> =
         (0..table[0].len()).map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
@@ -822,13 +727,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Hand-back:  Done after 1 attempt(s)"), "{text}");
-    }
-
-    #[test]
-    fn short_durations() {
-        assert_eq!(short(SignedDuration::from_secs(45)), "45s");
-        assert_eq!(short(SignedDuration::from_secs(-180)), "-3m");
-        assert_eq!(short(SignedDuration::from_secs(2 * 3600 + 300)), "2h5m");
-        assert_eq!(short(SignedDuration::from_secs(5 * 86400)), "5d");
     }
 }
