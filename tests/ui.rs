@@ -1,10 +1,17 @@
 //! The web queue, tested as people use it: Debian's Chromium, headless, driven
-//! through chromedriver, against `kubectl signoff ui` run by each person with
-//! their own kubeconfig context, on the real control plane with signoff's webhook.
-//! bob approves alice's held change from the page, alice cannot approve her own
-//! (a forged POST gets the webhook's sentence), mallory can decide nothing, a
-//! decision made elsewhere appears within 2 s, and the local server refuses what
-//! a hostile page or program would try.
+//! through chromedriver, on the real control plane with signoff's webhook.
+//!
+//! Local mode: `kubectl signoff ui` run by each person with their own kubeconfig
+//! context. bob approves alice's held change from the page, alice cannot approve
+//! her own (a forged POST gets the webhook's sentence), mallory can decide
+//! nothing, a decision made elsewhere appears within 2 s, and the local server
+//! refuses what a hostile page or program would try.
+//!
+//! In-cluster mode: signoff serves the queue itself; people sign in with Dex
+//! (built from Go modules, hack/peers/dex), and the API server of this test
+//! binary trusts Dex's ID tokens (an AuthenticationConfiguration). erin signs in
+//! through Dex's login form and approves a held Secret; a user Dex does not know
+//! cannot sign in.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -47,8 +54,91 @@ fn held_change(ns: &str, name: &str) -> (String, String) {
     (ar, risky)
 }
 
+/// bcrypt of "password": Dex's own example hash, for the static users.
+const DEX_PASSWORD_HASH: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+
+/// Dex, the control plane that trusts it, and signoff serving the web queue.
+struct World {
+    _dex: signoff_testenv::Supervised,
+    _dir: tempfile::TempDir,
+    /// signoff's web queue, as browsers reach it.
+    ui: String,
+    issuer: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Everything this binary's tests run against, started once: Dex first (the API
+/// server's authentication configuration names it), then the control plane, then
+/// signoff with its webhook and its web queue.
+fn world() -> &'static World {
+    static WORLD: std::sync::OnceLock<World> = std::sync::OnceLock::new();
+    WORLD.get_or_init(|| {
+        let dex_bin = common::gitops::script("hack/peers/dex/build.sh", &[]).join("dex");
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let (dex_port, ui_port) = (free_port(), free_port());
+        let issuer = format!("https://127.0.0.1:{dex_port}/dex");
+        let ui = format!("http://127.0.0.1:{ui_port}");
+        let ca = signoff::tls::certs::Ca::new("signoff-test-oidc-ca", 30).unwrap();
+        let serving = ca.issue_server("dex", &[], &["127.0.0.1".parse().unwrap()], 30).unwrap();
+        std::fs::write(path("ca.crt"), ca.cert_pem()).unwrap();
+        std::fs::write(path("tls.crt"), &serving.cert_pem).unwrap();
+        std::fs::write(path("tls.key"), &serving.key_pem).unwrap();
+        // The people of the demo who sign in here, with their groups; nobody else.
+        let users = [("erin", "team:security"), ("bob", "team:payments"), ("mallory", "signoff:requesters")]
+            .map(|(name, group)| {
+                format!(
+                    "- {{email: {name}@signoff.test, hash: \"{DEX_PASSWORD_HASH}\", username: {name}, preferredUsername: {name}, userID: u-{name}, groups: [\"{group}\"]}}\n"
+                )
+            })
+            .concat();
+        let config = format!(
+            "issuer: {issuer}\nstorage: {{type: memory}}\nweb:\n  https: 127.0.0.1:{dex_port}\n  tlsCert: {}\n  tlsKey: {}\n\
+             logger: {{level: info}}\noauth2: {{skipApprovalScreen: true}}\nenablePasswordDB: true\nstaticPasswords:\n{users}\
+             staticClients:\n- {{id: signoff-ui, name: signoff, public: true, redirectURIs: [\"{ui}/callback\"]}}\n",
+            path("tls.crt").display(),
+            path("tls.key").display()
+        );
+        std::fs::write(path("dex.yaml"), config).unwrap();
+        let config_path = path("dex.yaml").display().to_string();
+        let dex = signoff_testenv::Supervised::spawn("dex", &dex_bin, &["serve", &config_path], &[], &path("dex.log"), None)
+            .unwrap();
+        eventually(30, "Dex to serve its discovery document", || {
+            std::net::TcpStream::connect(("127.0.0.1", dex_port)).ok()
+        });
+        // The API server trusts Dex's ID tokens for signoff's client: username and
+        // groups from the token, as the demo users' static tokens give them.
+        let indent = |pem: &str| pem.lines().map(|l| format!("      {l}\n")).collect::<String>();
+        let authn = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n- issuer:\n    url: {issuer}\n    audiences: [signoff-ui]\n    certificateAuthority: |\n{}  claimMappings:\n    username: {{claim: preferred_username, prefix: \"\"}}\n    groups: {{claim: groups, prefix: \"\"}}\n",
+            indent(ca.cert_pem())
+        );
+        std::fs::write(path("authentication.yaml"), authn).unwrap();
+        signoff_testenv::ControlPlane::shared_with(|| signoff_testenv::Options {
+            authentication_config: Some(path("authentication.yaml")),
+            ..Default::default()
+        });
+        let fixture = signoff_testenv::checkout().unwrap().join("tests/fixtures/ui-policies.yaml");
+        kubectl_ok(cp(), ADMIN, &["apply", "-f", &fixture.display().to_string()], None);
+        let ca_file = path("ca.crt").display().to_string();
+        let signoff = start_signoff(&[
+            &format!("--ui-addr=127.0.0.1:{ui_port}"),
+            &format!("--ui-url={ui}"),
+            &format!("--ui-oidc-issuer={issuer}"),
+            "--ui-oidc-client-id=signoff-ui",
+            &format!("--ui-oidc-ca-file={ca_file}"),
+        ]);
+        // Kept for the binary's life: its Drop stops the process.
+        Box::leak(Box::new(signoff));
+        World { _dex: dex, _dir: dir, ui, issuer }
+    })
+}
+
 fn setup() -> String {
-    signoff();
+    world();
     gated_namespace(cp(), "ui")
 }
 
@@ -350,4 +440,93 @@ fn the_local_server_refuses_no_token_a_foreign_host_and_a_write_without_csrf() {
     // With the token, from this origin, the same write goes through.
     let (status, head, _) = post(&format!("verdict=approve&csrf={csrf}"), &format!("Origin: http://{host}\r\n"));
     assert_eq!(status, 303, "{head}");
+}
+
+#[test]
+fn in_the_cluster_erin_signs_in_with_dex_and_approves_a_held_secret() {
+    let _one = one_at_a_time();
+    let ns = setup();
+    let world = world();
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: payment-keys\n  namespace: {ns}\nstringData:\n  api-key: rotated-2026-12\n"
+    );
+    let err = kubectl_err(cp(), "alice", &["apply", "-f", "-"], Some(&secret));
+    assert!(err.contains("held for approval") && err.contains("security"), "{err}");
+    let (_, ar) = held_ref(&err);
+    wait_for_lanes(cp(), &ns, &ar);
+    runtime().block_on(async {
+        // Chromium trusts Dex's test CA only through this session's setting; signoff
+        // checks Dex's certificate against the CA file it was given.
+        let b = browser_with(1280, 800, true).await;
+        let page = format!("{}/r/{ns}/{ar}", world.ui);
+        b.goto(&page).await.unwrap();
+        // Not signed in: signoff sends the browser to Dex's login form.
+        within(15.0, "Dex's login form", || async { has(&b, "#login").await && has(&b, "#password").await }).await;
+        let at = b.current_url().await.unwrap().to_string();
+        assert!(at.starts_with(&world.issuer), "the login form is Dex's: {at}");
+        b.find(Locator::Id("login")).await.unwrap().send_keys("erin@signoff.test").await.unwrap();
+        b.find(Locator::Id("password")).await.unwrap().send_keys("password").await.unwrap();
+        b.find(Locator::Id("submit-login")).await.unwrap().click().await.unwrap();
+        // Back at the request page, signed in as the API server authenticates her.
+        let back = within_or(15.0, || async { has(&b, "#approve").await }).await;
+        assert!(
+            back,
+            "erin on the request page; at {}: {}\nDex's log:\n{}",
+            b.current_url().await.unwrap(),
+            text_of(&b, "body").await,
+            std::fs::read_to_string(world._dir.path().join("dex.log")).unwrap_or_default()
+        );
+        assert_eq!(b.current_url().await.unwrap().as_str(), page);
+        assert_eq!(text_of(&b, "#me").await, "erin");
+        let reasons = text_of(&b, "#reasons").await;
+        assert!(reasons.contains("security signs off"), "{reasons}");
+        b.find(Locator::Id("comment")).await.unwrap().send_keys("Rotation agreed in SEC-88").await.unwrap();
+        b.find(Locator::Id("approve")).await.unwrap().click().await.unwrap();
+        within(10.0, "the approval to be confirmed", || async {
+            text_of(&b, "#notice").await == "You approved this request."
+        })
+        .await;
+        b.goto(&format!("{}/", world.ui)).await.unwrap();
+        within(10.0, "erin's queue", || async { has(&b, "#visible, #waiting").await }).await;
+        b.close().await.unwrap();
+    });
+    let approved = common::approvals::wait_for_phase(cp(), &ns, &ar, "Approved");
+    let decision = &approved["status"]["decisions"][0];
+    assert_eq!(decision["approver"], "erin");
+    assert_eq!(decision["groups"], serde_json::json!(["team:security", "system:authenticated"]));
+    assert_eq!(decision["comment"], "Rotation agreed in SEC-88");
+    kubectl_ok(cp(), "alice", &["apply", "-f", "-"], Some(&secret));
+}
+
+#[test]
+fn in_the_cluster_a_user_dex_does_not_know_cannot_sign_in() {
+    let _one = one_at_a_time();
+    setup();
+    let world = world();
+    runtime().block_on(async {
+        let b = browser_with(1280, 800, true).await;
+        b.goto(&format!("{}/", world.ui)).await.unwrap();
+        within(15.0, "Dex's login form", || async { has(&b, "#login").await }).await;
+        b.find(Locator::Id("login")).await.unwrap().send_keys("nobody@signoff.test").await.unwrap();
+        b.find(Locator::Id("password")).await.unwrap().send_keys("password").await.unwrap();
+        b.find(Locator::Id("submit-login")).await.unwrap().click().await.unwrap();
+        within(15.0, "Dex to refuse", || async {
+            text_of(&b, "body").await.contains("Invalid") && has(&b, "#login").await
+        })
+        .await;
+        assert!(b.current_url().await.unwrap().as_str().starts_with(&world.issuer), "still at Dex");
+        // signoff never gave this browser a session: the queue sends it to sign in again.
+        b.goto(&format!("{}/", world.ui)).await.unwrap();
+        within(15.0, "the sign-in again", || async { has(&b, "#login").await }).await;
+        assert!(!has(&b, "#me").await);
+        b.close().await.unwrap();
+    });
+    // Nor does a forged callback: a state signoff never issued is refused.
+    let port: u16 = world.ui.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, _, body) = raw_http(
+        port,
+        &format!("GET /callback?code=x&state=forged HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("this sign-in was not started here"), "{body}");
 }

@@ -55,6 +55,8 @@ pub struct Context {
     pub coalescer: std::sync::Mutex<Coalescer<Vec<Delivery>>>,
     /// Requests by phase, escalations, decisions, notifications.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The web queue's address (`--ui-url`): messages link to the request's page.
+    pub ui_url: Option<String>,
 }
 
 /// How long one recipient's pages about one requester's requests are counted
@@ -179,7 +181,8 @@ async fn notify(
     let mut send = Vec::new();
     let mut coalesced = Vec::new();
     let mut by_recipient: Vec<Vec<Delivery>> = Vec::new();
-    for d in effects::deliveries(n, world, ar, now) {
+    for mut d in effects::deliveries(n, world, ar, now) {
+        d.message.url = ctx.ui_url.as_ref().map(|u| crate::ui::page::request_url(u, &d.message.request));
         match by_recipient.iter_mut().find(|g| g[0].message.key == d.message.key) {
             Some(group) => group.push(d),
             None => by_recipient.push(vec![d]),
@@ -655,6 +658,7 @@ mod tests {
             known: Known::default(),
             coalescer: coalescer(Duration::ZERO, 1),
             metrics: Default::default(),
+            ui_url: None,
         })
     }
 

@@ -193,6 +193,9 @@ pub struct Message {
     pub approve_command: String,
     /// How to read the whole packet.
     pub show_command: String,
+    /// The request's page in the web queue, when signoff serves one (`--ui-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The ApprovalRequest spec, in full: the packet a generic webhook receives.
     pub packet: serde_json::Value,
     /// For Approved, Rejected and (to those asked to decide) Expired: how the
@@ -275,6 +278,7 @@ impl Message {
             deadline,
             approve_command: format!("kubectl signoff approve -n {namespace} {name}"),
             show_command: format!("kubectl get approvalrequest -n {namespace} {name} -o yaml"),
+            url: None,
             packet: serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
             outcome: None,
             gitops: spec

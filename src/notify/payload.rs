@@ -131,11 +131,13 @@ pub fn pagerduty_body(msg: &Message, routing_key: &str) -> Value {
     if let Some(diff) = &msg.diff_excerpt {
         extra.insert("diff".into(), json!(diff));
     }
+    let links: Vec<Value> = msg.url.iter().map(|u| json!({"href": u, "text": "Open the request"})).collect();
     json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": truncate(&msg.key, 255),
         "client": "signoff",
+        "links": links,
         "payload": {
             "summary": truncate(&msg.summary(), 1024),
             "source": format!("approvalrequest/{}/{}", msg.request.namespace, msg.request.name),
@@ -248,6 +250,10 @@ pub fn slack_body(msg: &Message) -> Value {
         _ => format!("*Deadline:* {}", slack_date(msg.deadline)),
     };
     blocks.push(section(deadline));
+    if let Some(url) = &msg.url {
+        // A link Slack opens: the request's page, where the approver decides.
+        blocks.push(section(format!("<{url}|Open the request in signoff>")));
+    }
     if msg.kind == MessageKind::Escalation {
         blocks.push(section(format!(
             "*Approve:* `{}`\n*Details:* `{}`",

@@ -523,3 +523,16 @@ fn a_webhook_signs_in_the_header_its_contact_names() {
     assert!(verify_signature(b"k", &req.body, value));
     assert_eq!(req.header(SIGNATURE_HEADER), None, "only in the header asked for");
 }
+
+#[test]
+fn messages_link_to_the_request_page_when_a_web_queue_is_configured() {
+    let mut m = message();
+    assert!(webhook_body(&m).get("url").is_none(), "no link without --ui-url");
+    assert_eq!(pagerduty_body(&m, "k")["links"], json!([]));
+    m.url = Some(crate::ui::page::request_url("https://signoff.example/", &m.request));
+    assert_eq!(m.url.as_deref(), Some("https://signoff.example/r/payments-prod/ar-3f9c"));
+    assert_eq!(webhook_body(&m)["url"], "https://signoff.example/r/payments-prod/ar-3f9c");
+    assert_eq!(pagerduty_body(&m, "k")["links"][0]["href"], "https://signoff.example/r/payments-prod/ar-3f9c");
+    let slack = slack_body(&m).to_string();
+    assert!(slack.contains("<https://signoff.example/r/payments-prod/ar-3f9c|Open the request in signoff>"), "{slack}");
+}

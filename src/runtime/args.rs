@@ -123,13 +123,62 @@ pub struct RunArgs {
     /// The API server's timeout for each webhook call.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(2..=30))]
     pub timeout_seconds: i32,
+    /// Serve the web approval queue on this plain-HTTP address (off when unset; TLS is
+    /// the Ingress's). People sign in with --ui-oidc-issuer, and every API call carries
+    /// their own ID token.
+    #[arg(long, requires_all = ["ui_url", "ui_oidc_issuer"])]
+    pub ui_addr: Option<SocketAddr>,
+    /// The web queue's address as browsers reach it, e.g. https://signoff.example.com:
+    /// its Host is the only one served, its /callback is the OIDC redirect URL, and
+    /// notifications link to each request's page under it.
+    #[arg(long)]
+    pub ui_url: Option<String>,
+    /// The OIDC issuer people sign in with; the API server must trust the same issuer.
+    #[arg(long)]
+    pub ui_oidc_issuer: Option<String>,
+    /// The OIDC client id registered for the web queue (the API server's audience).
+    #[arg(long, default_value = "signoff")]
+    pub ui_oidc_client_id: String,
+    /// The client secret, for a confidential client (PKCE is used either way).
+    #[arg(long, env = "SIGNOFF_UI_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub ui_oidc_client_secret: Option<String>,
+    /// CA certificates (PEM) for the issuer, besides the system's.
+    #[arg(long)]
+    pub ui_oidc_ca_file: Option<PathBuf>,
+    /// Scopes to ask for besides openid.
+    #[arg(long, default_values = ["email", "profile", "groups"])]
+    pub ui_oidc_scope: Vec<String>,
 }
 
 impl RunArgs {
     /// Connect as told and run until SIGTERM or SIGINT.
     pub async fn run(self) -> crate::Result<()> {
         let args = self;
-        let client = connect(args.context.clone()).await?;
+        let config = kube_config(args.context.clone()).await?;
+        let client = kube::Client::try_from(config.clone())?;
+        let ui = match (args.ui_addr, args.ui_oidc_issuer.clone()) {
+            (Some(addr), Some(issuer)) => {
+                let url = args.ui_url.clone().unwrap_or_default().trim_end_matches('/').to_string();
+                let ca_pem = match &args.ui_oidc_ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(crate::io(format!("reading {}", path.display())))?),
+                    None => None,
+                };
+                Some(super::UiOptions {
+                    addr,
+                    settings: crate::ui::oidc::Settings {
+                        issuer,
+                        client_id: args.ui_oidc_client_id.clone(),
+                        client_secret: args.ui_oidc_client_secret.clone(),
+                        redirect_url: format!("{url}/callback"),
+                        scopes: args.ui_oidc_scope.clone(),
+                    },
+                    url,
+                    ca_pem,
+                    api: config,
+                })
+            }
+            _ => None,
+        };
         let namespace = args.namespace.clone();
         let endpoint = match args.webhook_url {
             Some(url) => Endpoint::Url(url),
@@ -185,27 +234,29 @@ impl RunArgs {
                 argocd_instance_label: args.argocd_instance_label.filter(|l| !l.is_empty()),
                 argocd_namespace: args.argocd_namespace,
             },
+            ui_url: args.ui_url.map(|u| u.trim_end_matches('/').to_string()),
+            ui,
         };
         run(client, options, shutdown_signal()).await
     }
 }
 
-/// A client for the kubeconfig `context`, else in-cluster or the current context.
-async fn connect(context: Option<String>) -> crate::Result<kube::Client> {
-    let config = match context {
+/// The configuration for the kubeconfig `context`, else in-cluster or the current context.
+async fn kube_config(context: Option<String>) -> crate::Result<kube::Config> {
+    Ok(match context {
         Some(context) => {
             let options = kube::config::KubeConfigOptions { context: Some(context), ..Default::default() };
             kube::Config::from_kubeconfig(&options).await?
         }
         None => kube::Config::infer().await.map_err(|e| crate::Error::Config(format!("kubeconfig: {e}")))?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }
 
 /// `signoff remove-webhook-configuration`: delete it; false when it was not there.
 pub async fn remove_webhook_configuration(name: &str, context: Option<String>) -> crate::Result<bool> {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-    let api: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(connect(context).await?);
+    let api: kube::Api<ValidatingWebhookConfiguration> =
+        kube::Api::all(kube::Client::try_from(kube_config(context).await?)?);
     match api.delete(name, &Default::default()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),

@@ -76,6 +76,34 @@ pub struct RunOptions {
     pub coalesce_burst: u32,
     /// GitOps owners: how they are found, and whether approved changes go back to them.
     pub gitops: crate::gitops::Settings,
+    /// The web queue's base URL: notifications link to each request's page.
+    pub ui_url: Option<String>,
+    /// Serve the web queue (in the cluster, with OIDC sign-in).
+    pub ui: Option<UiOptions>,
+}
+
+/// The in-cluster web queue: where it listens, its public URL and its OIDC client.
+#[derive(Clone)]
+pub struct UiOptions {
+    pub addr: SocketAddr,
+    /// As browsers reach it, without a trailing slash.
+    pub url: String,
+    pub settings: crate::ui::oidc::Settings,
+    /// Extra CA certificates for the issuer.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The API server (people's clients replace the credentials with their ID token).
+    pub api: kube::Config,
+}
+
+impl std::fmt::Debug for UiOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiOptions")
+            .field("addr", &self.addr)
+            .field("url", &self.url)
+            .field("issuer", &self.settings.issuer)
+            .field("client_id", &self.settings.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Run until `shutdown` resolves.
@@ -150,6 +178,10 @@ pub async fn run(
         .map_err(crate::io(format!("binding {}", options.webhook_addr)))?;
     info!(addr = %listener.local_addr().map_err(crate::io("reading the bound address"))?, "webhook listening");
     let server = tokio::spawn(tls::serve(router(state), listener, tls::server_config(store), stopped()));
+    let ui_server = match &options.ui {
+        Some(ui) => Some(tokio::spawn(crate::ui::server::serve_in_cluster(ui.clone(), stopped()).await?)),
+        None => None,
+    };
 
     if options.manage_webhook_config {
         let owner = match &options.webhook_config_owner {
@@ -198,6 +230,7 @@ pub async fn run(
         known: Default::default(),
         coalescer: reconciler::coalescer(options.coalesce_window, options.coalesce_burst),
         metrics: metrics.clone(),
+        ui_url: options.ui_url.clone(),
     });
     {
         // Steps overdue by more than a second: the leader is behind.
@@ -235,6 +268,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     escalation.stop().await;
     let _ = server.await;
+    if let Some(ui) = ui_server {
+        let _ = ui.await;
+    }
     let _ = health_task.await;
     Ok(())
 }

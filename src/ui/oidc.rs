@@ -27,7 +27,7 @@ use super::server::{random_token, urlencode};
 pub const SIGN_IN_TTL: SignedDuration = SignedDuration::from_mins(10);
 
 /// The provider's settings, as configured.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// The issuer URL, exactly as in the ID tokens' `iss` and the API server's configuration.
     pub issuer: String,

@@ -233,6 +233,11 @@ fn phase_class(phase: Phase) -> String {
     format!("phase phase-{}", format!("{phase:?}").to_lowercase())
 }
 
+/// The request page's full URL under the web queue's base URL.
+pub fn request_url(base: &str, request: &crate::notify::RequestRef) -> String {
+    format!("{}{}", base.trim_end_matches('/'), request_path(&request.namespace, &request.name))
+}
+
 /// The request page's address.
 pub fn request_path(namespace: &str, name: &str) -> String {
     format!("/r/{namespace}/{name}")

@@ -148,7 +148,14 @@ impl Ui {
         let id = random_token();
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), Arc::new(session));
         let secure = if self.secure_cookies { "; Secure" } else { "" };
-        format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}")
+        // After an OIDC sign-in the browser arrives from the provider's site, and a
+        // Strict cookie would not be sent on that navigation's redirect: Lax is sent
+        // on top-level GETs only, and every write needs the CSRF token anyway.
+        let same_site = match self.auth {
+            Auth::Local { .. } => "Strict",
+            Auth::Oidc(_) => "Lax",
+        };
+        format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite={same_site}{secure}")
     }
 
     /// What someone without a session gets: a sign-in redirect (OIDC) or a page
@@ -534,6 +541,32 @@ async fn logout(State(ui): State<Arc<Ui>>, headers: HeaderMap, Form(form): Form<
     ([(header::SET_COOKIE, cookie)], message(StatusCode::OK, "Signed out", "You are signed out.")).into_response()
 }
 
+/// The Host a URL names (`signoff.example.com`, `127.0.0.1:8443`).
+pub fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// Bind the in-cluster web queue and return its server, which runs until `shutdown`.
+pub async fn serve_in_cluster(
+    options: crate::runtime::UiOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<impl std::future::Future<Output = ()>> {
+    let oidc = Oidc::new(options.settings.clone(), options.ca_pem.as_deref(), options.api.clone())
+        .map_err(|e| crate::Error::Config(format!("--ui-oidc-*: {e}")))?;
+    let ui = Ui::oidc(oidc, vec![host_of(&options.url).to_string()], options.url.starts_with("https://"));
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(crate::io(format!("binding the web queue's address {}", options.addr)))?;
+    tracing::info!(addr = %options.addr, url = %options.url, issuer = %options.settings.issuer, "web queue listening");
+    let app = Arc::new(ui).router();
+    Ok(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "web queue: serving failed");
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,5 +582,7 @@ mod tests {
         assert_ne!(a, b);
         assert!(same(&a, &a.clone()) && !same(&a, &b) && !same(&a, "x"));
         assert_eq!(urlencode("/r/a b?x=1&y"), "%2Fr%2Fa%20b%3Fx%3D1%26y");
+        assert_eq!(host_of("https://signoff.example.com/queue"), "signoff.example.com");
+        assert_eq!(host_of("http://127.0.0.1:8443"), "127.0.0.1:8443");
     }
 }

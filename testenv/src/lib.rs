@@ -76,6 +76,10 @@ pub struct Options {
     /// certificate also names the Service's ClusterIP, and the ServiceAccount
     /// admission plugin mounts tokens into pods.
     pub node_address: Option<Ipv4Addr>,
+    /// An `AuthenticationConfiguration` file for the API server
+    /// (`--authentication-config`): e.g. trust an OIDC provider's ID tokens, beside
+    /// the static tokens of the demo users (tests/ui.rs, with Dex).
+    pub authentication_config: Option<PathBuf>,
 }
 
 /// The `kubernetes` Service's ClusterIP: the first address of `--service-cluster-ip-range`.
@@ -444,6 +448,10 @@ impl ControlPlane {
                 },
             ),
         };
+        let authentication: Vec<String> = match &options.authentication_config {
+            Some(path) => vec![format!("--authentication-config={}", path.display())],
+            None => Vec::new(),
+        };
         cp.spawn(
             "kube-apiserver",
             &[
@@ -479,6 +487,7 @@ impl ControlPlane {
             .iter()
             .copied()
             .chain(network_flags.iter().map(String::as_str))
+            .chain(authentication.iter().map(String::as_str))
             .collect::<Vec<_>>(),
             None,
         )?;
@@ -529,8 +538,15 @@ impl ControlPlane {
 
     /// The control plane shared by every test in one test binary.
     pub fn shared() -> &'static ControlPlane {
+        ControlPlane::shared_with(Options::default)
+    }
+
+    /// The shared control plane, started with `options()` if this is the first
+    /// call in the test binary (a binary that needs options calls this before
+    /// anything calls [`ControlPlane::shared`]).
+    pub fn shared_with(options: impl FnOnce() -> Options) -> &'static ControlPlane {
         static SHARED: OnceLock<ControlPlane> = OnceLock::new();
-        SHARED.get_or_init(|| ControlPlane::start(Options::default()).unwrap_or_else(|e| panic!("{e}")))
+        SHARED.get_or_init(|| ControlPlane::start(options()).unwrap_or_else(|e| panic!("{e}")))
     }
 
     fn spawn(&mut self, name: &'static str, args: &[&str], cleanup: Option<&Path>) -> Result<()> {

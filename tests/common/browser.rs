@@ -60,6 +60,12 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// A new browser (its own profile: its own cookies) of `width`x`height`.
 pub async fn browser(width: u32, height: u32) -> Client {
+    browser_with(width, height, false).await
+}
+
+/// A new browser; `test_ca` accepts certificates no system root vouches for
+/// (Dex's, from the test's own CA).
+pub async fn browser_with(width: u32, height: u32, test_ca: bool) -> Client {
     let profile = tempfile::tempdir().unwrap().keep();
     let args = [
         "--headless=new",
@@ -80,6 +86,7 @@ pub async fn browser(width: u32, height: u32) -> Client {
     .collect::<Vec<_>>();
     let caps = json!({
         "browserName": "chrome",
+        "acceptInsecureCerts": test_ca,
         "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
     });
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
