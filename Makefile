@@ -12,7 +12,7 @@ endif
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: test test-cluster node dev crds chart-policies image controlplane flux argocd prometheus dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
+.PHONY: test test-cluster node dev crds chart-policies image controlplane flux argocd prometheus dex browser screenshots dashboard-picture chart fmt-check lint unit-and-integration help chaos fuzz bench bench-peers print-target-dir
 
 help:
 	@echo "make dev    local control plane with signoff, demo teams and people (Ctrl-C stops it)"
@@ -22,12 +22,13 @@ help:
 	@echo "make chaos  long adversarial, crash, load and rotation runs; one table of figures into docs/security.md"
 	@echo "make image  the container image as an OCI archive (static binaries, no registry needed)"
 	@echo "make test-cluster  helm install onto a real single-node cluster (kubelet, containerd; root), part of make test"
+	@echo "make screenshots  re-take docs/images/ (the web queue) from tests/ui.rs in headless Chromium"
 	@echo "make dashboard-picture  render docs/img/dashboard.png from a real run scraped by Prometheus"
 	@echo "make bench  benchmarks with same-run baselines, one table (about 15 min); see docs/performance.md"
 	@echo "make bench-peers  make bench with Kyverno (built from Go modules on first use) as a fourth group"
 
 ## The whole suite: what CI runs (.ci/run).
-test: fmt-check lint controlplane node flux argocd prometheus chart unit-and-integration
+test: fmt-check lint controlplane node flux argocd prometheus dex browser chart unit-and-integration
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -60,6 +61,19 @@ argocd:
 # for tests/metrics.rs (promtool checks and unit-tests the alert rules).
 prometheus:
 	@PROMETHEUS_BUILD_JOBS=$${PROMETHEUS_BUILD_JOBS:-2} hack/peers/prometheus/build.sh >/dev/null
+
+# Builds Dex (the OIDC provider) from Go modules on first use (hack/peers/dex), for
+# tests/ui.rs: people sign in to the in-cluster web queue with it.
+dex:
+	@DEX_BUILD_JOBS=$${DEX_BUILD_JOBS:-2} hack/peers/dex/build.sh >/dev/null
+
+# Debian's Chromium and chromedriver, for the browser tests (tests/ui.rs).
+browser:
+	@hack/browser/deps.sh
+
+# Re-takes the web queue's pictures in docs/images/ (docs/approving.md) from the browser test.
+screenshots: controlplane dex browser
+	UPDATE_SCREENSHOTS=1 $(CARGO) test --locked --test ui bob_approves -- --nocapture
 
 # The container image as an OCI archive, built without pulling anything (static musl
 # binaries, umoci): $(CARGO_TARGET_DIR)/image/signoff-<version>.oci.tar.

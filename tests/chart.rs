@@ -675,3 +675,68 @@ fn uninstall_removes_the_webhook_configuration_first() {
     assert!(of_kind(&off, "Job").is_empty());
     assert!(!rbac_lines("x", &off).iter().any(|l| l.contains("verbs=delete")));
 }
+
+/// Issue 20: the web queue in the cluster, off by default; on, it is its own
+/// Service (sessions on one replica), an optional Ingress at the host of ui.url,
+/// the OIDC settings as flags (the client secret from a Secret, the CA from a
+/// ConfigMap), and a NetworkPolicy rule for its port. signoff is given no
+/// impersonation right either way: people's own ID tokens make the calls.
+#[test]
+fn the_web_queue_renders_only_when_enabled() {
+    let off = documents(&render("signoff-system", &[]));
+    assert!(!container_args(&off).iter().any(|a| a.starts_with("--ui-")), "off by default");
+    assert!(!off.iter().any(|d| d["metadata"]["name"] == "signoff-ui"), "no ui Service by default");
+    let on = documents(&render(
+        "signoff-system",
+        &[
+            "ui.enabled=true",
+            "ui.url=https://signoff.example.com",
+            "ui.oidc.issuerURL=https://dex.example.com/dex",
+            "ui.oidc.clientSecretName=signoff-oidc",
+            "ui.oidc.caBundle=-----BEGIN CERTIFICATE-----",
+            "ui.ingress.enabled=true",
+            "ui.ingress.className=nginx",
+            "ui.ingress.tlsSecretName=signoff-ui-tls",
+        ],
+    ));
+    let args = container_args(&on);
+    for flag in [
+        "--ui-url=https://signoff.example.com",
+        "--ui-addr=0.0.0.0:8090",
+        "--ui-oidc-issuer=https://dex.example.com/dex",
+        "--ui-oidc-client-id=signoff",
+        "--ui-oidc-scope=groups",
+        "--ui-oidc-ca-file=/ui-oidc-ca/ca.crt",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    let pod = &of_kind(&on, "Deployment")[0]["spec"]["template"]["spec"];
+    let env = serde_json::to_string(&pod["containers"][0]["env"]).unwrap();
+    assert!(
+        env.contains(r#""name":"SIGNOFF_UI_OIDC_CLIENT_SECRET""#) && env.contains(r#""name":"signoff-oidc""#),
+        "{env}"
+    );
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "signoff-ui-oidc-ca");
+    let service =
+        on.iter().find(|d| kind(d) == "Service" && d["metadata"]["name"] == "signoff-ui").expect("ui Service");
+    assert_eq!(service["spec"]["sessionAffinity"], "ClientIP");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "ui");
+    let ingress = &of_kind(&on, "Ingress")[0]["spec"];
+    assert_eq!(ingress["rules"][0]["host"], "signoff.example.com");
+    assert_eq!(ingress["tls"][0]["secretName"], "signoff-ui-tls");
+    assert_eq!(ingress["ingressClassName"], "nginx");
+    let policy = serde_json::to_string(&of_kind(&on, "NetworkPolicy")[0]["spec"]["ingress"]).unwrap();
+    assert!(policy.contains(r#""port":"ui""#), "{policy}");
+    for doc in of_kind(&on, "ClusterRole").into_iter().chain(of_kind(&on, "Role")) {
+        let rules = serde_json::to_string(&doc["rules"]).unwrap();
+        assert!(!rules.contains("impersonate"), "{}: {rules}", doc["metadata"]["name"].as_str().unwrap_or_default());
+    }
+    // Enabled without where it lives or whom to trust: refused by the schema.
+    let out = Command::new(helm())
+        .current_dir(root())
+        .args(["template", "signoff", "charts/signoff", "--set", "ui.enabled=true"])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success(), "ui.enabled without ui.url is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/ui/url"), "{}", String::from_utf8_lossy(&out.stderr));
+}

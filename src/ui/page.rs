@@ -148,7 +148,15 @@ pub fn timeline(ar: &ApprovalRequest) -> Vec<Entry> {
             text: format!("Handed back to its GitOps owner: {}{msg}", h.result),
         });
     }
-    out.sort_by_key(|e| e.at);
+    // Within a second (what the page shows), in the order things happen: a tier is
+    // reached, then its people are skipped or notified, then they decide.
+    let rank = |kind: &str| {
+        ["held", "tier", "skipped", "notified", "approved", "rejected", "admitted", "hand-back"]
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(usize::MAX)
+    };
+    out.sort_by_key(|e| (e.at.as_second(), rank(e.kind), e.at));
     out
 }
 

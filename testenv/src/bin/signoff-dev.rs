@@ -176,6 +176,8 @@ fn print_walkthrough(cp: &ControlPlane, kubeconfig: &Path, started: Instant) {
     println!("       kubectl signoff approve --context bob -n payments-prod ar-...");
     println!("  4. the same apply is now admitted (and recorded in the request's status):");
     println!("       kubectl --context alice apply -f examples/manifests/engineering/web-v1.yaml");
+    println!("  Or decide in the browser: the queue and each request's page, live, as bob:");
+    println!("       kubectl signoff ui --context bob");
     println!("  Unanswered, a request climbs its ladder (owner, on-call, lead, secondary, admins);");
     println!("  CI waits for the decision (exit 0 approved, 3 rejected, 4 expired, 5 timeout):");
     println!("       kubectl signoff wait --context alice -f examples/manifests/engineering/web-v1.yaml --timeout 30m");
