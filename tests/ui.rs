@@ -447,6 +447,13 @@ fn in_the_cluster_erin_signs_in_with_dex_and_approves_a_held_secret() {
     let _one = one_at_a_time();
     let ns = setup();
     let world = world();
+    // erin's pages go to a loopback receiver: they link to the request's page.
+    let receiver = Receiver::start();
+    let approver = format!(
+        "apiVersion: signoff.dev/v1alpha1\nkind: Approver\nmetadata: {{name: erin}}\nspec:\n  user: erin\n  contacts: [{{kind: Webhook, url: \"{}/erin\"}}]\n",
+        receiver.url
+    );
+    kubectl_ok(cp(), ADMIN, &["apply", "-f", "-"], Some(&approver));
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: payment-keys\n  namespace: {ns}\nstringData:\n  api-key: rotated-2026-12\n"
     );
@@ -454,11 +461,16 @@ fn in_the_cluster_erin_signs_in_with_dex_and_approves_a_held_secret() {
     assert!(err.contains("held for approval") && err.contains("security"), "{err}");
     let (_, ar) = held_ref(&err);
     wait_for_lanes(cp(), &ns, &ar);
+    let page = format!("{}/r/{ns}/{ar}", world.ui);
+    let paged = eventually(30, "erin's page about the Secret", || {
+        receiver.received("/erin").into_iter().find(|r| r.body["request"]["name"] == ar.as_str())
+    });
+    assert_eq!(paged.body["url"], page.as_str(), "the notification links to the request's page");
     runtime().block_on(async {
         // Chromium trusts Dex's test CA only through this session's setting; signoff
         // checks Dex's certificate against the CA file it was given.
         let b = browser_with(1280, 800, true).await;
-        let page = format!("{}/r/{ns}/{ar}", world.ui);
+        // She follows the link in her notification.
         b.goto(&page).await.unwrap();
         // Not signed in: signoff sends the browser to Dex's login form.
         within(15.0, "Dex's login form", || async { has(&b, "#login").await && has(&b, "#password").await }).await;
@@ -529,4 +541,32 @@ fn in_the_cluster_a_user_dex_does_not_know_cannot_sign_in() {
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("this sign-in was not started here"), "{body}");
+}
+
+#[test]
+fn alice_reopens_her_rejected_change_from_the_page() {
+    let _one = one_at_a_time();
+    let ns = setup();
+    let (ar, _) = held_change(&ns, "reopen-me");
+    plugin_ok("bob", &["reject", "-n", &ns, &ar, "--comment", "not during the freeze"]);
+    common::approvals::wait_for_phase(cp(), &ns, &ar, "Rejected");
+    let ui = ui_server("alice");
+    runtime().block_on(async {
+        let b = browser(390, 844).await;
+        b.goto(&ui.login).await.unwrap();
+        b.goto(&format!("{}/r/{ns}/{ar}", ui.base)).await.unwrap();
+        within(10.0, "the reopen button", || async { has(&b, "#reopen").await }).await;
+        let timeline = text_of(&b, "#escalation").await;
+        assert!(timeline.contains("bob rejected: “not during the freeze”"), "{timeline}");
+        b.find(Locator::Id("reopen")).await.unwrap().click().await.unwrap();
+        within(10.0, "the reopen to be confirmed", || async {
+            text_of(&b, "#notice").await == "Reopened: a new attempt starts at tier 1."
+        })
+        .await;
+        b.close().await.unwrap();
+    });
+    eventually(30, "attempt 2 to start", || {
+        let ar = common::approvals::request(cp(), &ns, &ar);
+        (ar["status"]["attempt"] == 2 && ar["status"]["phase"] == "Pending").then_some(())
+    });
 }
