@@ -95,7 +95,7 @@ dashboard-picture: prometheus
 # it in both webhook ownership modes. tests/chart.rs applies the rendering to the real
 # control plane (server-side dry run) and pins its RBAC rules.
 chart:
-	@helm=$$(hack/helm/build.sh) && \
+	@helm=$$(HELM_BUILD_JOBS=$${HELM_BUILD_JOBS:-2} hack/helm/build.sh) && \
 	"$$helm" lint --strict charts/signoff && \
 	"$$helm" lint --strict charts/signoff --set webhook.managedBy=chart && \
 	"$$helm" template signoff charts/signoff --namespace signoff-system >/dev/null && \

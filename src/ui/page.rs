@@ -502,16 +502,7 @@ mod tests {
 
         let mut decided = held();
         let status = decided.status.as_mut().unwrap();
-        status.decisions.push(Decision {
-            approver: "bob".into(),
-            uid: None,
-            groups: vec![],
-            decision: Verdict::Approve,
-            routes: vec![],
-            comment: Some("looks fine".into()),
-            at: Time(now() - jiff::SignedDuration::from_mins(1)),
-            attempt: 1,
-        });
+        status.decisions.push(bob(Verdict::Approve, "looks fine", now() - jiff::SignedDuration::from_mins(1)));
         assert_eq!(decidable(&decided, &me("bob", &[])), Decidable::Decided(Verdict::Approve));
         status_phase(&mut decided, Phase::Rejected);
         assert_eq!(decidable(&decided, &me("bob", &[])), Decidable::Settled(Phase::Rejected));
@@ -519,6 +510,20 @@ mod tests {
         assert!(!may_reopen(&decided, &me("bob", &[]), now()));
         let page = request(&decided, &me("alice", &[]), now(), "tok").into_string();
         assert!(page.contains(r#"id="reopen""#), "{page}");
+    }
+
+    /// bob's decision in attempt 1.
+    fn bob(decision: Verdict, comment: &str, at: Timestamp) -> Decision {
+        Decision {
+            approver: "bob".into(),
+            uid: None,
+            groups: vec![],
+            decision,
+            routes: vec![],
+            comment: Some(comment.into()),
+            at: Time(at),
+            attempt: 1,
+        }
     }
 
     fn status_phase(ar: &mut ApprovalRequest, phase: Phase) {
@@ -540,16 +545,7 @@ mod tests {
     fn the_timeline_is_in_time_order() {
         let mut ar = held();
         let status = ar.status.as_mut().unwrap();
-        status.decisions.push(Decision {
-            approver: "bob".into(),
-            uid: None,
-            groups: vec![],
-            decision: Verdict::Reject,
-            routes: vec![],
-            comment: Some("not now".into()),
-            at: Time(now()),
-            attempt: 1,
-        });
+        status.decisions.push(bob(Verdict::Reject, "not now", now()));
         status.skips.push(crate::crd::Skip {
             route: "engineering".into(),
             tier: 0,

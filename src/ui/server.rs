@@ -377,6 +377,13 @@ fn check_write(
     }
 }
 
+/// The session of a write about `path`: signed in, with the CSRF token, from our origin.
+fn writer(ui: &Ui, headers: &HeaderMap, path: &str, csrf: Option<&str>) -> Result<Arc<Session>, Box<Response>> {
+    let session = ui.session(headers).ok_or_else(|| Box::new(ui.signed_out(path)))?;
+    check_write(&session, headers, csrf, &ui.hosts)?;
+    Ok(session)
+}
+
 async fn decide(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
@@ -384,10 +391,10 @@ async fn decide(
     Form(form): Form<DecideForm>,
 ) -> Response {
     let path = page::request_path(&ns, &name);
-    let Some(session) = ui.session(&headers) else { return ui.signed_out(&path) };
-    if let Err(refused) = check_write(&session, &headers, form.csrf.as_deref(), &ui.hosts) {
-        return *refused;
-    }
+    let session = match writer(&ui, &headers, &path, form.csrf.as_deref()) {
+        Ok(session) => session,
+        Err(refused) => return *refused,
+    };
     let verdict = match form.verdict.as_deref() {
         Some("approve") => Verdict::Approve,
         Some("reject") => Verdict::Reject,
@@ -419,10 +426,10 @@ async fn reopen(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let path = page::request_path(&ns, &name);
-    let Some(session) = ui.session(&headers) else { return ui.signed_out(&path) };
-    if let Err(refused) = check_write(&session, &headers, form.csrf.as_deref(), &ui.hosts) {
-        return *refused;
-    }
+    let session = match writer(&ui, &headers, &path, form.csrf.as_deref()) {
+        Ok(session) => session,
+        Err(refused) => return *refused,
+    };
     match crate::cli::requests::reopen(&session.client, &ns, &name).await {
         Ok(_) => Redirect::to(&format!("{path}?done=reopened")).into_response(),
         Err(sentence) => {
