@@ -500,6 +500,11 @@ fn in_the_cluster_erin_signs_in_with_dex_and_approves_a_held_secret() {
         .await;
         b.goto(&format!("{}/", world.ui)).await.unwrap();
         within(10.0, "erin's queue", || async { has(&b, "#visible, #waiting").await }).await;
+        // Signing out ends the session: the queue asks for Dex again.
+        b.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+        within(10.0, "signed out", || async { text_of(&b, "h1").await == "Signed out" }).await;
+        b.goto(&format!("{}/", world.ui)).await.unwrap();
+        within(15.0, "Dex's login form again", || async { has(&b, "#login").await }).await;
         b.close().await.unwrap();
     });
     let approved = common::approvals::wait_for_phase(cp(), &ns, &ar, "Approved");

@@ -175,28 +175,50 @@ pub fn diff_class(line: &str) -> &'static str {
     }
 }
 
+/// The head of every page; a signed-in page (`csrf`) also gets the live script.
+fn head(title: &str, csrf: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            @if let Some(csrf) = csrf { meta name="csrf-token" content=(csrf); }
+            title { (title) " · signoff" }
+            link rel="stylesheet" href="/assets/app.css";
+            @if csrf.is_some() { script src="/assets/app.js" defer {} }
+        }
+    }
+}
+
 /// The page around a view: the header with who is signed in, an optional notice
 /// (kept outside the live region so a refresh does not remove it), and the live
 /// region that the script refreshes from `live_src`.
 /// `csrf` is also in a meta tag: forms are re-rendered by the live refresh, the token stays.
-pub fn layout(title: &str, me: &UserInfo, csrf: &str, notice: Option<&Notice>, live_src: &str, live: Markup) -> Markup {
+/// `sign_out` offers the button (a provider's session; the local server has none to end).
+pub fn layout(
+    title: &str,
+    me: &UserInfo,
+    csrf: &str,
+    sign_out: bool,
+    notice: Option<&Notice>,
+    live_src: &str,
+    live: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="csrf-token" content=(csrf);
-                title { (title) " · signoff" }
-                link rel="stylesheet" href="/assets/app.css";
-                script src="/assets/app.js" defer {}
-            }
+            (head(title, Some(csrf)))
             body {
                 header.top {
                     a.brand href="/" { "signoff" }
                     span.who {
                         "Signed in as " strong #me { (me.username) }
                         @if !me.groups.is_empty() { span.groups { " (" (me.groups.join(", ")) ")" } }
+                        @if sign_out {
+                            form.sign-out method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                button #sign-out type="submit" { "Sign out" }
+                            }
+                        }
                     }
                 }
                 @if let Some(n) = notice {
@@ -438,12 +460,7 @@ pub fn message(title: &str, text: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · signoff" }
-                link rel="stylesheet" href="/assets/app.css";
-            }
+            (head(title, None))
             body { main.message { h1 { (title) } p #message { (text) } } }
         }
     }

@@ -146,7 +146,12 @@ impl Ui {
 
     fn start_session(&self, session: Session) -> String {
         let id = random_token();
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), Arc::new(session));
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        // Sessions whose credentials expired are of no use: forget them.
+        let now = Timestamp::now();
+        sessions.retain(|_, s| s.expires.is_none_or(|t| t > now));
+        sessions.insert(id.clone(), Arc::new(session));
+        drop(sessions);
         let secure = if self.secure_cookies { "; Secure" } else { "" };
         // After an OIDC sign-in the browser arrives from the provider's site, and a
         // Strict cookie would not be sent on that navigation's redirect: Lax is sent
@@ -228,6 +233,7 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request<axum::body::Body>, ne
 
 /// A page, or only its live region when the script asks for it.
 fn respond(
+    ui: &Ui,
     headers: &HeaderMap,
     title: &str,
     session: &Session,
@@ -238,7 +244,8 @@ fn respond(
     if headers.get(FRAGMENT_HEADER).is_some() {
         return Html(live.into_string()).into_response();
     }
-    Html(page::layout(title, &session.user, &session.csrf, notice, src, live).into_string()).into_response()
+    let sign_out = matches!(ui.auth, Auth::Oidc(_));
+    Html(page::layout(title, &session.user, &session.csrf, sign_out, notice, src, live).into_string()).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -285,7 +292,7 @@ async fn queue_page(State(ui): State<Arc<Ui>>, headers: HeaderMap, Query(q): Que
         }
     }
     let live = page::queue(&items, &session.user, &filter, Timestamp::now());
-    respond(&headers, "Approval queue", &session, None, &src, live)
+    respond(&ui, &headers, "Approval queue", &session, None, &src, live)
 }
 
 #[derive(Deserialize, Default)]
@@ -320,7 +327,7 @@ async fn show(
     };
     let live = page::request(&ar, &session.user, Timestamp::now(), &session.csrf);
     let title = format!("{ns}/{name}");
-    (status, respond(headers, &title, session, notice.as_ref(), &path, live)).into_response()
+    (status, respond(ui, headers, &title, session, notice.as_ref(), &path, live)).into_response()
 }
 
 async fn request_page(
@@ -502,7 +509,11 @@ async fn login(State(ui): State<Arc<Ui>>, Query(q): Query<LoginQuery>) -> Respon
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
         Auth::Oidc(provider) => {
-            let next = q.next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or_else(|| "/".into());
+            // Only a path of this server: not `//host` nor `/\host`, which browsers read as another site.
+            let next = q
+                .next
+                .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+                .unwrap_or_else(|| "/".into());
             match provider.start(&next).await {
                 Ok(url) => Redirect::to(&url).into_response(),
                 Err(e) => message(StatusCode::BAD_GATEWAY, "Sign-in is unavailable", &e),
@@ -545,7 +556,15 @@ async fn logout(State(ui): State<Arc<Ui>>, headers: HeaderMap, Form(form): Form<
         }
     }
     let cookie = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
-    ([(header::SET_COOKIE, cookie)], message(StatusCode::OK, "Signed out", "You are signed out.")).into_response()
+    (
+        [(header::SET_COOKIE, cookie)],
+        message(
+            StatusCode::OK,
+            "Signed out",
+            "You are signed out of signoff; opening any of its pages signs you in again.",
+        ),
+    )
+        .into_response()
 }
 
 /// The Host a URL names (`signoff.example.com`, `127.0.0.1:8443`).
