@@ -131,13 +131,11 @@ pub fn pagerduty_body(msg: &Message, routing_key: &str) -> Value {
     if let Some(diff) = &msg.diff_excerpt {
         extra.insert("diff".into(), json!(diff));
     }
-    let links: Vec<Value> = msg.url.iter().map(|u| json!({"href": u, "text": "Open the request"})).collect();
-    json!({
+    let mut body = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": truncate(&msg.key, 255),
         "client": "signoff",
-        "links": links,
         "payload": {
             "summary": truncate(&msg.summary(), 1024),
             "source": format!("approvalrequest/{}/{}", msg.request.namespace, msg.request.name),
@@ -147,7 +145,11 @@ pub fn pagerduty_body(msg: &Message, routing_key: &str) -> Value {
             "class": msg.action_class,
             "custom_details": details,
         }
-    })
+    });
+    if let Some(url) = &msg.url {
+        body["links"] = json!([{"href": url, "text": "Open the request"}]);
+    }
+    body
 }
 
 /// Escapes the three characters Slack mrkdwn treats as control characters.

@@ -528,7 +528,7 @@ fn a_webhook_signs_in_the_header_its_contact_names() {
 fn messages_link_to_the_request_page_when_a_web_queue_is_configured() {
     let mut m = message();
     assert!(webhook_body(&m).get("url").is_none(), "no link without --ui-url");
-    assert_eq!(pagerduty_body(&m, "k")["links"], json!([]));
+    assert!(pagerduty_body(&m, "k").get("links").is_none(), "no links without --ui-url");
     m.url = Some(crate::ui::page::request_url("https://signoff.example/", &m.request));
     assert_eq!(m.url.as_deref(), Some("https://signoff.example/r/payments-prod/ar-3f9c"));
     assert_eq!(webhook_body(&m)["url"], "https://signoff.example/r/payments-prod/ar-3f9c");
