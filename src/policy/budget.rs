@@ -136,6 +136,17 @@ pub fn reset() {
     REMAINING.with(|r| r.set(RUNTIME_LIMIT));
 }
 
+/// Elements this thread's evaluation may still iterate.
+pub fn remaining() -> u64 {
+    REMAINING.with(|r| r.get())
+}
+
+/// Puts the budget back to what [`remaining`] said: an evaluation that is
+/// abandoned to be run again charges once.
+pub fn set_remaining(elements: u64) {
+    REMAINING.with(|r| r.set(elements));
+}
+
 /// Charges `elements` to this thread's budget; an error once it is spent.
 pub fn charge(elements: u64) -> Result<(), String> {
     REMAINING.with(|r| {

@@ -79,7 +79,7 @@ fn f_quantity<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 /// Compiled regular expressions, by pattern. Rules use a handful of literal
 /// patterns, so each is compiled once per process instead of once per call (what
 /// cel's own `matches` does). Bounded: a flood of distinct patterns clears it.
-fn cached_regex(pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
+pub(super) fn cached_regex(pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
     static CACHE: std::sync::OnceLock<std::sync::RwLock<HashMap<String, Arc<regex::Regex>>>> =
         std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);

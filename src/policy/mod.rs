@@ -13,12 +13,14 @@
 pub mod budget;
 pub mod celenv;
 pub mod cost;
+pub mod fast;
 pub mod helpers;
 pub mod lazyjson;
 pub mod matching;
 pub mod quantity;
 pub mod side_doors;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -638,9 +640,11 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
         return out;
     }
     let needs = matched.iter().fold(Needs::default(), |n, p| n.union(p.needs));
-    let lazy = request_scope(input, needs, false);
-    // Policies with a map literal read fully converted objects (see lazyjson).
-    let eager = matched.iter().any(|p| p.needs.map_literal).then(|| request_scope(input, needs, true));
+    // The interpreter's scopes, made only if some expression needs one (the
+    // fast path answers most rules without). Policies with a map literal read
+    // fully converted objects (see lazyjson).
+    let lazy = OnceCell::new();
+    let eager = OnceCell::new();
     for policy in matched {
         out.matched_policies.push(policy.name.clone());
         let cost = policy
@@ -651,11 +655,11 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
         if out.cost.is_none() {
             out.cost = cost.clone();
         }
-        let scope = match &eager {
-            Some(eager) if policy.needs.map_literal => eager,
-            _ => &lazy,
+        let parent = || match policy.needs.map_literal {
+            true => eager.get_or_init(|| request_scope(input, needs, true)),
+            false => lazy.get_or_init(|| request_scope(input, needs, false)),
         };
-        evaluate_policy(policy, cost, scope, input.user.is_unknown(), &mut out);
+        evaluate_policy(policy, cost, input, &parent, &mut out);
     }
     out
 }
@@ -687,24 +691,22 @@ fn request_scope<'v>(input: &'v ReviewInput, needs: Needs, eager: bool) -> Conte
     scope
 }
 
-fn evaluate_policy(
+/// The interpreter's scope for one policy: its parent plus `cost` and
+/// `variables` when the policy has them. Err names the variable that failed.
+fn interpreter_scope<'p, 'v>(
     policy: &CompiledPolicy,
-    cost: Option<Cost>,
-    parent: &Context,
-    requester_unknown: bool,
-    out: &mut Assessment,
-) {
-    let audit = policy.spec.mode == PolicyMode::Audit;
-    // One budget for the whole policy: its comprehensions together iterate at
-    // most budget::RUNTIME_LIMIT elements; past it each rule fails, and holds.
-    budget::reset();
+    parent: &'p Context<'v, 'v>,
+    cost: Option<&Cost>,
+) -> Result<Option<Context<'p, 'v>>, (String, String)> {
     // A scope of its own only for `cost` and `variables`: every scope is one more
     // level each variable lookup walks through.
-    let mut own = (policy.needs.cost || !policy.variables.is_empty()).then(|| parent.new_inner_scope());
-    if let Some(scope) = own.as_mut()
-        && policy.needs.cost
-    {
-        let c = cost.unwrap_or_else(|| Cost::zero("USD"));
+    if !policy.needs.cost && policy.variables.is_empty() {
+        return Ok(None);
+    }
+    let mut scope = parent.new_inner_scope();
+    if policy.needs.cost {
+        let zero = Cost::zero("USD");
+        let c = cost.unwrap_or(&zero);
         scope.add_variable_from_value(
             "cost",
             cel_map([
@@ -715,6 +717,46 @@ fn evaluate_policy(
             ]),
         );
     }
+    if !policy.variables.is_empty() {
+        use cel::common::types::{CelMap, CelMapKey};
+        // Values stay interpreter values (no round trip through `Value`): a
+        // variable such as `namespaceObject.metadata` stays a lazy view.
+        let mut vars: HashMap<CelMapKey<'_>, Box<dyn cel::common::value::Val + '_>> =
+            HashMap::with_capacity(policy.variables.len());
+        for (name, program) in &policy.variables {
+            scope.add_variable_as_val("variables", Box::new(CelMap::from(vars.clone())));
+            match Value::resolve_val(&program.run, &scope).map(|v| v.into_owned()) {
+                Ok(v) => {
+                    vars.insert(CelMapKey::from(name.clone()), v);
+                }
+                Err(e) => return Err((format!("variable {name:?}"), e.to_string())),
+            }
+        }
+        scope.add_variable_as_val("variables", Box::new(CelMap::from(vars)));
+    }
+    Ok(Some(scope))
+}
+
+/// A rule's or message's value: from the fast path when it can tell, else from
+/// the interpreter.
+enum Evaluated<T> {
+    Fast(T),
+    Interpreted(cel::ResolveResult),
+}
+
+fn evaluate_policy<'v>(
+    policy: &CompiledPolicy,
+    cost: Option<Cost>,
+    input: &'v ReviewInput,
+    parent: &dyn Fn() -> &'v Context<'v, 'v>,
+    out: &mut Assessment,
+) {
+    let audit = policy.spec.mode == PolicyMode::Audit;
+    let requester_unknown = input.user.is_unknown();
+    // One budget for the whole policy: its comprehensions together iterate at
+    // most budget::RUNTIME_LIMIT elements; past it each rule fails, and holds.
+    budget::reset();
+    let cost = policy.needs.cost.then(|| cost.unwrap_or_else(|| Cost::zero("USD")));
     let record_error = |out: &mut Assessment, location: String, route: &str, class: ActionClass, message: String| {
         let e =
             EvalError { policy: policy.name.clone(), location, route: route.to_string(), action_class: class, message };
@@ -725,32 +767,80 @@ fn evaluate_policy(
             out.errors.push(e);
         }
     };
-    if let Some(scope) = own.as_mut()
-        && !policy.variables.is_empty()
-    {
-        use cel::common::types::{CelMap, CelMapKey};
-        let first_route = policy.rules.first().map(|r| r.route.as_str()).unwrap_or("engineering");
-        // Values stay interpreter values (no round trip through `Value`): a
-        // variable such as `namespaceObject.metadata` stays a lazy view.
-        let mut vars: HashMap<CelMapKey<'_>, Box<dyn cel::common::value::Val + '_>> =
-            HashMap::with_capacity(policy.variables.len());
-        for (name, program) in &policy.variables {
-            scope.add_variable_as_val("variables", Box::new(CelMap::from(vars.clone())));
-            match Value::resolve_val(&program.run, scope).map(|v| v.into_owned()) {
-                Ok(v) => {
-                    vars.insert(CelMapKey::from(name.clone()), v);
-                }
-                Err(e) => {
-                    // A variable that cannot be evaluated makes the whole policy
-                    // unevaluable: hold (fail closed) and name the variable.
-                    record_error(out, format!("variable {name:?}"), first_route, ActionClass::Routine, e.to_string());
-                    return;
-                }
+    let first_route = policy.rules.first().map(|r| r.route.as_str()).unwrap_or("engineering");
+
+    // The variables, by the fast path if it can evaluate every one.
+    let mut variables: Vec<(&str, fast::V)> = Vec::with_capacity(policy.variables.len());
+    let start = budget::remaining();
+    let mut fast_ok = true;
+    for (name, program) in &policy.variables {
+        let roots = fast::Roots { input, cost: cost.as_ref(), variables: &variables };
+        match fast::eval(&program.run, &roots) {
+            Some(v) => variables.push((name, v)),
+            None => {
+                fast_ok = false;
+                budget::set_remaining(start);
+                break;
             }
         }
-        scope.add_variable_as_val("variables", Box::new(CelMap::from(vars)));
     }
-    let scope = own.as_ref().unwrap_or(parent);
+    let roots = fast::Roots { input, cost: cost.as_ref(), variables: &variables };
+    // The interpreter's scope, made the first time something needs it.
+    let interpreter: OnceCell<Result<Option<Context>, (String, String)>> = OnceCell::new();
+    let interpreter_ready = || {
+        interpreter.get_or_init(|| {
+            let before = budget::remaining();
+            let scope = interpreter_scope(policy, parent(), cost.as_ref());
+            if fast_ok {
+                // The fast path's variables were charged already.
+                budget::set_remaining(before);
+            }
+            scope
+        })
+    };
+    let interpret = |program: &CompiledExpr| -> Result<cel::ResolveResult, (String, String)> {
+        match interpreter_ready() {
+            Ok(own) => Ok(program.execute(own.as_ref().unwrap_or_else(|| parent()))),
+            Err(e) => Err(e.clone()),
+        }
+    };
+    // Debug builds check every fast answer against the interpreter.
+    let check = |program: &CompiledExpr, fast: &Value| {
+        if cfg!(debug_assertions) {
+            let before = budget::remaining();
+            let slow = interpret(program);
+            budget::set_remaining(before);
+            if let Ok(slow) = slow {
+                assert_eq!(
+                    slow.as_ref(),
+                    Ok(fast),
+                    "fast CEL differs from the interpreter on {:?} in policy {}",
+                    program.program.expression(),
+                    policy.name
+                );
+            }
+        }
+    };
+    let evaluate_rule = |program: &CompiledExpr| -> Result<Evaluated<bool>, (String, String)> {
+        if fast_ok && let Some(fast::V::Bool(b)) = fast::eval(&program.run, &roots) {
+            check(program, &Value::Bool(b));
+            return Ok(Evaluated::Fast(b));
+        }
+        interpret(program).map(Evaluated::Interpreted)
+    };
+    let evaluate_message = |program: &CompiledExpr| -> Result<Evaluated<String>, (String, String)> {
+        if fast_ok && let Some(fast::V::Str(s)) = fast::eval(&program.run, &roots) {
+            check(program, &Value::String(Arc::new(s.to_string())));
+            return Ok(Evaluated::Fast(s.into_owned()));
+        }
+        interpret(program).map(Evaluated::Interpreted)
+    };
+
+    if !fast_ok && let Err((location, message)) = interpreter_ready() {
+        // A variable that cannot be evaluated makes the whole policy
+        // unevaluable: hold (fail closed) and name the variable.
+        return record_error(out, location.clone(), first_route, ActionClass::Routine, message.clone());
+    }
     for rule in &policy.rules {
         if requester_unknown && rule.reads_requester {
             if !audit {
@@ -758,44 +848,51 @@ fn evaluate_policy(
             }
             continue;
         }
-        match rule.expression.execute(scope) {
-            Ok(Value::Bool(false)) => {}
-            Ok(Value::Bool(true)) => {
-                let message = match &rule.message {
-                    Message::Static(m) => m.clone(),
-                    Message::Expression(p) => match p.execute(scope) {
-                        Ok(Value::String(s)) => s.to_string(),
-                        Ok(other) => format!("rule {} fired (messageExpression returned {other:?})", rule.name),
-                        Err(e) => format!("rule {} fired (messageExpression failed: {e})", rule.name),
-                    },
-                };
-                let fired = FiredRule {
-                    policy: policy.name.clone(),
-                    rule: rule.name.clone(),
-                    risk: rule.risk,
-                    route: rule.route.clone(),
-                    action_class: rule.action_class,
-                    message,
-                };
-                if audit {
-                    if rule.risk >= Risk::Medium {
-                        out.audit.push(fired);
-                    }
-                } else {
-                    if rule.risk >= Risk::Medium {
-                        out.add_holding(rule.risk, rule.action_class, &rule.route);
-                    }
-                    out.fired.push(fired);
-                }
+        let fired = match evaluate_rule(&rule.expression) {
+            Ok(Evaluated::Fast(b) | Evaluated::Interpreted(Ok(Value::Bool(b)))) => b,
+            Ok(Evaluated::Interpreted(Ok(other))) => {
+                let message = format!("expression returned {other:?}, not a bool");
+                record_error(out, format!("rule {:?}", rule.name), &rule.route, rule.action_class, message);
+                continue;
             }
-            Ok(other) => record_error(
-                out,
-                format!("rule {:?}", rule.name),
-                &rule.route,
-                rule.action_class,
-                format!("expression returned {other:?}, not a bool"),
-            ),
-            Err(e) => record_error(out, format!("rule {:?}", rule.name), &rule.route, rule.action_class, e.to_string()),
+            Ok(Evaluated::Interpreted(Err(e))) => {
+                record_error(out, format!("rule {:?}", rule.name), &rule.route, rule.action_class, e.to_string());
+                continue;
+            }
+            Err((location, message)) => return record_error(out, location, first_route, ActionClass::Routine, message),
+        };
+        if !fired {
+            continue;
+        }
+        let message = match &rule.message {
+            Message::Static(m) => m.clone(),
+            Message::Expression(p) => match evaluate_message(p) {
+                Ok(Evaluated::Fast(s)) => s,
+                Ok(Evaluated::Interpreted(Ok(Value::String(s)))) => s.to_string(),
+                Ok(Evaluated::Interpreted(Ok(other))) => {
+                    format!("rule {} fired (messageExpression returned {other:?})", rule.name)
+                }
+                Ok(Evaluated::Interpreted(Err(e))) => format!("rule {} fired (messageExpression failed: {e})", rule.name),
+                Err((_, e)) => format!("rule {} fired (messageExpression failed: {e})", rule.name),
+            },
+        };
+        let fired = FiredRule {
+            policy: policy.name.clone(),
+            rule: rule.name.clone(),
+            risk: rule.risk,
+            route: rule.route.clone(),
+            action_class: rule.action_class,
+            message,
+        };
+        if audit {
+            if rule.risk >= Risk::Medium {
+                out.audit.push(fired);
+            }
+        } else {
+            if rule.risk >= Risk::Medium {
+                out.add_holding(rule.risk, rule.action_class, &rule.route);
+            }
+            out.fired.push(fired);
         }
     }
 }
