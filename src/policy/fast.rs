@@ -19,13 +19,14 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::rc::Rc;
 
-use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue, operators};
+use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
 use serde_json::Value as Json;
+use typed_arena::Arena;
 
-use super::budget;
 use super::cost::Cost;
 use super::quantity::Quantity;
 use super::{ReviewInput, operation_str};
+use super::{budget, helpers};
 
 /// A value during fast evaluation; borrows the request and the expression.
 #[derive(Clone, Debug)]
@@ -63,6 +64,8 @@ pub struct Roots<'r, 'a> {
     pub cost: Option<&'a Cost>,
     /// The policy's variables evaluated so far, read as `variables.<name>`.
     pub variables: &'r [(&'a str, V<'a>)],
+    /// Where map literals are built, as JSON, for the rest of the classification.
+    pub arena: &'a Arena<Json>,
 }
 
 /// Evaluates `expr`, or None when only the interpreter can say what it is.
@@ -216,8 +219,11 @@ impl<'a> Iterator for Items<'a, '_> {
 }
 
 /// `a == b` where the interpreter's answer is certain; None otherwise (mixed
-/// numbers, maps, lists).
+/// numbers, lists the expression built).
 fn equals(a: &V, b: &V) -> Option<bool> {
+    if let (V::Json(a), V::Json(b)) = (a, b) {
+        return json_equals(a, b);
+    }
     let scalar = |v: &V| matches!(v, V::Bool(_) | V::Int(_) | V::Double(_) | V::Str(_));
     match (a, b) {
         (V::Null, V::Null) => Some(true),
@@ -232,6 +238,54 @@ fn equals(a: &V, b: &V) -> Option<bool> {
         (x, y) if scalar(x) && scalar(y) => Some(false),
         _ => None,
     }
+}
+
+/// Structural equality of two JSON values as the interpreter sees them:
+/// maps with the same keys and equal values, lists equal item by item. An
+/// integer against a double is None (the interpreter compares them by value).
+fn json_equals(a: &Json, b: &Json) -> Option<bool> {
+    match (a, b) {
+        (Json::Object(a), Json::Object(b)) => {
+            if a.len() != b.len() {
+                return Some(false);
+            }
+            let mut all = true;
+            for (k, x) in a {
+                match b.get(k) {
+                    Some(y) => all &= json_equals(x, y)?,
+                    None => all = false,
+                }
+            }
+            Some(all)
+        }
+        (Json::Array(a), Json::Array(b)) => {
+            if a.len() != b.len() {
+                return Some(false);
+            }
+            let mut all = true;
+            for (x, y) in a.iter().zip(b) {
+                all &= json_equals(x, y)?;
+            }
+            Some(all)
+        }
+        (Json::Object(_) | Json::Array(_), _) | (_, Json::Object(_) | Json::Array(_)) => Some(false),
+        _ => equals(&from_json(a), &from_json(b)),
+    }
+}
+
+/// A value as JSON, to build a map literal; None for what JSON cannot hold as
+/// the interpreter's map would (NaN, quantities, `request`).
+fn to_json(v: &V) -> Option<Json> {
+    Some(match v {
+        V::Null => Json::Null,
+        V::Bool(b) => Json::Bool(*b),
+        V::Int(i) => Json::from(*i),
+        V::Double(d) => Json::Number(serde_json::Number::from_f64(*d)?),
+        V::Str(s) => Json::String(s.to_string()),
+        V::Json(j) => (*j).clone(),
+        V::List(items) => Json::Array(items.iter().map(to_json).collect::<Option<_>>()?),
+        V::Request(..) | V::Strings(_) | V::Cost(_) | V::Quantity(_) => return None,
+    })
 }
 
 fn compare(a: &V, b: &V) -> Option<Ordering> {
@@ -272,7 +326,9 @@ impl<'a> Append<'a> {
         let items_of = |e: &'a IdedExpr| match &e.expr {
             Expr::Call(CallExpr { func_name, target: None, args }) if func_name == operators::ADD => {
                 match args.as_slice() {
-                    [lhs, IdedExpr { expr: Expr::List(list), .. }] if is_accu(lhs) && list.optional_indices.is_empty() => {
+                    [lhs, IdedExpr { expr: Expr::List(list), .. }]
+                        if is_accu(lhs) && list.optional_indices.is_empty() =>
+                    {
                         Some(list.elements.as_slice())
                     }
                     _ => None,
@@ -333,7 +389,23 @@ impl<'a> Scope<'_, 'a> {
             }
             Expr::Call(call) => self.call(call),
             Expr::Comprehension(c) => self.comprehension(c),
-            Expr::List(_) | Expr::Map(_) | Expr::Struct(_) | Expr::Unspecified => None,
+            Expr::Map(map) => {
+                let mut fields = serde_json::Map::new();
+                for entry in &map.entries {
+                    let EntryExpr::MapEntry(entry) = &entry.expr else { return None };
+                    if entry.optional {
+                        return None;
+                    }
+                    let key = self.eval(&entry.key)?;
+                    let value = to_json(&self.eval(&entry.value)?)?;
+                    // A duplicate key is the interpreter's to judge.
+                    if fields.insert(key.as_str()?.to_string(), value).is_some() {
+                        return None;
+                    }
+                }
+                Some(V::Json(self.roots.arena.alloc(Json::Object(fields))))
+            }
+            Expr::List(_) | Expr::Struct(_) | Expr::Unspecified => None,
         }
     }
 
@@ -448,8 +520,41 @@ impl<'a> Scope<'_, 'a> {
                 V::Str(s) => s.parse::<i64>().ok().map(V::Int),
                 _ => None,
             },
+            ("podSpec", [x]) => Some(V::Json(helpers::pod_spec_or_empty(self.json(x)?))),
+            ("podMetadata", [x]) => Some(V::Json(helpers::pod_metadata_or_empty(self.json(x)?))),
+            ("allContainers", [x]) => {
+                Some(V::List(Rc::new(helpers::all_containers(self.json(x)?).into_iter().map(from_json).collect())))
+            }
+            ("gpus", [x]) => Some(V::Int(helpers::gpus(self.json(x)?))),
+            ("changedAt", [new, old, at]) => {
+                let (new, old) = (self.json(new)?, self.json(old)?);
+                Some(V::Bool(helpers::changed_at(new, old, self.eval(at)?.as_str()?)))
+            }
+            ("changedOutside", [new, old, ignored]) => {
+                let (new, old) = (self.json(new)?, self.json(old)?);
+                let ignored = self.eval(ignored)?;
+                let ignored = ignored.items()?.map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()?;
+                let ignored: Vec<&str> = ignored.iter().map(String::as_str).collect();
+                Some(V::Bool(helpers::changed_outside(new, old, &ignored)))
+            }
+            ("changedLabels" | "changedAnnotations", [new, old]) => {
+                let which = if name == "changedLabels" { "labels" } else { "annotations" };
+                let keys = helpers::changed_keys(self.json(new)?, self.json(old)?, which);
+                Some(V::List(Rc::new(keys.into_iter().map(text).collect())))
+            }
             ("quantity", [x]) => Quantity::parse(self.eval(x)?.as_str()?).ok().map(V::Quantity),
             ("isQuantity", [x]) => Some(V::Bool(Quantity::parse(self.eval(x)?.as_str()?).is_ok())),
+            _ => None,
+        }
+    }
+
+    /// An argument the helpers read as JSON: an object or list of the request,
+    /// or null.
+    fn json(&mut self, expr: &'a IdedExpr) -> Option<&'a Json> {
+        static NULL: Json = Json::Null;
+        match self.eval(expr)? {
+            V::Json(json) => Some(json),
+            V::Null => Some(&NULL),
             _ => None,
         }
     }
@@ -616,9 +721,11 @@ mod tests {
 
     /// The fast answer (if any) and the interpreter's, for `source` on `input`.
     fn both(source: &str, input: &ReviewInput) -> (Option<cel::Value>, cel::ResolveResult) {
-        let compiled = compile_expr("p", Location::Rule("r".into()), source).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let compiled =
+            compile_expr("p", Location::Rule("r".into()), source).unwrap_or_else(|e| panic!("{source}: {e}"));
         budget::reset();
-        let roots = Roots { input, cost: None, variables: &[] };
+        let arena = Arena::new();
+        let roots = Roots { input, cost: None, variables: &[], arena: &arena };
         let fast = eval(&compiled.run, &roots).map(|v| to_cel(&v).expect("a value the test can compare"));
         let all = Needs { request: true, object: true, old_object: true, namespace_object: true, ..Needs::default() };
         budget::reset();
@@ -666,7 +773,10 @@ mod tests {
             ("object.spec.template.spec.containers.map(c, c.name)", true),
             ("object.spec.template.spec.containers.map(c, c.name).join(',')", true),
             ("object.spec.template.spec.containers.filter(c, c.name.startsWith('s')).size()", true),
-            ("object.spec.template.spec.containers.exists(c, has(c.ports) && c.ports.exists(p, p.containerPort == 80))", true),
+            (
+                "object.spec.template.spec.containers.exists(c, has(c.ports) && c.ports.exists(p, p.containerPort == 80))",
+                true,
+            ),
             ("object.metadata.labels.exists(k, k == 'empty')", true),
             ("[1, 2, 3].map(x, x * 2)", true),
             ("[1, 2, 3].map(x, x > 1, x * 2)", true),
@@ -711,9 +821,26 @@ mod tests {
             ("object.spec.replicas > 1 ? 'many' : 'few'", true),
             ("object.spec.replicas ? 1 : 2", false),
             ("request.operation == 'UPDATE' && !request.dryRun && request.namespace.endsWith('-prod')", true),
+            // Map literals and structural equality.
+            ("{'a': 1}.a == 1 && {'a': [1, 'x']} == {'a': [1, 'x']}", true),
+            ("{'a': 1} == {'a': 1, 'b': 2} || {'a': 1} == {'b': 1} || {'a': {'b': 1}} == {'a': {'b': 2}}", true),
+            ("{'a': 1} == {'a': 1.0}", false),
+            ("{'a': 1, 'a': 2}", false),
+            ("object.spec.template == oldObject.spec.template", true),
+            ("object.metadata == oldObject.metadata && object.metadata.labels == {'app': 'web', 'empty': ''}", true),
+            ("podSpec(object) != podSpec(oldObject)", true),
+            ("changedAnnotations({'metadata': podMetadata(object)}, {'metadata': {'annotations': {'x': 'y'}}})", true),
+            ("(has(podSpec(object).securityContext) ? podSpec(object).securityContext : {}).size() == 0", true),
             // Not implemented: the interpreter answers.
-            ("{'a': 1}.a == 1", false),
-            ("podSpec(object).containers.size()", false),
+            ("podSpec(object).containers.size() == 2 && podMetadata(object) == podMetadata(oldObject)", true),
+            ("podSpec(object).containers.size() == 2 && has(podMetadata(oldObject).labels)", true),
+            ("podSpec(null).size() == 0 && allContainers(object).map(c, c.name) == ['web', 'sidecar']", false),
+            ("allContainers(object).exists(c, c.name == 'sidecar') && gpus(object) == 0", true),
+            ("changedAt(object, oldObject, 'spec.replicas') && !changedAt(object, oldObject, 'metadata.labels')", true),
+            ("changedOutside(object, oldObject, ['spec.replicas', 'spec.template'])", true),
+            ("changedOutside(object, oldObject, ['spec.replicas'])", true),
+            ("changedLabels(object, null).join(',') == 'app,empty'", true),
+            ("changedAnnotations(object, oldObject).size() == 0", true),
             ("1u == 1u", false),
         ];
         let input = input();
@@ -740,11 +867,15 @@ mod tests {
         )
         .unwrap();
         budget::reset();
-        assert!(eval(&compiled.run, &Roots { input: &input, cost: None, variables: &[] }).is_none());
+        assert!(
+            eval(&compiled.run, &Roots { input: &input, cost: None, variables: &[], arena: &Arena::new() }).is_none()
+        );
         assert_eq!(budget::remaining(), budget::RUNTIME_LIMIT);
-        let counted = compile_expr("p", Location::Rule("r".into()), "object.spec.template.spec.containers.all(c, true)")
-            .unwrap();
-        assert!(eval(&counted.run, &Roots { input: &input, cost: None, variables: &[] }).is_some());
+        let counted =
+            compile_expr("p", Location::Rule("r".into()), "object.spec.template.spec.containers.all(c, true)").unwrap();
+        assert!(
+            eval(&counted.run, &Roots { input: &input, cost: None, variables: &[], arena: &Arena::new() }).is_some()
+        );
         assert_eq!(budget::remaining(), budget::RUNTIME_LIMIT - 2, "charged as the interpreter charges");
     }
 
@@ -753,9 +884,10 @@ mod tests {
         let input = input();
         let cost = Cost { monthly_before: 10.0, monthly_after: 25.5, monthly_delta: 15.5, currency: "EUR".into() };
         let env = compile_expr("p", Location::Rule("r".into()), "object.metadata.labels").unwrap();
-        let labels = eval(&env.run, &Roots { input: &input, cost: None, variables: &[] }).unwrap();
+        let arena = Arena::new();
+        let labels = eval(&env.run, &Roots { input: &input, cost: None, variables: &[], arena: &arena }).unwrap();
         let variables = [("labels", labels)];
-        let roots = Roots { input: &input, cost: Some(&cost), variables: &variables };
+        let roots = Roots { input: &input, cost: Some(&cost), variables: &variables, arena: &arena };
         for (source, expected) in [
             ("variables.labels.app == 'web' && cost.monthlyDelta > 15.0 && cost.currency == 'EUR'", Some(true)),
             ("variables.missing == 1", None),

@@ -24,14 +24,21 @@
 //! Pure functions over values; the unit tests below are their specification.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use cel::common::value::{CowVal, Val};
 use cel::objects::{Key, Map};
 use cel::{ExecutionError, Value};
+use serde_json::Value as J;
+
+use super::celenv::json_to_cel;
 
 type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
 type Ret<'b, 'v> = Result<CowVal<'b, 'v>, ExecutionError>;
+
+// The helpers are pure functions over the request's JSON: the fast path
+// (super::fast) calls them on it directly; the interpreter's adapters below
+// convert their arguments to JSON first. One implementation for both.
 
 /// Any interpreter value as a [`Value`]: built-in ones directly; signoff's lazy
 /// JSON maps (and lists holding them), which are no built-in type, by walking
@@ -70,6 +77,11 @@ fn value(v: &dyn Val) -> Result<Value, ExecutionError> {
     }
 }
 
+/// An interpreter value as the JSON the helpers read.
+fn json(function: &str, v: &dyn Val) -> Result<J, ExecutionError> {
+    value(v)?.json().map_err(|e| ExecutionError::function_error(function, format!("cannot read it as JSON: {e:?}")))
+}
+
 fn ret<'b, 'v>(v: Value) -> Ret<'b, 'v> {
     let boxed: Box<dyn Val> = v.try_into()?;
     Ok(CowVal::Owned(boxed))
@@ -83,31 +95,23 @@ fn arity(function: &str, args: &[CowVal], n: usize) -> Result<(), ExecutionError
     }
 }
 
-/// `v[name]` of a map, if present.
-pub fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    match v {
-        Value::Map(m) => m.map.get(&Key::String(Arc::new(name.to_string()))),
-        _ => None,
-    }
+/// `v[name]` of an object, if present.
+pub fn field<'a>(v: &'a J, name: &str) -> Option<&'a J> {
+    v.as_object()?.get(name)
 }
 
-fn path<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
+fn path<'a>(v: &'a J, dotted: &str) -> Option<&'a J> {
     dotted.split('.').filter(|p| !p.is_empty()).try_fold(v, |v, p| field(v, p))
 }
 
-fn empty_map() -> Value {
-    Value::Map(Map { map: Arc::new(Default::default()) })
-}
+/// `{}`: what podSpec and podMetadata give for an object that runs no pods.
+pub static EMPTY_OBJECT: LazyLock<J> = LazyLock::new(|| J::Object(Default::default()));
 
 /// Where the pods an object runs are described: a Pod is its own template
 /// (`spec`, `metadata`); others nest one (`spec.template`, a CronJob's
 /// `spec.jobTemplate.spec.template`, a PodTemplate's `template`).
-fn pod_template_prefix(object: &Value) -> Option<&'static str> {
-    let kind = match field(object, "kind") {
-        Some(Value::String(k)) => k.as_str(),
-        _ => "",
-    };
-    match kind {
+fn pod_template_prefix(object: &J) -> Option<&'static str> {
+    match field(object, "kind").and_then(J::as_str).unwrap_or("") {
         "Pod" => Some(""),
         "CronJob" => Some("spec.jobTemplate.spec.template."),
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => {
@@ -119,45 +123,50 @@ fn pod_template_prefix(object: &Value) -> Option<&'static str> {
 }
 
 /// The pod spec of an object that runs pods.
-pub fn pod_spec(object: &Value) -> Option<&Value> {
+pub fn pod_spec(object: &J) -> Option<&J> {
     path(object, &format!("{}spec", pod_template_prefix(object)?))
 }
 
 /// The metadata of the pods an object runs.
-pub fn pod_metadata(object: &Value) -> Option<&Value> {
+pub fn pod_metadata(object: &J) -> Option<&J> {
     path(object, &format!("{}metadata", pod_template_prefix(object)?))
+}
+
+/// `podSpec(object)`: the pod spec, `{}` when there is none (a rendered
+/// manifest may say `spec:`, null: no spec, not an error).
+pub fn pod_spec_or_empty(object: &J) -> &J {
+    pod_spec(object).filter(|m| m.is_object()).unwrap_or(&EMPTY_OBJECT)
+}
+
+/// `podMetadata(object)`, `{}` when there is none.
+pub fn pod_metadata_or_empty(object: &J) -> &J {
+    pod_metadata(object).filter(|m| m.is_object()).unwrap_or(&EMPTY_OBJECT)
 }
 
 fn f_pod_metadata<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity("podMetadata", &args, 1)?;
-    let object = value(args[0].as_ref())?;
-    // A rendered manifest may say `metadata:` (null): no metadata, not an error.
-    ret(pod_metadata(&object).filter(|m| matches!(m, Value::Map(_))).cloned().unwrap_or_else(empty_map))
+    ret(json_to_cel(pod_metadata_or_empty(&json("podMetadata", args[0].as_ref())?)))
 }
 
 fn f_pod_spec<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity("podSpec", &args, 1)?;
-    let object = value(args[0].as_ref())?;
-    ret(pod_spec(&object).filter(|m| matches!(m, Value::Map(_))).cloned().unwrap_or_else(empty_map))
+    ret(json_to_cel(pod_spec_or_empty(&json("podSpec", args[0].as_ref())?)))
 }
 
 /// Containers, init containers and ephemeral containers of a pod spec.
-pub fn all_containers(object: &Value) -> Vec<Value> {
+pub fn all_containers(object: &J) -> Vec<&J> {
     let Some(spec) = pod_spec(object) else { return Vec::new() };
     ["containers", "initContainers", "ephemeralContainers"]
         .iter()
-        .filter_map(|k| match field(spec, k) {
-            Some(Value::List(items)) => Some(items.iter().cloned()),
-            _ => None,
-        })
+        .filter_map(|k| field(spec, k).and_then(J::as_array))
         .flatten()
         .collect()
 }
 
 fn f_all_containers<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity("allContainers", &args, 1)?;
-    let object = value(args[0].as_ref())?;
-    ret(Value::List(Arc::new(all_containers(&object))))
+    let object = json("allContainers", args[0].as_ref())?;
+    ret(Value::List(Arc::new(all_containers(&object).into_iter().map(json_to_cel).collect())))
 }
 
 /// Fields the API server sets; never a change a person made.
@@ -173,28 +182,24 @@ const SERVER_SET: &[&str] = &[
 
 /// Whether `new` and `old` differ anywhere outside `ignored` (dotted paths) and
 /// the fields the API server sets. A create or a delete (one side null) is a change.
-pub fn changed_outside(new: &Value, old: &Value, ignored: &[String]) -> bool {
-    if matches!(new, Value::Null) || matches!(old, Value::Null) {
+pub fn changed_outside(new: &J, old: &J, ignored: &[&str]) -> bool {
+    if new.is_null() || old.is_null() {
         return true;
     }
-    let ignored: Vec<&str> = ignored.iter().map(String::as_str).chain(SERVER_SET.iter().copied()).collect();
+    let ignored: Vec<&str> = ignored.iter().copied().chain(SERVER_SET.iter().copied()).collect();
     differs(new, old, "", &ignored)
 }
 
-fn differs(new: &Value, old: &Value, at: &str, ignored: &[&str]) -> bool {
+fn differs(new: &J, old: &J, at: &str, ignored: &[&str]) -> bool {
     if ignored.contains(&at) {
         return false;
     }
     match (new, old) {
-        (Value::Map(a), Value::Map(b)) => {
-            let keys: BTreeSet<&Key> = a.map.keys().chain(b.map.keys()).collect();
-            keys.into_iter().any(|k| {
-                let name = match k {
-                    Key::String(s) => s.to_string(),
-                    other => format!("{other:?}"),
-                };
-                let here = if at.is_empty() { name } else { format!("{at}.{name}") };
-                match (a.map.get(k), b.map.get(k)) {
+        (J::Object(a), J::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().any(|name| {
+                let here = if at.is_empty() { name.clone() } else { format!("{at}.{name}") };
+                match (a.get(name), b.get(name)) {
                     (Some(x), Some(y)) => differs(x, y, &here, ignored),
                     // Present on one side only: a change unless it is ignored
                     // (or an ignored path lies below it and it is empty).
@@ -207,38 +212,40 @@ fn differs(new: &Value, old: &Value, at: &str, ignored: &[&str]) -> bool {
     }
 }
 
-fn is_empty(v: &Value) -> bool {
+fn is_empty(v: &J) -> bool {
     match v {
-        Value::Map(m) => m.map.is_empty(),
-        Value::List(l) => l.is_empty(),
-        Value::Null => true,
+        J::Object(m) => m.is_empty(),
+        J::Array(l) => l.is_empty(),
+        J::Null => true,
         _ => false,
     }
 }
 
-fn string_list(function: &str, v: &Value) -> Result<Vec<String>, ExecutionError> {
+fn string_list(function: &str, v: &J) -> Result<Vec<String>, ExecutionError> {
     match v {
-        Value::List(items) => items
+        J::Array(items) => items
             .iter()
             .map(|i| match i {
-                Value::String(s) => Ok(s.to_string()),
-                other => Err(ExecutionError::function_error(function, format!("expected strings, got {other:?}"))),
+                J::String(s) => Ok(s.clone()),
+                other => Err(ExecutionError::function_error(function, format!("expected strings, got {other}"))),
             })
             .collect(),
-        other => Err(ExecutionError::function_error(function, format!("expected a list of paths, got {other:?}"))),
+        other => Err(ExecutionError::function_error(function, format!("expected a list of paths, got {other}"))),
     }
 }
 
 fn f_changed_outside<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity("changedOutside", &args, 3)?;
-    let (new, old) = (value(args[0].as_ref())?, value(args[1].as_ref())?);
-    let ignored = string_list("changedOutside", &value(args[2].as_ref())?)?;
+    let f = "changedOutside";
+    let (new, old) = (json(f, args[0].as_ref())?, json(f, args[1].as_ref())?);
+    let ignored = string_list(f, &json(f, args[2].as_ref())?)?;
+    let ignored: Vec<&str> = ignored.iter().map(String::as_str).collect();
     ret(Value::Bool(changed_outside(&new, &old, &ignored)))
 }
 
 /// Whether the value at a dotted path differs between `new` and `old`.
-pub fn changed_at(new: &Value, old: &Value, dotted: &str) -> bool {
-    let empty = |v: Option<&Value>| v.is_none_or(is_empty);
+pub fn changed_at(new: &J, old: &J, dotted: &str) -> bool {
+    let empty = |v: Option<&J>| v.is_none_or(is_empty);
     match (path(new, dotted), path(old, dotted)) {
         (a, b) if empty(a) && empty(b) => false,
         (a, b) => a != b,
@@ -247,7 +254,7 @@ pub fn changed_at(new: &Value, old: &Value, dotted: &str) -> bool {
 
 fn f_changed_at<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity("changedAt", &args, 3)?;
-    let (new, old) = (value(args[0].as_ref())?, value(args[1].as_ref())?);
+    let (new, old) = (json("changedAt", args[0].as_ref())?, json("changedAt", args[1].as_ref())?);
     let dotted = match value(args[2].as_ref())? {
         Value::String(s) => s,
         other => return Err(ExecutionError::function_error("changedAt", format!("expected a path, got {other:?}"))),
@@ -255,41 +262,26 @@ fn f_changed_at<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     ret(Value::Bool(changed_at(&new, &old, &dotted)))
 }
 
-/// Keys of `metadata.<which>` added, removed or changed between `new` and `old`.
-pub fn changed_keys(new: &Value, old: &Value, which: &str) -> Vec<String> {
+/// Keys of `metadata.<which>` added, removed or changed between `new` and `old`, sorted.
+pub fn changed_keys<'a>(new: &'a J, old: &'a J, which: &str) -> Vec<&'a str> {
     let at = format!("metadata.{which}");
-    let keys = |v: &Value| -> Vec<(String, Value)> {
-        match path(v, &at) {
-            Some(Value::Map(m)) => m
-                .map
-                .iter()
-                .filter_map(|(k, v)| match k {
-                    Key::String(s) => Some((s.to_string(), v.clone())),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    let (a, b) = (keys(new), keys(old));
-    let mut out: BTreeSet<String> = BTreeSet::new();
-    for (k, v) in &a {
-        if b.iter().find(|(k2, _)| k2 == k).is_none_or(|(_, v2)| v2 != v) {
-            out.insert(k.clone());
+    let (a, b) = (path(new, &at).and_then(J::as_object), path(old, &at).and_then(J::as_object));
+    let mut out: BTreeSet<&str> = BTreeSet::new();
+    for (k, v) in a.into_iter().flatten() {
+        if b.and_then(|b| b.get(k)) != Some(v) {
+            out.insert(k);
         }
     }
-    for (k, _) in &b {
-        if !a.iter().any(|(k2, _)| k2 == k) {
-            out.insert(k.clone());
-        }
-    }
+    out.extend(
+        b.into_iter().flat_map(|b| b.keys()).filter(|k| !a.is_some_and(|a| a.contains_key(*k))).map(String::as_str),
+    );
     out.into_iter().collect()
 }
 
 fn changed_keys_fn<'b, 'v>(function: &str, which: &str, args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity(function, &args, 2)?;
-    let (new, old) = (value(args[0].as_ref())?, value(args[1].as_ref())?);
-    let keys = changed_keys(&new, &old, which).into_iter().map(|k| Value::String(Arc::new(k))).collect();
+    let (new, old) = (json(function, args[0].as_ref())?, json(function, args[1].as_ref())?);
+    let keys = changed_keys(&new, &old, which).into_iter().map(|k| Value::String(Arc::new(k.to_string()))).collect();
     ret(Value::List(Arc::new(keys)))
 }
 
@@ -302,36 +294,33 @@ fn f_changed_annotations<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 }
 
 /// A quantity of whole devices as an integer ("2", 2), else 0.
-fn devices(v: &Value) -> i64 {
+fn devices(v: &J) -> i64 {
     match v {
-        Value::Int(i) => *i,
-        Value::UInt(u) => i64::try_from(*u).unwrap_or(i64::MAX),
-        Value::String(s) => s.trim().parse().unwrap_or(0),
-        Value::Float(f) => *f as i64,
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i,
+            (None, Some(_)) => i64::MAX,
+            _ => n.as_f64().unwrap_or(0.0) as i64,
+        },
+        J::String(s) => s.trim().parse().unwrap_or(0),
         _ => 0,
     }
 }
 
 /// GPUs one pod of `object` asks for × its replicas.
-pub fn gpus(object: &Value) -> i64 {
-    let per_container = |c: &Value| -> i64 {
+pub fn gpus(object: &J) -> i64 {
+    let per_container = |c: &J| -> i64 {
         let of = |which: &str| -> i64 {
-            match path(c, &format!("resources.{which}")) {
-                Some(Value::Map(m)) => m
-                    .map
-                    .iter()
-                    .filter(|(k, _)| matches!(k, Key::String(s) if s.ends_with("/gpu")))
-                    .map(|(_, v)| devices(v))
-                    .sum(),
-                _ => 0,
+            match path(c, &format!("resources.{which}")).and_then(J::as_object) {
+                Some(m) => m.iter().filter(|(k, _)| k.ends_with("/gpu")).map(|(_, v)| devices(v)).sum(),
+                None => 0,
             }
         };
         of("requests").max(of("limits"))
     };
-    let per_pod: i64 = all_containers(object).iter().map(per_container).sum();
+    let per_pod: i64 = all_containers(object).into_iter().map(per_container).sum();
     // Pods at once: a Job's parallelism, anything else's replicas (1 when unset).
-    let count = match field(object, "kind") {
-        Some(Value::String(k)) if k.as_str() == "Job" => "spec.parallelism",
+    let count = match field(object, "kind").and_then(J::as_str) {
+        Some("Job") => "spec.parallelism",
         _ => "spec.replicas",
     };
     let replicas = match path(object, count) {
@@ -343,7 +332,7 @@ pub fn gpus(object: &Value) -> i64 {
 
 fn f_gpus<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     arity("gpus", &args, 1)?;
-    ret(Value::Int(gpus(&value(args[0].as_ref())?)))
+    ret(Value::Int(gpus(&json("gpus", args[0].as_ref())?)))
 }
 
 /// Adds the helpers to the environment.
@@ -378,11 +367,10 @@ pub fn register(env: &mut cel::Env) -> Result<(), cel::DeclarationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::celenv::json_to_cel;
     use serde_json::json;
 
-    fn v(j: serde_json::Value) -> Value {
-        json_to_cel(&j)
+    fn v(j: J) -> J {
+        j
     }
 
     fn deployment(image: &str, replicas: i64) -> serde_json::Value {
@@ -414,7 +402,7 @@ mod tests {
         assert_eq!(pod_metadata(&v(cron)), Some(&v(meta.clone())));
         assert_eq!(pod_metadata(&v(json!({"kind": "Pod", "metadata": meta, "spec": spec}))), Some(&v(meta)));
         assert_eq!(pod_metadata(&v(json!({"kind": "Service"}))), None);
-        assert_eq!(pod_spec(&Value::Null), None);
+        assert_eq!(pod_spec(&J::Null), None);
     }
 
     #[test]
@@ -424,10 +412,7 @@ mod tests {
         let names = |p: &serde_json::Value| -> Vec<String> {
             all_containers(&v(p.clone()))
                 .iter()
-                .map(|c| match field(c, "name") {
-                    Some(Value::String(s)) => s.to_string(),
-                    _ => String::new(),
-                })
+                .map(|c| field(c, "name").and_then(J::as_str).unwrap_or_default().to_string())
                 .collect()
         };
         assert_eq!(names(&pod), ["a", "b", "c"]);
@@ -443,7 +428,7 @@ mod tests {
         relabelled["metadata"]["labels"]["team"] = json!("shop");
         relabelled["metadata"]["resourceVersion"] = json!("2");
         relabelled["status"] = json!({"readyReplicas": 3});
-        let metadata = vec!["metadata.labels".to_string(), "metadata.annotations".to_string()];
+        let metadata = ["metadata.labels", "metadata.annotations"];
         assert!(!changed_outside(&v(relabelled.clone()), &v(old.clone()), &metadata), "only labels changed");
         assert!(changed_outside(&v(relabelled), &v(old.clone()), &[]), "labels count unless ignored");
         // An annotation map that appears empty is no change; one with a key is.
@@ -453,8 +438,8 @@ mod tests {
         annotated["metadata"]["annotations"] = json!({"a": "b"});
         assert!(!changed_outside(&v(annotated.clone()), &v(old.clone()), &metadata));
         assert!(changed_outside(&v(deployment("web:2", 3)), &v(old.clone()), &metadata), "the image changed");
-        assert!(changed_outside(&v(old.clone()), &Value::Null, &metadata), "a create is a change");
-        let replicas = vec!["spec.replicas".to_string()];
+        assert!(changed_outside(&v(old.clone()), &J::Null, &metadata), "a create is a change");
+        let replicas = ["spec.replicas"];
         assert!(!changed_outside(&v(deployment("web:1", 5)), &v(old), &replicas), "only replicas changed");
     }
 
@@ -465,7 +450,7 @@ mod tests {
         assert!(!changed_at(&v(deployment("web:2", 3)), &old, "spec.replicas"));
         assert!(changed_at(&v(deployment("web:2", 3)), &old, "spec.template"));
         assert!(!changed_at(&old, &old, "spec.missing"));
-        assert!(changed_at(&old, &Value::Null, "spec.replicas"), "present on one side only");
+        assert!(changed_at(&old, &J::Null, "spec.replicas"), "present on one side only");
     }
 
     #[test]
@@ -482,7 +467,7 @@ mod tests {
         assert_eq!(gpu(json!(2), None), 2);
         assert_eq!(gpu(json!("2"), Some(3)), 6);
         assert_eq!(gpu(json!(0), Some(3)), 0);
-        assert_eq!(gpus(&Value::Null), 0);
+        assert_eq!(gpus(&J::Null), 0);
         let job = json!({"kind": "Job", "spec": {"template": {"spec": {"containers": [
             {"name": "a", "resources": {"requests": {"amd.com/gpu": 1}, "limits": {"amd.com/gpu": 1}}}]}}}});
         assert_eq!(gpus(&v(job)), 1, "requests and limits of one resource are not added up");
@@ -495,6 +480,6 @@ mod tests {
         assert_eq!(changed_keys(&v(new.clone()), &v(old.clone()), "labels"), ["b", "c", "d"]);
         assert_eq!(changed_keys(&v(new), &v(old.clone()), "annotations"), ["x"]);
         assert_eq!(changed_keys(&v(old.clone()), &v(old), "labels"), Vec::<String>::new());
-        assert_eq!(changed_keys(&v(json!({"metadata": {"labels": {"a": "1"}}})), &Value::Null, "labels"), ["a"]);
+        assert_eq!(changed_keys(&v(json!({"metadata": {"labels": {"a": "1"}}})), &J::Null, "labels"), ["a"]);
     }
 }

@@ -645,6 +645,8 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
     // fully converted objects (see lazyjson).
     let lazy = OnceCell::new();
     let eager = OnceCell::new();
+    // Map literals the fast path builds, for the whole classification.
+    let arena = typed_arena::Arena::new();
     for policy in matched {
         out.matched_policies.push(policy.name.clone());
         let cost = policy
@@ -659,7 +661,7 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
             true => eager.get_or_init(|| request_scope(input, needs, true)),
             false => lazy.get_or_init(|| request_scope(input, needs, false)),
         };
-        evaluate_policy(policy, cost, input, &parent, &mut out);
+        evaluate_policy(policy, cost, input, &arena, &parent, &mut out);
     }
     out
 }
@@ -748,6 +750,7 @@ fn evaluate_policy<'v>(
     policy: &CompiledPolicy,
     cost: Option<Cost>,
     input: &'v ReviewInput,
+    arena: &typed_arena::Arena<serde_json::Value>,
     parent: &dyn Fn() -> &'v Context<'v, 'v>,
     out: &mut Assessment,
 ) {
@@ -774,7 +777,7 @@ fn evaluate_policy<'v>(
     let start = budget::remaining();
     let mut fast_ok = true;
     for (name, program) in &policy.variables {
-        let roots = fast::Roots { input, cost: cost.as_ref(), variables: &variables };
+        let roots = fast::Roots { input, cost: cost.as_ref(), variables: &variables, arena };
         match fast::eval(&program.run, &roots) {
             Some(v) => variables.push((name, v)),
             None => {
@@ -784,7 +787,7 @@ fn evaluate_policy<'v>(
             }
         }
     }
-    let roots = fast::Roots { input, cost: cost.as_ref(), variables: &variables };
+    let roots = fast::Roots { input, cost: cost.as_ref(), variables: &variables, arena };
     // The interpreter's scope, made the first time something needs it.
     let interpreter: OnceCell<Result<Option<Context>, (String, String)>> = OnceCell::new();
     let interpreter_ready = || {
@@ -872,7 +875,9 @@ fn evaluate_policy<'v>(
                 Ok(Evaluated::Interpreted(Ok(other))) => {
                     format!("rule {} fired (messageExpression returned {other:?})", rule.name)
                 }
-                Ok(Evaluated::Interpreted(Err(e))) => format!("rule {} fired (messageExpression failed: {e})", rule.name),
+                Ok(Evaluated::Interpreted(Err(e))) => {
+                    format!("rule {} fired (messageExpression failed: {e})", rule.name)
+                }
                 Err((_, e)) => format!("rule {} fired (messageExpression failed: {e})", rule.name),
             },
         };
