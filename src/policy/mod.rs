@@ -129,6 +129,19 @@ impl ReviewInput {
         req: &mut kube::core::admission::AdmissionRequest<kube::core::DynamicObject>,
         namespace_object: Option<serde_json::Value>,
     ) -> Result<ReviewInput, serde_json::Error> {
+        let object = req.object.take().map(into_json).transpose()?;
+        let old_object = req.old_object.take().map(into_json).transpose()?;
+        Ok(ReviewInput::from_request(req, object, old_object, namespace_object))
+    }
+
+    /// Builds the input from an AdmissionRequest whose objects were kept as JSON
+    /// (what the webhook does: see `webhook::server::parse_review`).
+    pub fn from_request(
+        req: &kube::core::admission::AdmissionRequest<kube::core::DynamicObject>,
+        object: Option<serde_json::Value>,
+        old_object: Option<serde_json::Value>,
+        namespace_object: Option<serde_json::Value>,
+    ) -> ReviewInput {
         use kube::core::admission::Operation as K;
         let operation = match req.operation {
             K::Create => Operation::Create,
@@ -136,9 +149,7 @@ impl ReviewInput {
             K::Delete => Operation::Delete,
             K::Connect => Operation::Connect,
         };
-        let object = req.object.take().map(into_json).transpose()?;
-        let old_object = req.old_object.take().map(into_json).transpose()?;
-        Ok(ReviewInput {
+        ReviewInput {
             operation,
             user: UserInfo {
                 username: req.user_info.username.clone().unwrap_or_default(),
@@ -158,7 +169,7 @@ impl ReviewInput {
             object,
             old_object,
             namespace_object,
-        })
+        }
     }
 
     /// The `request` variable rules see.

@@ -89,24 +89,21 @@ async fn validate(State(state): State<WebhookState>, request: axum::extract::Req
             return too_large("");
         }
     };
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(review) => review,
-        Err(e) => {
+    let (mut req, objects) = match parse_review(&body) {
+        Ok(parsed) => parsed,
+        Err(Malformed::Json(e)) => {
             state.metrics.review("malformed");
             return (StatusCode::BAD_REQUEST, format!("signoff: malformed AdmissionReview: {e}")).into_response();
         }
-    };
-    // Parsed: free the raw body now, not after the API calls a held change waits on
-    // (a 3 MiB review would otherwise hold both copies for seconds under load).
-    drop(body);
-    let mut req: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(req) => req,
-        Err(e) => {
+        Err(Malformed::Review(e)) => {
             state.metrics.review("malformed");
             let response = AdmissionResponse::invalid(format!("signoff: malformed AdmissionReview: {e}"));
             return Json(response.into_review()).into_response();
         }
     };
+    // Parsed: free the raw body now, not after the API calls a held change waits on
+    // (a 3 MiB review would otherwise hold both copies for seconds under load).
+    drop(body);
     if req.uid.is_empty() {
         state.metrics.review("malformed");
         return (StatusCode::BAD_REQUEST, "signoff: AdmissionReview request has no uid").into_response();
@@ -114,7 +111,7 @@ async fn validate(State(state): State<WebhookState>, request: axum::extract::Req
     // The audit line's decision (held, admitted_low_risk, ...) labels the review's time.
     let (response, decision) = DECISION
         .scope(std::cell::Cell::new(None), async {
-            let response = match tokio::time::timeout(state.deadline, review_request(&state, &mut req)).await {
+            let response = match tokio::time::timeout(state.deadline, review_request(&state, &mut req, objects)).await {
                 Ok(response) => response,
                 Err(_) => deny(
                     &req,
@@ -150,12 +147,63 @@ fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T
         .map_err(|e| Denial::invalid("", format!("malformed object: {e}")))
 }
 
-async fn review_request(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-    match route::by_resource(&req.resource.group, &req.resource.resource) {
-        Some(Route::OwnResource) => guard_own_resource(state, req),
-        Some(_) => allow(req, vec![]),
-        None => gate(state, req).await,
+/// A review that cannot be answered: not JSON (or not an AdmissionReview at
+/// all), or an AdmissionReview without a request.
+enum Malformed {
+    Json(serde_json::Error),
+    Review(String),
+}
+
+/// The reviewed objects, kept as the JSON the API server sent.
+#[derive(Default)]
+struct Objects {
+    object: Option<serde_json::Value>,
+    old_object: Option<serde_json::Value>,
+}
+
+/// Parses an AdmissionReview, keeping its objects as JSON. Parsing them into
+/// kube's DynamicObject buffers each whole (its fields are flattened) and
+/// converts the metadata twice; classification reads JSON anyway.
+fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Objects), Malformed> {
+    let mut review: serde_json::Value = serde_json::from_slice(body).map_err(Malformed::Json)?;
+    let mut objects = Objects::default();
+    if let Some(request) = review.get_mut("request").and_then(serde_json::Value::as_object_mut) {
+        let mut take = |key: &str| -> Result<Option<serde_json::Value>, Malformed> {
+            match request.remove(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(object @ serde_json::Value::Object(_)) => Ok(Some(object)),
+                Some(other) => Err(Malformed::Review(format!("{key} is not an object: {other}"))),
+            }
+        };
+        objects = Objects { object: take("object")?, old_object: take("oldObject")? };
     }
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(review).map_err(Malformed::Json)?;
+    let req = review
+        .try_into()
+        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| Malformed::Review(e.to_string()))?;
+    Ok((req, objects))
+}
+
+async fn review_request(
+    state: &WebhookState,
+    req: &mut AdmissionRequest<DynamicObject>,
+    objects: Objects,
+) -> AdmissionResponse {
+    match route::by_resource(&req.resource.group, &req.resource.resource) {
+        Some(Route::OwnResource) => match typed_objects(req, objects) {
+            Ok(()) => guard_own_resource(state, req),
+            Err(e) => deny(req, format!("signoff: malformed admission request: {e}")),
+        },
+        Some(_) => allow(req, vec![]),
+        None => gate(state, req, objects).await,
+    }
+}
+
+/// Puts signoff's own resources back into the request, typed as the guards read them.
+fn typed_objects(req: &mut AdmissionRequest<DynamicObject>, objects: Objects) -> Result<(), serde_json::Error> {
+    req.object = objects.object.map(serde_json::from_value).transpose()?;
+    req.old_object = objects.old_object.map(serde_json::from_value).transpose()?;
+    Ok(())
 }
 
 /// Guards for ApprovalRequests, EscalationPolicies and Approvers.
@@ -219,7 +267,7 @@ fn namespace_object(state: &WebhookState, req: &AdmissionRequest<DynamicObject>)
     serde_json::to_value(&*cached).ok()
 }
 
-async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>, objects: Objects) -> AdmissionResponse {
     let mut ns_object = namespace_object(state, req);
     if ns_object.is_none()
         && let Some(ns) = req.namespace.as_deref().filter(|n| !n.is_empty())
@@ -230,19 +278,17 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
             Err(e) => return deny(req, format!("signoff could not read namespace {ns}: {e}; denied to be safe")),
         }
     }
-    let received = match ReviewInput::from_admission(req, ns_object) {
-        Ok(input) => input,
-        Err(e) => return deny(req, format!("signoff: malformed admission request: {e}")),
-    };
+    // Shared, not copied, with the blocking thread expensive policies run on.
+    let received = Arc::new(ReviewInput::from_request(req, objects.object, objects.old_object, ns_object));
     if received.kind.kind.is_empty() || received.resource.resource.is_empty() || received.resource.version.is_empty() {
         return deny(req, "signoff: malformed admission request: kind or resource is empty; denied to be safe");
     }
     // A finalizer removal that completes a deletion is judged as that DELETE.
-    let finalizing = review::finalizing_delete(&received);
+    let finalizing = review::finalizing_delete(&received).map(Arc::new);
     // A metadata change through /status is judged as the UPDATE of the object.
-    let status_metadata = review::status_metadata_change(&received);
+    let status_metadata = review::status_metadata_change(&received).map(Arc::new);
     let judged = finalizing.as_ref().or(status_metadata.as_ref());
-    let input = judged.unwrap_or(&received);
+    let input: &Arc<ReviewInput> = judged.unwrap_or(&received);
     // One policy set for the whole review (the blocking path below shares it).
     let policies = state.policies.load_full();
     // signoff's namespace labels are its trust anchors: never through a
@@ -253,7 +299,8 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
         audit(&received, "denied-anchor-subresource", &message);
         return deny(req, message);
     }
-    if let Route::Uncovered(message) = route::route(&received, judged, &policies, state.settings.refuse_uncovered)
+    if let Route::Uncovered(message) =
+        route::route(&received, judged.map(|j| &**j), &policies, state.settings.refuse_uncovered)
         && anchors.is_empty()
     {
         audit(&received, "denied-unknown-resource", &message);
@@ -274,7 +321,7 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>) -
     } else {
         // Expensive policies run on a blocking thread: the async workers keep
         // answering other reviews, and the review's deadline still answers this one.
-        let (judged, set) = (input.clone(), Arc::clone(&policies));
+        let (judged, set) = (Arc::clone(input), Arc::clone(&policies));
         let classified =
             tokio::task::spawn_blocking(move || side_doors::with_enabled(classify(&judged, &set), &enabled, &set));
         match classified.await {
