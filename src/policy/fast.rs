@@ -676,7 +676,7 @@ fn matches<'a>(text: &str, pattern: &str) -> Option<V<'a>> {
 mod tests {
     use super::*;
     use crate::crd::Operation;
-    use crate::policy::{Gvk, Gvr, Location, Needs, UserInfo, compile_expr, request_scope};
+    use crate::policy::{Location, Needs, compile_expr, request_scope};
     use serde_json::json;
 
     fn input() -> ReviewInput {
@@ -689,20 +689,12 @@ mod tests {
                          "resources": {"limits": {"cpu": "2", "memory": "1Gi"}}},
                         {"name": "sidecar", "image": "proxy:latest", "resources": {}}]}}}})
         };
-        ReviewInput {
-            operation: Operation::Update,
-            user: UserInfo { username: "alice".into(), uid: "u1".into(), groups: vec!["dev".into(), "ops".into()] },
-            kind: Gvk { group: "apps".into(), version: "v1".into(), kind: "Deployment".into() },
-            resource: Gvr { group: "apps".into(), version: "v1".into(), resource: "deployments".into() },
-            sub_resource: String::new(),
-            namespace: "payments-prod".into(),
-            name: "web".into(),
-            dry_run: false,
-            object: Some(deployment("web:1.5", 3)),
-            old_object: Some(deployment("web:1.4", 20)),
-            namespace_object: Some(json!({"metadata": {"name": "payments-prod",
-                "labels": {"signoff.dev/environment": "production"}}})),
-        }
+        let mut input =
+            crate::policy::tests::input(Operation::Update, ("apps", "v1", "deployments"), "", "payments-prod");
+        input.user.groups.push("ops".into());
+        input.object = Some(deployment("web:1.5", 3));
+        input.old_object = Some(deployment("web:1.4", 20));
+        input
     }
 
     fn to_cel(v: &V) -> Option<cel::Value> {

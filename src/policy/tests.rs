@@ -13,7 +13,7 @@ fn rr(ops: &[Operation], groups: &[&str], versions: &[&str], resources: &[&str])
     }
 }
 
-fn input(op: Operation, gvr: (&str, &str, &str), sub: &str, ns: &str) -> ReviewInput {
+pub(super) fn input(op: Operation, gvr: (&str, &str, &str), sub: &str, ns: &str) -> ReviewInput {
     ReviewInput {
         operation: op,
         user: UserInfo { username: "alice".into(), uid: "u1".into(), groups: vec!["dev".into()] },
