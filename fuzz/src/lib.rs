@@ -5,8 +5,7 @@
 
 use std::sync::LazyLock;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::AdmissionResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use signoff::crd::{EscalationPolicy, Operation};
@@ -14,6 +13,7 @@ use signoff::digest::{ChangeTarget, canonical_json, canonical_object, change_dig
 use signoff::policy::{Assessment, Gvk, Gvr, PolicySet, ReviewInput, UserInfo, classify as policy_classify};
 use signoff::webhook::packet::packet;
 use signoff::webhook::review::{GateSettings, Preliminary, decide_existing, digest_of, preliminary};
+use signoff::webhook::server::parse_review;
 
 /// Every file of the policy library (`policies/`), built in so a fuzz binary
 /// needs no files.
@@ -131,31 +131,27 @@ fn check_gate(input: &ReviewInput, assessment: &Assessment) {
 }
 
 /// `admission_review`: the bytes are the body of a POST to the webhook. Decodes
-/// them as the server does (AdmissionReview → AdmissionRequest → ReviewInput),
+/// them as the server does (`parse_review`, then ReviewInput),
 /// classifies against the example policies and runs the gate's pure decisions.
 /// Also: re-encoding the decoded request and decoding it again gives the same
 /// digest, so a digest never depends on how the same request was spelled.
 pub fn admission_review(data: &[u8]) {
-    let Ok(review) = serde_json::from_slice::<AdmissionReview<DynamicObject>>(data) else { return };
-    let Ok(mut req): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else { return };
+    let Ok((req, objects)) = parse_review(data) else { return };
     // Every decoded request can be answered.
     serde_json::to_vec(&AdmissionResponse::from(&req).into_review()).expect("an AdmissionReview response serializes");
-    // Encoded before from_admission, which moves the objects out of the request.
-    let encoded = serde_json::to_value(&req).expect("an AdmissionRequest serializes");
+    let mut encoded = serde_json::to_value(&req).expect("an AdmissionRequest serializes");
+    for (key, object) in [("object", &objects.object), ("oldObject", &objects.old_object)] {
+        encoded[key] = object.clone().unwrap_or(Value::Null);
+    }
     let ns = req.namespace.as_deref().and_then(namespace_object);
-    let Ok(input) = ReviewInput::from_admission(&mut req, ns.clone()) else { return };
+    let input = ReviewInput::from_request(&req, objects.object, objects.old_object, ns.clone());
     let assessment = policy_classify(&input, &POLICIES);
     check_gate(&input, &assessment);
 
-    let again: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": encoded,
-    }))
-    .expect("a re-encoded AdmissionReview decodes");
-    let mut again: AdmissionRequest<DynamicObject> =
-        again.try_into().expect("a re-encoded AdmissionReview has a request");
-    let again = ReviewInput::from_admission(&mut again, ns).expect("a re-encoded request converts");
+    let again = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": encoded});
+    let (again, objects) =
+        parse_review(&serde_json::to_vec(&again).unwrap()).expect("a re-encoded AdmissionReview decodes");
+    let again = ReviewInput::from_request(&again, objects.object, objects.old_object, ns);
     if !signoff::webhook::review::subject(&input).is_some_and(has_float) {
         assert_eq!(digest_of(&again), digest_of(&input), "re-encoding changed the digest");
     }

@@ -94,22 +94,6 @@ pub struct ReviewInput {
     pub namespace_object: Option<serde_json::Value>,
 }
 
-/// The object as JSON, moving its fields instead of copying them: the same
-/// value `serde_json::to_value` gives, without cloning the whole tree.
-pub fn into_json(object: kube::core::DynamicObject) -> Result<serde_json::Value, serde_json::Error> {
-    let mut fields = match object.data {
-        serde_json::Value::Object(fields) => fields,
-        serde_json::Value::Null => serde_json::Map::new(),
-        other => return serde_json::to_value(kube::core::DynamicObject { data: other, ..object }),
-    };
-    if let Some(types) = object.types {
-        fields.insert("apiVersion".into(), types.api_version.into());
-        fields.insert("kind".into(), types.kind.into());
-    }
-    fields.insert("metadata".into(), serde_json::to_value(object.metadata)?);
-    Ok(serde_json::Value::Object(fields))
-}
-
 pub fn operation_str(op: Operation) -> &'static str {
     match op {
         Operation::Create => "CREATE",
@@ -121,21 +105,10 @@ pub fn operation_str(op: Operation) -> &'static str {
 }
 
 impl ReviewInput {
-    /// Builds the input from a Kubernetes AdmissionRequest and the Namespace object
-    /// of its namespace (from a cache; None if unknown). The objects are moved out
-    /// of the request (it keeps None): converting them to JSON without a copy is
-    /// a large part of a review's cost.
-    pub fn from_admission(
-        req: &mut kube::core::admission::AdmissionRequest<kube::core::DynamicObject>,
-        namespace_object: Option<serde_json::Value>,
-    ) -> Result<ReviewInput, serde_json::Error> {
-        let object = req.object.take().map(into_json).transpose()?;
-        let old_object = req.old_object.take().map(into_json).transpose()?;
-        Ok(ReviewInput::from_request(req, object, old_object, namespace_object))
-    }
-
-    /// Builds the input from an AdmissionRequest whose objects were kept as JSON
-    /// (what the webhook does: see `webhook::server::parse_review`).
+    /// Builds the input from a Kubernetes AdmissionRequest, its objects as the
+    /// JSON the API server sent (`webhook::server::parse_review` keeps them so:
+    /// converting typed objects was a large part of a review's cost), and the
+    /// Namespace object of its namespace (from a cache; None if unknown).
     pub fn from_request(
         req: &kube::core::admission::AdmissionRequest<kube::core::DynamicObject>,
         object: Option<serde_json::Value>,
@@ -704,8 +677,9 @@ fn request_scope<'v>(input: &'v ReviewInput, needs: Needs, eager: bool) -> Conte
     scope
 }
 
-/// The interpreter's scope for one policy: its parent plus `cost` and
-/// `variables` when the policy has them. Err names the variable that failed.
+/// The interpreter's scope for one policy: its parent plus `cost` (given when
+/// the policy reads it) and `variables` when the policy has them. Err names
+/// the variable that failed.
 fn interpreter_scope<'p, 'v>(
     policy: &CompiledPolicy,
     parent: &'p Context<'v, 'v>,
@@ -713,13 +687,11 @@ fn interpreter_scope<'p, 'v>(
 ) -> Result<Option<Context<'p, 'v>>, (String, String)> {
     // A scope of its own only for `cost` and `variables`: every scope is one more
     // level each variable lookup walks through.
-    if !policy.needs.cost && policy.variables.is_empty() {
+    if cost.is_none() && policy.variables.is_empty() {
         return Ok(None);
     }
     let mut scope = parent.new_inner_scope();
-    if policy.needs.cost {
-        let zero = Cost::zero("USD");
-        let c = cost.unwrap_or(&zero);
+    if let Some(c) = cost {
         scope.add_variable_from_value(
             "cost",
             cel_map([

@@ -689,25 +689,6 @@ mod props {
 }
 
 #[test]
-fn into_json_gives_what_to_value_gives() {
-    use kube::core::DynamicObject;
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}, "resourceVersion": "7",
-                     "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "apps/v1",
-                                        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
-        "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "web", "image": "web:1"}]}}},
-        "status": {"replicas": 3}
-    }))
-    .unwrap();
-    let expected = serde_json::to_value(&object).unwrap();
-    assert_eq!(into_json(object).unwrap(), expected);
-    let bare: DynamicObject = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
-    let expected = serde_json::to_value(&bare).unwrap();
-    assert_eq!(into_json(bare).unwrap(), expected, "no types, no other fields");
-}
-
-#[test]
 fn from_admission_review() {
     use kube::core::DynamicObject;
     use kube::core::admission::{AdmissionRequest, AdmissionReview};
@@ -730,9 +711,10 @@ fn from_admission_review() {
         }
     }))
     .unwrap();
-    let mut req: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
+    let req: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
     let ns = json!({"metadata": {"name": "payments-prod", "labels": {"signoff.dev/environment": "production", "signoff.dev/owner": "payments"}}});
-    let i = ReviewInput::from_admission(&mut req, Some(ns)).unwrap();
+    let json = |o: &Option<DynamicObject>| o.as_ref().map(|o| serde_json::to_value(o).unwrap());
+    let i = ReviewInput::from_request(&req, json(&req.object), json(&req.old_object), Some(ns));
     assert_eq!(i.operation, Operation::Update);
     assert_eq!(i.sub_resource, "scale");
     assert_eq!(i.user.groups, ["team:payments"]);

@@ -139,32 +139,29 @@ fn user_of(req: &AdmissionRequest<DynamicObject>) -> UserInfo {
     }
 }
 
-fn typed<T: DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T>, Denial> {
-    object
-        .as_ref()
-        .map(|o| serde_json::to_value(o).and_then(serde_json::from_value))
-        .transpose()
-        .map_err(|e| Denial::invalid("", format!("malformed object: {e}")))
+fn typed<T: DeserializeOwned>(object: &Option<serde_json::Value>) -> Result<Option<T>, Denial> {
+    object.as_ref().map(T::deserialize).transpose().map_err(|e| Denial::invalid("", format!("malformed object: {e}")))
 }
 
 /// A review that cannot be answered: not JSON (or not an AdmissionReview at
 /// all), or an AdmissionReview without a request.
-enum Malformed {
+#[derive(Debug)]
+pub enum Malformed {
     Json(serde_json::Error),
     Review(String),
 }
 
 /// The reviewed objects, kept as the JSON the API server sent.
-#[derive(Default)]
-struct Objects {
-    object: Option<serde_json::Value>,
-    old_object: Option<serde_json::Value>,
+#[derive(Debug, Default)]
+pub struct Objects {
+    pub object: Option<serde_json::Value>,
+    pub old_object: Option<serde_json::Value>,
 }
 
 /// Parses an AdmissionReview, keeping its objects as JSON. Parsing them into
 /// kube's DynamicObject buffers each whole (its fields are flattened) and
 /// converts the metadata twice; classification reads JSON anyway.
-fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Objects), Malformed> {
+pub fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Objects), Malformed> {
     let mut review: serde_json::Value = serde_json::from_slice(body).map_err(Malformed::Json)?;
     let mut objects = Objects::default();
     if let Some(request) = review.get_mut("request").and_then(serde_json::Value::as_object_mut) {
@@ -190,31 +187,25 @@ async fn review_request(
     objects: Objects,
 ) -> AdmissionResponse {
     match route::by_resource(&req.resource.group, &req.resource.resource) {
-        Some(Route::OwnResource) => match typed_objects(req, objects) {
-            Ok(()) => guard_own_resource(state, req),
-            Err(e) => deny(req, format!("signoff: malformed admission request: {e}")),
-        },
+        Some(Route::OwnResource) => guard_own_resource(state, req, &objects),
         Some(_) => allow(req, vec![]),
         None => gate(state, req, objects).await,
     }
 }
 
-/// Puts signoff's own resources back into the request, typed as the guards read them.
-fn typed_objects(req: &mut AdmissionRequest<DynamicObject>, objects: Objects) -> Result<(), serde_json::Error> {
-    req.object = objects.object.map(serde_json::from_value).transpose()?;
-    req.old_object = objects.old_object.map(serde_json::from_value).transpose()?;
-    Ok(())
-}
-
 /// Guards for ApprovalRequests, EscalationPolicies and Approvers.
-fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+fn guard_own_resource(
+    state: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+    objects: &Objects,
+) -> AdmissionResponse {
     let user = user_of(req);
     let op = format!("{:?}", req.operation).to_uppercase();
     let mut policy_change = None;
     let verdict = match req.resource.resource.as_str() {
         "approvalrequests" => (|| {
-            let old: Option<ApprovalRequest> = typed(&req.old_object)?;
-            let new: Option<ApprovalRequest> = typed(&req.object)?;
+            let old: Option<ApprovalRequest> = typed(&objects.old_object)?;
+            let new: Option<ApprovalRequest> = typed(&objects.object)?;
             let sub = req.sub_resource.as_deref().unwrap_or_default();
             approval::approval_write(
                 &op,
@@ -227,8 +218,8 @@ fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject
             )
         })(),
         "escalationpolicies" => {
-            match typed::<EscalationPolicy>(&req.object)
-                .and_then(|n| Ok((n, typed::<EscalationPolicy>(&req.old_object)?)))
+            match typed::<EscalationPolicy>(&objects.object)
+                .and_then(|n| Ok((n, typed::<EscalationPolicy>(&objects.old_object)?)))
             {
                 Ok((new, old)) => {
                     // DELETE: RBAC decides; every change is recorded below.
@@ -241,16 +232,20 @@ fn guard_own_resource(state: &WebhookState, req: &AdmissionRequest<DynamicObject
                 Err(e) => Err(e),
             }
         }
-        "approvers" => match typed(&req.object).and_then(|n: Option<Approver>| Ok((n, typed(&req.old_object)?))) {
-            Ok((new, old)) => {
-                [new, old].iter().flatten().try_for_each(|a| guard::approver_write(a, &user, &state.identities))
+        "approvers" => {
+            match typed(&objects.object).and_then(|n: Option<Approver>| Ok((n, typed(&objects.old_object)?))) {
+                Ok((new, old)) => {
+                    [new, old].iter().flatten().try_for_each(|a| guard::approver_write(a, &user, &state.identities))
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         _ => Ok(()),
     };
     match verdict {
-        Ok(()) => allow(req, policy_change.map(|c| record_policy_change(state, req, &user, &c)).unwrap_or_default()),
+        Ok(()) => {
+            allow(req, policy_change.map(|c| record_policy_change(state, req, objects, &user, &c)).unwrap_or_default())
+        }
         Err(denial) => {
             let _ = DECISION.try_with(|d| d.set(Some("refused")));
             info!(target: "audit", decision = "refused", user = %user.username, resource = %req.resource.resource,
@@ -471,6 +466,7 @@ fn audit(input: &ReviewInput, decision: &'static str, message: &str) {
 fn record_policy_change(
     state: &WebhookState,
     req: &AdmissionRequest<DynamicObject>,
+    objects: &Objects,
     user: &UserInfo,
     change: &guard::PolicyChange,
 ) -> Vec<String> {
@@ -483,7 +479,12 @@ fn record_policy_change(
             api_version: Some(format!("{GROUP}/{}", crate::crd::VERSION)),
             kind: Some("EscalationPolicy".into()),
             name: Some(change.policy.clone()),
-            uid: req.object.as_ref().or(req.old_object.as_ref()).and_then(|o| o.metadata.uid.clone()),
+            uid: objects
+                .object
+                .as_ref()
+                .or(objects.old_object.as_ref())
+                .and_then(|o| o["metadata"]["uid"].as_str())
+                .map(String::from),
             ..Default::default()
         };
         let type_ = if change.weakened { EventType::Warning } else { EventType::Normal };
