@@ -303,11 +303,12 @@ fn contains(container: &V, item: &V) -> Option<bool> {
     match container {
         V::Json(Json::Object(_)) | V::Request(..) | V::Cost(_) => container.has(item.as_str()?),
         _ => {
-            let mut found = false;
             for element in container.items()? {
-                found |= equals(&element, item)?;
+                if equals(&element, item)? {
+                    return Some(true);
+                }
             }
-            Some(found)
+            Some(false)
         }
     }
 }
@@ -336,12 +337,8 @@ impl<'a> Append<'a> {
             }
             _ => None,
         };
-        if !is_accu(&c.result) || !matches!(c.loop_cond.expr, Expr::Literal(LiteralValue::Boolean(_))) {
-            return None;
-        }
-        if let Expr::Literal(LiteralValue::Boolean(b)) = &c.loop_cond.expr
-            && !*b.inner()
-        {
+        let always = matches!(&c.loop_cond.expr, Expr::Literal(LiteralValue::Boolean(b)) if *b.inner());
+        if !is_accu(&c.result) || !always {
             return None;
         }
         match &c.loop_step.expr {
