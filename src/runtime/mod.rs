@@ -170,6 +170,7 @@ pub async fn run(
         identities: options.identities.clone(),
         recorder: crate::events::Events::new(client.clone(), reporter),
         metrics: metrics.clone(),
+        requests: crate::webhook::requests::watch(client.clone()),
         // Leave the API server a second of its timeoutSeconds to receive our answer.
         deadline: Duration::from_secs((options.timeout_seconds.max(2) - 1) as u64),
     };

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod guard;
 pub mod packet;
+pub mod requests;
 pub mod review;
 pub mod route;
 pub mod server;

@@ -4,6 +4,7 @@
 //! handler in `server.rs` does the I/O between these steps.
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{ApprovalRequest, Phase, Risk};
@@ -201,19 +202,69 @@ pub fn same_target(a: &crate::crd::ApprovalRequestSpec, b: &crate::crd::Approval
         == (&b.group, &b.resource, &b.sub_resource, &b.namespace, &b.name)
 }
 
+/// What flood control reads of a request: which it is, whose, for what
+/// object, and whether it is live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Other {
+    pub namespace: String,
+    pub name: String,
+    pub requester: String,
+    /// Group, resource, subresource, namespace and name of the held object.
+    pub target: (String, String, String, String, String),
+    pub live: bool,
+}
+
+impl Other {
+    pub fn of(ar: &ApprovalRequest) -> Other {
+        Other::new(&ar.metadata, &ar.spec.requester.username, &ar.spec.action, is_live(ar))
+    }
+
+    pub fn new(meta: &ObjectMeta, requester: &str, a: &crate::crd::Action, live: bool) -> Other {
+        Other {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            requester: requester.to_string(),
+            target: (
+                a.group.clone(),
+                a.resource.clone(),
+                a.sub_resource.clone().unwrap_or_default(),
+                a.namespace.clone().unwrap_or_default(),
+                a.name.clone(),
+            ),
+            live,
+        }
+    }
+}
+
+/// The requester's other live requests, as flood control counts them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Live {
+    /// How many (the new request itself not counted).
+    pub count: usize,
+    /// Those for the same object: (namespace, name).
+    pub same_object: Vec<(String, String)>,
+}
+
+impl Live {
+    /// From a list of requests (any requester's, live or not).
+    pub fn among(new: &Other, others: &[Other]) -> Live {
+        let live: Vec<&Other> = others
+            .iter()
+            .filter(|o| {
+                o.requester == new.requester && (&o.namespace, &o.name) != (&new.namespace, &new.name) && o.live
+            })
+            .collect();
+        let same_object =
+            live.iter().filter(|o| o.target == new.target).map(|o| (o.namespace.clone(), o.name.clone())).collect();
+        Live { count: live.len(), same_object }
+    }
+}
+
 /// Keep at most one live request per object and requester (a newer hold
 /// supersedes the older), and at most `cap` live requests per requester (0: no
-/// limit). `others` are the requester's other requests.
-pub fn flood(new: &ApprovalRequest, others: &[ApprovalRequest], cap: u32) -> Flood {
-    let requester = &new.spec.requester.username;
-    let key = |ar: &ApprovalRequest| {
-        (ar.metadata.namespace.clone().unwrap_or_default(), ar.metadata.name.clone().unwrap_or_default())
-    };
-    let live: Vec<&ApprovalRequest> =
-        others.iter().filter(|o| &o.spec.requester.username == requester && key(o) != key(new) && is_live(o)).collect();
-    let supersedes: Vec<(String, String)> =
-        live.iter().filter(|o| same_target(&o.spec, &new.spec)).map(|o| key(o)).collect();
-    let pending = live.len() - supersedes.len() + 1;
+/// limit). `live` are the requester's other live requests.
+pub fn flood(requester: &str, live: Live, cap: u32) -> Flood {
+    let pending = live.count - live.same_object.len() + 1;
     let over_cap = (cap > 0 && pending > cap as usize).then(|| {
         format!(
             "signoff: {requester} already has {} pending approval requests, the most one requester may have ({cap}), \
@@ -223,7 +274,7 @@ pub fn flood(new: &ApprovalRequest, others: &[ApprovalRequest], cap: u32) -> Flo
             pending - 1
         )
     });
-    Flood { supersedes, over_cap }
+    Flood { supersedes: live.same_object, over_cap }
 }
 
 /// A `/status` write that changes the object's metadata (labels, annotations,

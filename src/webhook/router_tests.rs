@@ -56,6 +56,7 @@ fn state(api: &MockApi, refuse_uncovered: bool) -> WebhookState {
             kube::runtime::events::Reporter { controller: "signoff".into(), instance: None },
         ),
         metrics: Arc::new(Metrics::default()),
+        requests: Default::default(),
         deadline: Duration::from_secs(5),
     }
 }

@@ -42,6 +42,8 @@ pub struct WebhookState {
     pub identities: Identities,
     pub recorder: crate::events::Events,
     pub metrics: Arc<Metrics>,
+    /// Every request's requester, target and liveness, for flood control.
+    pub requests: super::requests::Requests,
     /// Deadline for one review; shorter than the webhook's timeoutSeconds.
     pub deadline: Duration,
 }
@@ -690,14 +692,26 @@ async fn create_or_read(
 ) -> Result<ApprovalRequest, Created> {
     let name = packet.metadata.name.as_deref().unwrap_or_default();
     let namespace = packet.metadata.namespace.as_deref().unwrap_or_default();
-    let others = requesters_requests(state, packet).await;
-    if let Some(existing) = others
-        .iter()
-        .find(|o| o.metadata.name.as_deref() == Some(name) && o.metadata.namespace.as_deref() == Some(namespace))
-    {
-        return Ok(existing.clone());
-    }
-    let flood = review::flood(packet, &others, state.settings.max_pending_per_requester);
+    let new = review::Other::of(packet);
+    let live = match state.requests.live(&new) {
+        Some((known, live)) => {
+            // Known: read it (never the index's copy: an approval is only as good as its latest state).
+            if known && let Ok(Some(existing)) = api.get_opt(name).await {
+                return Ok(existing);
+            }
+            live
+        }
+        None => {
+            let listed = requesters_requests(state, packet).await;
+            if let Some(existing) = listed.iter().find(|o| {
+                o.metadata.name.as_deref() == Some(name) && o.metadata.namespace.as_deref() == Some(namespace)
+            }) {
+                return Ok(existing.clone());
+            }
+            review::Live::among(&new, &listed.iter().map(review::Other::of).collect::<Vec<_>>())
+        }
+    };
+    let flood = review::flood(&new.requester, live, state.settings.max_pending_per_requester);
     if let Some(message) = flood.over_cap {
         audit(input, "denied-flood", &message);
         state.metrics.decision("denied-flood");
@@ -705,6 +719,7 @@ async fn create_or_read(
     }
     match api.create(&PostParams::default(), packet).await {
         Ok(created) => {
+            state.requests.insert(review::Other::of(&created));
             supersede(state, input, name, flood.supersedes).await;
             let message = format!("{}{note}", review::held_message(&created));
             audit(input, "held", &message);
@@ -725,7 +740,8 @@ async fn create_or_read(
 }
 
 /// Every request of the packet's requester (by its requester label), or none
-/// when they cannot be read: flood control must not stop the gate.
+/// when they cannot be read: flood control must not stop the gate. Only until
+/// the index of requests (`state.requests`) has listed them all.
 async fn requesters_requests(state: &WebhookState, packet: &ApprovalRequest) -> Vec<ApprovalRequest> {
     let label = packet.metadata.labels.as_ref().and_then(|l| l.get("signoff.dev/requester")).cloned();
     let Some(label) = label.filter(|l| !l.is_empty()) else { return vec![] };

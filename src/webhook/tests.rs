@@ -857,8 +857,12 @@ fn a_flood_supersedes_per_object_and_is_capped_per_requester() {
         Some([(crate::crd::SUPERSEDED_ANNOTATION.to_string(), "ar-old".to_string())].into());
     let other_object = by("mallory", "ar-other", "quotas");
     let someone_else = by("alice", "ar-alice", "limits");
-    let others = [older_same, already_superseded, other_object.clone(), someone_else];
+    let others: Vec<Other> =
+        [older_same, already_superseded, other_object.clone(), someone_else].iter().map(Other::of).collect();
 
+    let flood = |new: &ApprovalRequest, others: &[Other], cap| {
+        flood(&new.spec.requester.username, Live::among(&Other::of(new), others), cap)
+    };
     let f = flood(&new, &others, 0);
     assert_eq!(f.supersedes, vec![("prod".to_string(), "ar-old".to_string())]);
     assert_eq!(f.over_cap, None, "0 is no limit");
@@ -869,7 +873,7 @@ fn a_flood_supersedes_per_object_and_is_capped_per_requester() {
     // A decided request is not live.
     let mut decided = other_object;
     decided.status.get_or_insert_with(Default::default).phase = Phase::Rejected;
-    assert_eq!(flood(&new, &[decided], 1).over_cap, None);
+    assert_eq!(flood(&new, &[Other::of(&decided)], 1).over_cap, None);
 }
 
 /// Only signoff marks a request superseded: an approver who may update
