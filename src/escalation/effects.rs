@@ -128,7 +128,10 @@ pub fn summary(recipient: &str, requester: &str, held: &[Vec<Delivery>]) -> Vec<
 /// The note of the Kubernetes Event that goes with every Notify effect.
 pub fn event_note(n: &Notify) -> String {
     match n.kind {
-        NotifyKind::Escalation => format!("{} tier {} ({}): notified {}", n.route, n.tier + 1, n.tier_name, told(n)),
+        NotifyKind::Escalation => {
+            let deadline = n.deadline.map(|d| format!(" until {d}")).unwrap_or_default();
+            format!("{} reached tier {} ({}){deadline}: notified {}", n.route, n.tier + 1, n.tier_name, told(n))
+        }
         NotifyKind::Expired => {
             format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", "))
         }
@@ -145,6 +148,14 @@ fn told(n: &Notify) -> String {
     let users = if n.users.is_empty() { "nobody by name".to_string() } else { n.users.join(", ") };
     let teams: String = n.teams.iter().map(|t| format!(" and team {t}")).collect();
     format!("{users}{teams}")
+}
+
+/// The reason of a notification's Event: an escalation's says the tier was reached.
+pub fn event_reason(n: &Notify) -> &'static str {
+    match n.kind {
+        NotifyKind::Escalation => "Escalated",
+        _ => "Notified",
+    }
 }
 
 /// The status record of that Event: delivered, or failed with the API's error.
@@ -263,11 +274,18 @@ mod tests {
 
     #[test]
     fn the_event_names_who_was_notified() {
+        // One Event per tier reached: the tier, its deadline and who was told.
+        let until = format!("until {}", t0() + mins(10));
+        let n = notify(&["alice", "bob"], Some("payments"));
+        assert_eq!(event_reason(&n), "Escalated");
         assert_eq!(
-            event_note(&notify(&["alice", "bob"], Some("payments"))),
-            "engineering tier 1 (team payments): notified alice, bob and team payments"
+            event_note(&n),
+            format!("engineering reached tier 1 (team payments) {until}: notified alice, bob and team payments")
         );
-        assert_eq!(event_note(&notify(&[], None)), "engineering tier 1 (team payments): notified nobody by name");
+        assert_eq!(
+            event_note(&notify(&[], None)),
+            format!("engineering reached tier 1 (team payments) {until}: notified nobody by name")
+        );
         let failed = event_record(&notify(&["dave"], None), Err("forbidden".into()), t0());
         assert_eq!((failed.key.as_str(), failed.result.as_str()), ("uid-1/engineering/0/event", "Failed"));
         assert_eq!(failed.message.as_deref(), Some("forbidden"));

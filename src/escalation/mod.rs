@@ -310,11 +310,8 @@ impl Walker<'_> {
                 deadline: Some(deadline),
                 pages: Vec::new(),
             }));
-            self.effects.push(Effect::Event {
-                reason: "Escalated",
-                note: format!("{} reached tier {} ({}); deadline {deadline}", lane.route, i + 1, tier_name(tier)),
-                warning: false,
-            });
+            // Its one Event (reason Escalated) is the notification's: it says
+            // the tier, the deadline and who was told (one write per step).
         }
         true
     }

@@ -19,11 +19,11 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, GetParams, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use kube::{Resource, ResourceExt};
@@ -106,6 +106,18 @@ impl Known {
         if let Some(version) = meta.resource_version.clone() {
             self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key(meta), (version, wake_at));
         }
+    }
+
+    /// Whether this request is known at all (any version).
+    pub fn knows(&self, meta: &ObjectMeta) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key(meta))
+    }
+
+    /// The cached version, when it is the one our last reconcile left.
+    pub fn left(&self, meta: &ObjectMeta) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (version, _) = map.get(&key(meta))?;
+        (meta.resource_version.as_ref() == Some(version)).then(|| version.clone())
     }
 
     /// When this request's next step was due, as our last reconcile left it.
@@ -220,7 +232,7 @@ async fn notify(
         .collect::<Vec<_>>();
     let event = Event {
         type_: EventType::Normal,
-        reason: "Notified".into(),
+        reason: effects::event_reason(n).into(),
         note: Some(effects::event_note(n)),
         action: "Notify".into(),
         secondary: None,
@@ -291,11 +303,31 @@ async fn reconcile(
     let name = cached.name_any();
     let namespace = cached.namespace().unwrap_or_default();
     let api: Api<ApprovalRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(ar) = api.get_opt(&name).await.map_err(|e| ReconcileError::Read(format!("{namespace}/{name}"), e))? else {
+    // The version our last step left, as the cache shows it: nobody wrote since,
+    // so the API server's watch cache holds it and answers without a quorum
+    // read of etcd. Anything else (a decision, a cache behind our own write) is
+    // read consistently.
+    let read = match ctx.known.left(&cached.metadata) {
+        Some(version) => match api.get_with(&name, &GetParams::at(&version)).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            read => read.map(Some),
+        },
+        None => api.get_opt(&name).await,
+    };
+    let Some(ar) = read.map_err(|e| ReconcileError::Read(format!("{namespace}/{name}"), e))? else {
         ctx.known.forget(&cached.metadata);
         return Ok(Action::await_change());
     };
-    let (teams, approvers) = people(&ctx);
+    step_and_write(&ctx, ar, now).await
+}
+
+/// One step of a request just read: its effects, then its status write (bound
+/// to the version read). Returns when to come back.
+async fn step_and_write(ctx: &Context, ar: ApprovalRequest, now: jiff::Timestamp) -> Result<Action, ReconcileError> {
+    let name = ar.name_any();
+    let namespace = ar.namespace().unwrap_or_default();
+    let api: Api<ApprovalRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let (teams, approvers) = people(ctx);
     let policies = ctx.policies.load();
     let world = World { policies: &policies, teams: &teams, approvers: &approvers };
     let mut step = super::step(&ar, world, now);
@@ -327,13 +359,13 @@ async fn reconcile(
         let mut records = Vec::new();
         for effect in &step.effects {
             if let Effect::Notify(n) = effect {
-                records.extend(notify(&ctx, &shown, n, world, now, &retry).await);
+                records.extend(notify(ctx, &shown, n, world, now, &retry).await);
             }
         }
         records
     };
     let others = futures::future::join_all(step.effects.iter().map(|effect| {
-        let (ctx, ar) = (&ctx, &ar);
+        let ar = &ar;
         async move {
             match effect {
                 Effect::Notify(_) => {}
@@ -552,42 +584,97 @@ fn people(ctx: &Context) -> (Vec<Team>, Vec<Approver>) {
 /// Requests per page of the startup read.
 const STARTUP_PAGE: u32 = 500;
 
-/// Read every request once, a page at a time, and remember when each settled
-/// one needs its next step. Without this, the first pass over the metadata
-/// cache reads every request one by one: after a restart with 10,000 pending
-/// requests that took two minutes, and a request falling due meanwhile waited
-/// its turn. A request that needs a write now is not remembered (its reconcile
-/// reads it and acts); a failed page only makes the pass slower.
-async fn remember_settled(ctx: &Context) {
-    let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
-    let (teams, approvers) = people(ctx);
-    let policies = ctx.policies.load();
-    let world = World { policies: &policies, teams: &teams, approvers: &approvers };
-    let now = jiff::Timestamp::now();
-    let mut params = ListParams::default().limit(STARTUP_PAGE);
-    loop {
-        let page = match api.list(&params).await {
-            Ok(page) => page,
-            Err(e) => {
-                warn!(error = %e, "listing ApprovalRequests at startup failed; each is read on its first reconcile");
-                return;
-            }
-        };
-        for ar in &page.items {
-            let step = super::step(ar, world, now);
-            if step.effects.is_empty() && ar.status.as_ref() == Some(&step.status) {
-                ctx.known.record(&ar.metadata, step.wake_at);
-            }
-        }
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return,
-        }
-    }
-}
-
 /// Requests reconciled at once.
 const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// When a request needed its step: the earliest passed deadline of a pending
+/// lane, else its creation (a new request, a decision that arrived while no
+/// leader ran, an outcome not yet told).
+fn needed_since(ar: &ApprovalRequest, now: jiff::Timestamp) -> jiff::Timestamp {
+    let lanes = ar.status.iter().flat_map(|s| &s.lanes);
+    let passed = lanes
+        .filter(|l| l.phase == crate::crd::Phase::Pending)
+        .filter_map(|l| l.tier_deadline.as_ref().map(|d| d.0))
+        .filter(|d| *d <= now)
+        .min();
+    passed.or(ar.metadata.creation_timestamp.as_ref().map(|t| t.0)).unwrap_or(now)
+}
+
+/// The startup read: every request once, a page at a time. A settled request
+/// is remembered with when it is next due, so the first pass skips its read.
+/// The others (deadlines passed while no leader ran, new requests, decisions
+/// to apply) are stepped here from the copy just read, earliest first, once
+/// the whole list is known: after an outage the escalation that has waited
+/// longest goes out first, instead of in the order of names. `listed` tells the
+/// first pass that every request read here is accounted for; a request that
+/// fails here goes back to the controller through `retry`.
+async fn startup(
+    ctx: &Context,
+    listed: tokio::sync::watch::Sender<bool>,
+    retry: futures::channel::mpsc::UnboundedSender<ObjectRef<PartialObjectMeta<ApprovalRequest>>>,
+) {
+    let started = std::time::Instant::now();
+    let api: Api<ApprovalRequest> = Api::all(ctx.client.clone());
+    let mut overdue: Vec<(jiff::Timestamp, ApprovalRequest)> = Vec::new();
+    let mut params = ListParams::default().limit(STARTUP_PAGE);
+    let mut read = 0;
+    {
+        let (teams, approvers) = people(ctx);
+        let policies = ctx.policies.load();
+        let world = World { policies: &policies, teams: &teams, approvers: &approvers };
+        let now = jiff::Timestamp::now();
+        loop {
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(e) => {
+                    warn!(error = %e, "listing ApprovalRequests at startup failed; each is read on its first reconcile");
+                    break;
+                }
+            };
+            read += page.items.len();
+            for ar in page.items {
+                let step = super::step(&ar, world, now);
+                if step.effects.is_empty() && ar.status.as_ref() == Some(&step.status) {
+                    ctx.known.record(&ar.metadata, step.wake_at);
+                } else {
+                    // In hand: the first pass leaves it to the catch-up below.
+                    ctx.known.record(&ar.metadata, None);
+                    overdue.push((needed_since(&ar, now), ar));
+                }
+            }
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+    }
+    let _ = listed.send(true);
+    overdue.sort_by_key(|(since, _)| *since);
+    info!(
+        requests = read,
+        overdue = overdue.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "startup read done; stepping the overdue requests, earliest first"
+    );
+    futures::stream::iter(overdue)
+        .map(|(since, ar)| {
+            let retry = retry.clone();
+            async move {
+                let now = jiff::Timestamp::now();
+                ctx.metrics.observe_lateness(Duration::try_from(now.duration_since(since)).unwrap_or_default());
+                let reference = ObjectRef::new(&ar.name_any()).within(&ar.namespace().unwrap_or_default());
+                let meta = ar.metadata.clone();
+                if let Err(error) = step_and_write(ctx, ar, now).await {
+                    warn!(%error, "catch-up step failed; the controller reads the request again");
+                    ctx.known.forget(&meta);
+                    let _ = retry.unbounded_send(reference);
+                }
+            }
+        })
+        .buffer_unordered(RECONCILE_CONCURRENCY.into())
+        .for_each(|_| async {})
+        .await;
+}
 
 /// Run the reconciler until the stream ends (or the task is aborted on losing
 /// leadership).
@@ -616,14 +703,26 @@ where
     // reconciles each open their own connections (a TLS handshake storm) and
     // all finish late instead of most finishing early.
     let config = kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
-    // The startup read runs beside the first pass, not before it: overdue
-    // requests are read and stepped at once either way, and the first pass
-    // skips the reads of those the startup read has already remembered.
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
+    let (retry_tx, retry) = futures::channel::mpsc::unbounded();
+    // The first pass waits for the startup read for the requests it does not
+    // know yet: the read remembers the settled ones (no read each) and steps
+    // the overdue ones in deadline order (not twice).
+    let reconcile_after_startup = move |cached: Arc<PartialObjectMeta<ApprovalRequest>>, ctx: Arc<Context>| {
+        let mut listed = listed.clone();
+        async move {
+            if !ctx.known.knows(&cached.metadata) {
+                let _ = listed.wait_for(|done| *done).await;
+            }
+            reconcile(cached, ctx).await
+        }
+    };
     let controller = Controller::for_stream(requests, reader)
         .with_config(config)
-        .run(reconcile, error_policy, ctx.clone())
+        .reconcile_on(retry)
+        .run(reconcile_after_startup, error_policy, ctx.clone())
         .for_each(|_| async {});
-    futures::join!(remember_settled(&ctx), controller, send_summaries(&ctx));
+    futures::join!(startup(&ctx, listed_tx, retry_tx), controller, send_summaries(&ctx));
 }
 
 #[cfg(test)]
@@ -759,8 +858,11 @@ mod tests {
         assert!(!status.contains_key("admissions"), "nor admissions: {patch}");
         assert_eq!(status["phase"], "Pending");
         assert_eq!(status["lanes"][0]["tier"], 0);
-        let notified = calls.iter().find(|c| c.body["reason"] == "Notified").expect("the tier's Event");
-        assert!(notified.body["note"].as_str().unwrap().contains("engineering tier 1"), "{}", notified.body);
+        let events: Vec<_> = calls.iter().filter(|c| c.method == "POST").collect();
+        assert_eq!(events.len(), 1, "one Event per tier reached: {events:?}");
+        let note = events[0].body["note"].as_str().unwrap();
+        assert_eq!(events[0].body["reason"], "Escalated");
+        assert!(note.starts_with("engineering reached tier 1 (") && note.contains(" until 20"), "{note}");
 
         // Our own write comes back as a watch event: nothing is due, nothing is read.
         let mut echoed = ar.clone();
