@@ -583,6 +583,11 @@ impl ControlPlane {
         }
     }
 
+    /// The pid of a component ("etcd", "kube-apiserver"), e.g. to read its CPU time.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.processes.iter().find(|p| p.name == name)?.process.program_pid()
+    }
+
     /// The last `lines` lines of a component's log.
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
         tail(&fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default(), lines)
