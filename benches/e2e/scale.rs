@@ -400,7 +400,9 @@ async fn capacity(env: &mut Env, receiver: &Receiver, table: &mut Table) -> Resu
 
     // Deadline k (k-th in time) goes to request (k * 7919) mod n: a stride
     // prime to n, so name order and deadline order differ.
-    let rewrite = Duration::from_secs_f64(30.0 + total as f64 / 150.0);
+    // Time for the rewrites (77/s measured here while the API server also
+    // serves signoff's reads of each), with a margin.
+    let rewrite = Duration::from_secs_f64(30.0 + total as f64 / 60.0);
     let first_due = Timestamp::now() + rewrite;
     let tier = jiff::SignedDuration::try_from(TIER).unwrap();
     let mut plan: Vec<(Timestamp, ApprovalRequest)> = Vec::with_capacity(total);
@@ -465,15 +467,30 @@ async fn capacity(env: &mut Env, receiver: &Receiver, table: &mut Table) -> Resu
     let last_due = plan.last().map(|(d, _)| *d).ok_or("no requests")?;
     drop(plan);
 
-    // API server, etcd and signoff CPU over the first 40 s of deadlines.
+    // API server, etcd and signoff CPU over 30 s of deadlines (from 5 s after
+    // the first), and the API server's CPU profile over the same window.
     let cpu = |env: &Env| -> Option<(f64, f64, f64)> {
         Some((cpu_ms(env.cp.pid("kube-apiserver")?)?, cpu_ms(env.cp.pid("etcd")?)?, cpu_ms(env.signoff_pid()?)?))
     };
-    let wait = first_due.duration_since(Timestamp::now()).as_secs_f64().max(0.0);
+    let wait = first_due.duration_since(Timestamp::now()).as_secs_f64().max(0.0) + 5.0;
     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    let profile_path = std::env::temp_dir().join("signoff-bench-apiserver-steps.pprof");
+    let profile = std::fs::File::create(&profile_path).ok().and_then(|out| {
+        let mut kubectl = env.cp.kubectl("admin");
+        kubectl
+            .args(["get", "--raw", "/debug/pprof/profile?seconds=30"])
+            .stdout(out)
+            .stderr(std::process::Stdio::null());
+        kubectl.spawn().ok()
+    });
     let (from, cpu_from) = (Timestamp::now(), cpu(env));
-    tokio::time::sleep(Duration::from_secs(40)).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let (to, cpu_to) = (Timestamp::now(), cpu(env));
+    if let Some(mut profile) = profile
+        && profile.wait().is_ok_and(|s| s.success())
+    {
+        eprintln!("bench: [5] the API server's CPU profile over those steps: {}", profile_path.display());
+    }
     let stepped = receiver.got.lock().unwrap().iter().filter(|g| g.tier > 0 && g.at >= from && g.at < to).count();
     if let (Some(a), Some(b)) = (cpu_from, cpu_to)
         && stepped > 0
@@ -481,7 +498,7 @@ async fn capacity(env: &mut Env, receiver: &Receiver, table: &mut Table) -> Resu
         let per = |x: f64, y: f64| (y - x) / stepped as f64;
         table.info(
             TIMING,
-            &format!("CPU per escalation step, API server / etcd / signoff (40 s, {stepped} steps)"),
+            &format!("CPU per escalation step, API server / etcd / signoff (30 s, {stepped} steps)"),
             format!("{:.2} / {:.2} / {:.2} ms", per(a.0, b.0), per(a.1, b.1), per(a.2, b.2)),
         );
     }

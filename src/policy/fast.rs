@@ -710,8 +710,8 @@ mod tests {
 
     /// The fast answer (if any) and the interpreter's, for `source` on `input`.
     fn both(source: &str, input: &ReviewInput) -> (Option<cel::Value>, cel::ResolveResult) {
-        let compiled =
-            compile_expr("p", Location::Rule("r".into()), source).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let compiled = compile_expr("p", Location::Rule("r".into()), source, &mut Default::default())
+            .unwrap_or_else(|e| panic!("{source}: {e}"));
         budget::reset();
         let arena = Arena::new();
         let roots = Roots { input, cost: None, variables: &[], arena: &arena };
@@ -853,6 +853,7 @@ mod tests {
             "p",
             Location::Rule("r".into()),
             "object.spec.template.spec.containers.map(c, c.name).size() == 2 && object.nope",
+            &mut Default::default(),
         )
         .unwrap();
         budget::reset();
@@ -860,8 +861,13 @@ mod tests {
             eval(&compiled.run, &Roots { input: &input, cost: None, variables: &[], arena: &Arena::new() }).is_none()
         );
         assert_eq!(budget::remaining(), budget::RUNTIME_LIMIT);
-        let counted =
-            compile_expr("p", Location::Rule("r".into()), "object.spec.template.spec.containers.all(c, true)").unwrap();
+        let counted = compile_expr(
+            "p",
+            Location::Rule("r".into()),
+            "object.spec.template.spec.containers.all(c, true)",
+            &mut Default::default(),
+        )
+        .unwrap();
         assert!(
             eval(&counted.run, &Roots { input: &input, cost: None, variables: &[], arena: &Arena::new() }).is_some()
         );
@@ -872,7 +878,8 @@ mod tests {
     fn variables_and_cost_are_read_by_name() {
         let input = input();
         let cost = Cost { monthly_before: 10.0, monthly_after: 25.5, monthly_delta: 15.5, currency: "EUR".into() };
-        let env = compile_expr("p", Location::Rule("r".into()), "object.metadata.labels").unwrap();
+        let env =
+            compile_expr("p", Location::Rule("r".into()), "object.metadata.labels", &mut Default::default()).unwrap();
         let arena = Arena::new();
         let labels = eval(&env.run, &Roots { input: &input, cost: None, variables: &[], arena: &arena }).unwrap();
         let variables = [("labels", labels)];
@@ -881,7 +888,7 @@ mod tests {
             ("variables.labels.app == 'web' && cost.monthlyDelta > 15.0 && cost.currency == 'EUR'", Some(true)),
             ("variables.missing == 1", None),
         ] {
-            let compiled = compile_expr("p", Location::Rule("r".into()), source).unwrap();
+            let compiled = compile_expr("p", Location::Rule("r".into()), source, &mut Default::default()).unwrap();
             assert_eq!(eval(&compiled.run, &roots).and_then(|v| v.as_bool()), expected, "{source}");
         }
     }

@@ -307,10 +307,11 @@ fn policy_name(policy: &EscalationPolicy) -> String {
     policy.metadata.name.clone().unwrap_or_default()
 }
 
-/// A compiled expression: the program (what it reads) and the form that runs,
-/// whose comprehensions charge the evaluation's budget (budget::instrument).
+/// A compiled expression: the form that runs, whose comprehensions charge the
+/// evaluation's budget (budget::instrument). What it reads is added to the
+/// policy's `Needs` when it is compiled; the parsed program is not kept (a
+/// second copy of every expression, with 1,000 policies megabytes).
 struct CompiledExpr {
-    program: Program,
     run: cel::common::ast::IdedExpr,
     estimate: u64,
 }
@@ -321,7 +322,12 @@ impl CompiledExpr {
     }
 }
 
-fn compile_expr(policy: &str, location: Location, source: &str) -> Result<CompiledExpr, PolicyError> {
+fn compile_expr(
+    policy: &str,
+    location: Location,
+    source: &str,
+    needs: &mut Needs,
+) -> Result<CompiledExpr, PolicyError> {
     let program = ENV.compile(source).map_err(|errors| {
         let first = errors.errors.first();
         PolicyError {
@@ -346,7 +352,8 @@ fn compile_expr(policy: &str, location: Location, source: &str) -> Result<Compil
         });
     }
     let run = budget::instrument(program.expression());
-    Ok(CompiledExpr { program, run, estimate })
+    needs.add(&program, source);
+    Ok(CompiledExpr { run, estimate })
 }
 
 impl CompiledPolicy {
@@ -368,8 +375,7 @@ impl CompiledPolicy {
             if variables.iter().any(|(n, _)| n == &v.name) {
                 return Err(err(Location::Variable(v.name.clone()), "duplicate variable name".into()));
             }
-            let p = compile_expr(&name, Location::Variable(v.name.clone()), &v.expression)?;
-            needs.add(&p.program, &v.expression);
+            let p = compile_expr(&name, Location::Variable(v.name.clone()), &v.expression, &mut needs)?;
             variables.push((v.name.clone(), p));
         }
         // Variables that read the requester, directly or through earlier ones.
@@ -384,12 +390,10 @@ impl CompiledPolicy {
             if rules.iter().any(|c| c.name == r.name) {
                 return Err(err(Location::Rule(r.name.clone()), "duplicate rule name".into()));
             }
-            let expression = compile_expr(&name, Location::Rule(r.name.clone()), &r.expression)?;
-            needs.add(&expression.program, &r.expression);
+            let expression = compile_expr(&name, Location::Rule(r.name.clone()), &r.expression, &mut needs)?;
             let message = match (&r.message_expression, &r.message) {
                 (Some(src), _) => {
-                    let p = compile_expr(&name, Location::MessageExpression(r.name.clone()), src)?;
-                    needs.add(&p.program, src);
+                    let p = compile_expr(&name, Location::MessageExpression(r.name.clone()), src, &mut needs)?;
                     Message::Expression(p)
                 }
                 (None, Some(m)) => Message::Static(m.clone()),
@@ -801,7 +805,7 @@ fn evaluate_policy<'v>(
                     slow.as_ref(),
                     Ok(fast),
                     "fast CEL differs from the interpreter on {:?} in policy {}",
-                    program.program.expression(),
+                    program.run,
                     policy.name
                 );
             }
