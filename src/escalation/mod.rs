@@ -10,6 +10,7 @@
 //! skips a tier. All progress lives in the status.
 
 pub mod effects;
+pub mod gate;
 pub mod people;
 pub mod reconciler;
 mod runbook;

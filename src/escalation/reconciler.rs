@@ -57,6 +57,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The web queue's address (`--ui-url`): messages link to the request's page.
     pub ui_url: Option<String>,
+    /// Steps calling the API server, a few at once, earliest due first.
+    pub gate: super::gate::Gate,
 }
 
 /// How long one recipient's pages about one requester's requests are counted
@@ -292,12 +294,16 @@ async fn reconcile(
     cached: Arc<PartialObjectMeta<ApprovalRequest>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let now = jiff::Timestamp::now();
-    if let Some(action) = ctx.known.skip(&cached.metadata, now) {
+    if let Some(action) = ctx.known.skip(&cached.metadata, jiff::Timestamp::now()) {
         return Ok(action);
     }
+    // A deadline step waits its turn by its deadline; anything else (a
+    // decision, a new request) by when it arrived.
+    let due = ctx.known.due(&cached.metadata);
+    let _permit = ctx.gate.enter(due.unwrap_or_else(jiff::Timestamp::now)).await;
+    let now = jiff::Timestamp::now();
     // How late this step runs (its wake time passed): capacity, on the dashboard.
-    if let Some(due) = ctx.known.due(&cached.metadata).filter(|due| *due <= now) {
+    if let Some(due) = due.filter(|due| *due <= now) {
         ctx.metrics.observe_lateness(Duration::try_from(now.duration_since(due)).unwrap_or_default());
     }
     let name = cached.name_any();
@@ -584,8 +590,11 @@ fn people(ctx: &Context) -> (Vec<Team>, Vec<Approver>) {
 /// Requests per page of the startup read.
 const STARTUP_PAGE: u32 = 500;
 
-/// Requests reconciled at once.
-const RECONCILE_CONCURRENCY: u16 = 32;
+/// Steps that call the API server at once (the gate's places): after a
+/// restart with thousands of overdue requests, unbounded steps each open their
+/// own connections (a TLS handshake storm) and all finish late instead of most
+/// finishing early.
+pub const RECONCILE_CONCURRENCY: usize = 32;
 
 /// When a request needed its step: the earliest passed deadline of a pending
 /// lane, else its creation (a new request, a decision that arrived while no
@@ -668,6 +677,7 @@ async fn startup(
         .map(|(since, meta)| {
             let retry = retry.clone();
             async move {
+                let _permit = ctx.gate.enter(since).await;
                 let now = jiff::Timestamp::now();
                 ctx.metrics.observe_lateness(Duration::try_from(now.duration_since(since)).unwrap_or_default());
                 let (name, namespace) =
@@ -687,7 +697,8 @@ async fn startup(
                 }
             }
         })
-        .buffer_unordered(RECONCILE_CONCURRENCY.into())
+        // All at once: the gate lets them through earliest first.
+        .buffer_unordered(usize::MAX)
         .for_each(|_| async {})
         .await;
 }
@@ -715,10 +726,10 @@ where
         })
         .reflect(writer)
         .applied_objects();
-    // Bounded: after a restart with thousands of overdue requests, unbounded
-    // reconciles each open their own connections (a TLS handshake storm) and
-    // all finish late instead of most finishing early.
-    let config = kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
+    // Unbounded here: a reconcile that calls the API server waits at the gate
+    // (`Context::gate`, RECONCILE_CONCURRENCY places, earliest due first).
+    // kube's own bound would hold the rest in no order.
+    let config = kube::runtime::controller::Config::default().concurrency(0);
     let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let (retry_tx, retry) = futures::channel::mpsc::unbounded();
     // The first pass waits for the startup read for the requests it does not
@@ -774,6 +785,7 @@ mod tests {
             coalescer: coalescer(Duration::ZERO, 1),
             metrics: Default::default(),
             ui_url: None,
+            gate: crate::escalation::gate::Gate::new(RECONCILE_CONCURRENCY),
         })
     }
 

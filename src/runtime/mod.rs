@@ -232,6 +232,7 @@ pub async fn run(
         coalescer: reconciler::coalescer(options.coalesce_window, options.coalesce_burst),
         metrics: metrics.clone(),
         ui_url: options.ui_url.clone(),
+        gate: crate::escalation::gate::Gate::new(reconciler::RECONCILE_CONCURRENCY),
     });
     {
         // Steps overdue by more than a second: the leader is behind.
