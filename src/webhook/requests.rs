@@ -25,8 +25,10 @@ use tracing::warn;
 use super::review::{Live, Other};
 use crate::crd::{ApprovalRequest, Phase};
 
-type Key = (String, String);
-type Target = (String, String, String, String, String);
+/// (namespace, name).
+type Key = (Box<str>, Box<str>);
+/// A live request's requester and object (`target_text`), shared with `Maps::live`.
+type Whose = (Arc<str>, Arc<str>);
 
 /// The requests flood control knows.
 #[derive(Clone, Default)]
@@ -40,37 +42,49 @@ struct Index {
 
 /// Every request by (namespace, name); the live ones also by requester and
 /// object, so a hold costs a lookup, not a scan of the requester's requests.
+/// Compact (a few hundred bytes a request): every replica keeps one.
 #[derive(Default)]
 struct Maps {
-    by_key: HashMap<Key, Other>,
-    live: HashMap<String, HashMap<Target, Vec<Key>>>,
+    /// Whose and for what, for the live ones (None: settled).
+    by_key: HashMap<Key, Option<Whose>>,
+    /// Live requests by requester, then by object.
+    live: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Key>>>,
+}
+
+/// An object as one string: group, resource, subresource, namespace, name.
+fn target_text(t: &(String, String, String, String, String)) -> String {
+    [&t.0, &t.1, &t.2, &t.3, &t.4].map(String::as_str).join("\n")
 }
 
 impl Maps {
     fn add(&mut self, other: Other) {
-        let key = (other.namespace.clone(), other.name.clone());
+        let key: Key = (other.namespace.into(), other.name.into());
         self.take(&key);
-        if other.live {
-            let targets = self.live.entry(other.requester.clone()).or_default();
-            targets.entry(other.target.clone()).or_default().push(key.clone());
+        if !other.live {
+            self.by_key.insert(key, None);
+            return;
         }
-        self.by_key.insert(key, other);
+        let requester: Arc<str> = match self.live.get_key_value(other.requester.as_str()) {
+            Some((shared, _)) => shared.clone(),
+            None => other.requester.into(),
+        };
+        let target: Arc<str> = target_text(&other.target).into();
+        let targets = self.live.entry(requester.clone()).or_default();
+        targets.entry(target.clone()).or_default().push(key.clone());
+        self.by_key.insert(key, Some((requester, target)));
     }
 
     fn take(&mut self, key: &Key) {
-        let Some(old) = self.by_key.remove(key) else { return };
-        if !old.live {
-            return;
-        }
-        if let Some(targets) = self.live.get_mut(&old.requester) {
-            if let Some(keys) = targets.get_mut(&old.target) {
+        let Some(Some((requester, target))) = self.by_key.remove(key) else { return };
+        if let Some(targets) = self.live.get_mut(&requester) {
+            if let Some(keys) = targets.get_mut(&target) {
                 keys.retain(|k| k != key);
                 if keys.is_empty() {
-                    targets.remove(&old.target);
+                    targets.remove(&target);
                 }
             }
             if targets.is_empty() {
-                self.live.remove(&old.requester);
+                self.live.remove(&requester);
             }
         }
     }
@@ -84,12 +98,17 @@ impl Requests {
             return None;
         }
         let maps = self.0.maps.read().unwrap_or_else(|e| e.into_inner());
-        let key = (new.namespace.clone(), new.name.clone());
+        let key: Key = (new.namespace.as_str().into(), new.name.as_str().into());
         let known = maps.by_key.contains_key(&key);
-        let Some(targets) = maps.live.get(&new.requester) else { return Some((known, Live::default())) };
+        let Some(targets) = maps.live.get(new.requester.as_str()) else { return Some((known, Live::default())) };
         let others = |keys: &Vec<Key>| keys.iter().filter(|k| **k != key).count();
-        let same_object = targets.get(&new.target).map(|keys| keys.iter().filter(|k| **k != key).cloned().collect());
-        Some((known, Live { count: targets.values().map(others).sum(), same_object: same_object.unwrap_or_default() }))
+        let same_object: Vec<(String, String)> = targets
+            .get(target_text(&new.target).as_str())
+            .map(|keys| {
+                keys.iter().filter(|k| **k != key).map(|(ns, name)| (ns.to_string(), name.to_string())).collect()
+            })
+            .unwrap_or_default();
+        Some((known, Live { count: targets.values().map(others).sum(), same_object }))
     }
 
     /// Add (or replace) a request, e.g. one this replica just created.
@@ -102,12 +121,8 @@ impl Requests {
     }
 
     /// Replace everything with a complete list, and mark the index usable.
-    fn replace(&self, all: Vec<Other>) {
-        let mut maps = Maps::default();
-        for other in all {
-            maps.add(other);
-        }
-        *self.0.maps.write().unwrap_or_else(|e| e.into_inner()) = maps;
+    fn replace(&self, all: Maps) {
+        *self.0.maps.write().unwrap_or_else(|e| e.into_inner()) = all;
         self.0.synced.store(true, Ordering::Release);
     }
 }
@@ -144,7 +159,7 @@ pub fn watch(client: kube::Client) -> Requests {
     let api: Api<Light> = Api::all_with(client, &ApiResource::erase::<ApprovalRequest>(&()));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-        let mut listing: Vec<Other> = Vec::new();
+        let mut listing = Maps::default();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Apply(light)) => index.insert(other(&light)),
@@ -152,8 +167,8 @@ pub fn watch(client: kube::Client) -> Requests {
                     light.metadata.namespace.as_deref().unwrap_or_default(),
                     light.metadata.name.as_deref().unwrap_or_default(),
                 ),
-                Ok(watcher::Event::Init) => listing.clear(),
-                Ok(watcher::Event::InitApply(light)) => listing.push(other(&light)),
+                Ok(watcher::Event::Init) => listing = Maps::default(),
+                Ok(watcher::Event::InitApply(light)) => listing.add(other(&light)),
                 Ok(watcher::Event::InitDone) => index.replace(std::mem::take(&mut listing)),
                 Err(e) => {
                     warn!(error = %e, "watch of ApprovalRequests for flood control failed; retrying with backoff")
@@ -198,7 +213,11 @@ mod tests {
         assert!(all[0].live && !all[1].live);
         requests.insert(all[0].clone());
         assert_eq!(requests.live(&new), None, "not listed yet: the caller lists");
-        requests.replace(all.clone());
+        let mut listed = Maps::default();
+        for o in all.clone() {
+            listed.add(o);
+        }
+        requests.replace(listed);
         let expected = Live::among(&new, &all);
         assert_eq!(expected, Live { count: 2, same_object: vec![("prod".into(), "ar-1".into())] });
         assert_eq!(requests.live(&new), Some((false, expected)));
