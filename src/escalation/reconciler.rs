@@ -690,26 +690,14 @@ async fn startup(
             let retry = retry.clone();
             async move {
                 let _permit = ctx.gate.enter(since).await;
-                let now = jiff::Timestamp::now();
-                ctx.metrics.observe_lateness(Duration::try_from(now.duration_since(since)).unwrap_or_default());
-                let (name, namespace) =
-                    (meta.name.clone().unwrap_or_default(), meta.namespace.clone().unwrap_or_default());
-                // The version listed or a newer one, from the API server's watch cache.
-                let api: Api<ApprovalRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-                let version = meta.resource_version.clone().unwrap_or_default();
+                // Known as in hand at the listed version: read from the watch
+                // cache at that version (or newer), as any step of ours is.
+                let cached = Arc::new(PartialObjectMeta { types: None, metadata: meta, _phantom: Default::default() });
                 // Boxed, as in `reconcile`: thousands wait at the gate.
-                let stepped = Box::pin(async {
-                    match api.get_with(&name, &GetParams::at(&version)).await {
-                        Ok(ar) => step_and_write(ctx, ar, jiff::Timestamp::now()).await.map(|_| ()),
-                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                        Err(e) => Err(ReconcileError::Read(format!("{namespace}/{name}"), e)),
-                    }
-                })
-                .await;
-                if let Err(error) = stepped {
+                if let Err(error) = Box::pin(read_and_step(cached.clone(), ctx, Some(since))).await {
                     warn!(%error, "catch-up step failed; the controller reads the request again");
-                    ctx.known.forget(&meta);
-                    let _ = retry.unbounded_send(ObjectRef::new(&name).within(&namespace));
+                    ctx.known.forget(&cached.metadata);
+                    let _ = retry.unbounded_send(ObjectRef::from_obj(&*cached));
                 }
             }
         })

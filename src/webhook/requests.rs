@@ -27,7 +27,7 @@ use crate::crd::{ApprovalRequest, Phase};
 
 /// (namespace, name).
 type Key = (Box<str>, Box<str>);
-/// A live request's requester and object (`target_text`), shared with `Maps::live`.
+/// A live request's requester and object (`review::object_key`), shared with `Maps::live`.
 type Whose = (Arc<str>, Arc<str>);
 
 /// The requests flood control knows.
@@ -51,11 +51,6 @@ struct Maps {
     live: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Key>>>,
 }
 
-/// An object as one string: group, resource, subresource, namespace, name.
-fn target_text(t: &(String, String, String, String, String)) -> String {
-    [&t.0, &t.1, &t.2, &t.3, &t.4].map(String::as_str).join("\n")
-}
-
 impl Maps {
     fn add(&mut self, other: Other) {
         let key: Key = (other.namespace.into(), other.name.into());
@@ -68,7 +63,7 @@ impl Maps {
             Some((shared, _)) => shared.clone(),
             None => other.requester.into(),
         };
-        let target: Arc<str> = target_text(&other.target).into();
+        let target: Arc<str> = other.target.into();
         let targets = self.live.entry(requester.clone()).or_default();
         targets.entry(target.clone()).or_default().push(key.clone());
         self.by_key.insert(key, Some((requester, target)));
@@ -103,7 +98,7 @@ impl Requests {
         let Some(targets) = maps.live.get(new.requester.as_str()) else { return Some((known, Live::default())) };
         let others = |keys: &Vec<Key>| keys.iter().filter(|k| **k != key).count();
         let same_object: Vec<(String, String)> = targets
-            .get(target_text(&new.target).as_str())
+            .get(new.target.as_str())
             .map(|keys| {
                 keys.iter().filter(|k| **k != key).map(|(ns, name)| (ns.to_string(), name.to_string())).collect()
             })
@@ -145,11 +140,8 @@ type Light = Object<Spec, Status>;
 
 /// As `Other::of` reads a whole request.
 fn other(light: &Light) -> Other {
-    let phase = light.status.as_ref().map_or(Phase::Pending, |s| s.phase);
-    let annotations = light.metadata.annotations.as_ref();
-    let superseded = annotations.is_some_and(|a| a.contains_key(crate::crd::SUPERSEDED_ANNOTATION));
-    let live = phase == Phase::Pending && !superseded;
-    Other::new(&light.metadata, &light.spec.requester.username, &light.spec.action, live)
+    let phase = light.status.as_ref().map(|s| s.phase);
+    Other::new(&light.metadata, &light.spec.requester.username, &light.spec.action, phase)
 }
 
 /// Start the watch; the index fills in the background.
@@ -209,7 +201,7 @@ mod tests {
             request("ar-4", "alice", "limits", "Pending"),
         ];
         let new = request("ar-new", "mallory", "limits", "Pending");
-        assert_eq!(all[0].target, ("".into(), "configmaps".into(), "".into(), "prod".into(), "limits".into()));
+        assert_eq!(all[0].target, "\nconfigmaps\n\nprod\nlimits", "group, resource, subresource, namespace, name");
         assert!(all[0].live && !all[1].live);
         requests.insert(all[0].clone());
         assert_eq!(requests.live(&new), None, "not listed yet: the caller lists");

@@ -190,16 +190,18 @@ pub struct Flood {
     pub over_cap: Option<String>,
 }
 
-/// A request that still escalates: Pending, and not marked superseded.
-pub fn is_live(ar: &ApprovalRequest) -> bool {
-    ar.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) && crate::approval::superseded_by(ar).is_none()
+/// Whether a request still escalates: Pending (or no status yet: `phase`
+/// None), and not marked superseded.
+pub fn live(phase: Option<Phase>, meta: &ObjectMeta) -> bool {
+    let superseded = meta.annotations.as_ref().is_some_and(|a| a.contains_key(crate::crd::SUPERSEDED_ANNOTATION));
+    phase.is_none_or(|p| p == Phase::Pending) && !superseded
 }
 
-/// The same object: group, resource, subresource, namespace and name.
-pub fn same_target(a: &crate::crd::ApprovalRequestSpec, b: &crate::crd::ApprovalRequestSpec) -> bool {
-    let (a, b) = (&a.action, &b.action);
-    (&a.group, &a.resource, &a.sub_resource, &a.namespace, &a.name)
-        == (&b.group, &b.resource, &b.sub_resource, &b.namespace, &b.name)
+/// The held object as one key: group, resource, subresource, namespace and
+/// name (two requests are for the same object when their keys are equal).
+pub fn object_key(a: &crate::crd::Action) -> String {
+    let (sub, namespace) = (a.sub_resource.as_deref().unwrap_or_default(), a.namespace.as_deref().unwrap_or_default());
+    [a.group.as_str(), &a.resource, sub, namespace, &a.name].join("\n")
 }
 
 /// What flood control reads of a request: which it is, whose, for what
@@ -209,29 +211,24 @@ pub struct Other {
     pub namespace: String,
     pub name: String,
     pub requester: String,
-    /// Group, resource, subresource, namespace and name of the held object.
-    pub target: (String, String, String, String, String),
+    /// The held object (`object_key`).
+    pub target: String,
     pub live: bool,
 }
 
 impl Other {
     pub fn of(ar: &ApprovalRequest) -> Other {
-        Other::new(&ar.metadata, &ar.spec.requester.username, &ar.spec.action, is_live(ar))
+        Other::new(&ar.metadata, &ar.spec.requester.username, &ar.spec.action, ar.status.as_ref().map(|s| s.phase))
     }
 
-    pub fn new(meta: &ObjectMeta, requester: &str, a: &crate::crd::Action, live: bool) -> Other {
+    /// From a request's parts; `phase` None: no status yet.
+    pub fn new(meta: &ObjectMeta, requester: &str, action: &crate::crd::Action, phase: Option<Phase>) -> Other {
         Other {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             requester: requester.to_string(),
-            target: (
-                a.group.clone(),
-                a.resource.clone(),
-                a.sub_resource.clone().unwrap_or_default(),
-                a.namespace.clone().unwrap_or_default(),
-                a.name.clone(),
-            ),
-            live,
+            target: object_key(action),
+            live: live(phase, meta),
         }
     }
 }
