@@ -132,6 +132,28 @@ impl Naive {
     }
 }
 
+/// The largest Deployment update the webhook still classifies on its async
+/// workers with the example policies (PolicySet::estimate_for at most
+/// INLINE_LIMIT): `k` containers, each with `k` env entries and `k` added
+/// capabilities, `k` as large as that allows. Its time is the most one review
+/// holds a worker.
+fn largest_inline(examples: &PolicySet) -> (usize, ReviewInput) {
+    let sized = |k: usize| {
+        let mut i = input();
+        let container = |n: usize| {
+            json!({"name": format!("c{n}"), "image": "registry.example.com/payments/web:1.5.0",
+                   "env": (0..k).map(|e| json!({"name": format!("V{e}"), "value": "x"})).collect::<Vec<_>>(),
+                   "securityContext": {"capabilities": {"add": vec!["NET_BIND_SERVICE"; k]}}})
+        };
+        let containers: Vec<_> = (0..k).map(container).collect();
+        i.object.as_mut().unwrap()["spec"]["template"]["spec"]["containers"] = json!(containers);
+        i
+    };
+    let k = (1..).take_while(|k| examples.estimate_for(&sized(*k)) <= signoff::policy::budget::INLINE_LIMIT).last();
+    let k = k.expect("the smallest Deployment is classified inline");
+    (k, sized(k))
+}
+
 fn bench(c: &mut Criterion) {
     let input = input();
     let examples = example_policies();
@@ -149,6 +171,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("20 rules", |b| b.iter(|| classify(black_box(&input), black_box(&twenty))));
     g.bench_function("example policies", |b| b.iter(|| classify(black_box(&input), black_box(&examples))));
     g.bench_function("100 rules", |b| b.iter(|| classify(black_box(&input), black_box(&hundred))));
+    let (k, largest) = largest_inline(&examples);
+    eprintln!("classify: the largest review classified inline has {k} containers x {k} env and capabilities");
+    g.bench_function("example policies, largest inline review", |b| {
+        b.iter(|| classify(black_box(&largest), black_box(&examples)))
+    });
     g.finish();
 }
 

@@ -140,7 +140,7 @@ pub fn classification_rows(table: &mut Table) {
         "<= 20 us",
         Some(twenty <= 20.0),
     );
-    for id in ["example policies", "100 rules"] {
+    for id in ["example policies", "100 rules", "example policies, largest inline review"] {
         if let Some(us) = median_us(id) {
             table.row(
                 "3 classification",

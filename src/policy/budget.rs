@@ -30,56 +30,147 @@ pub const ESTIMATE_LIMIT: u64 = 1_000_000;
 pub const RUNTIME_LIMIT: u64 = 200_000;
 
 /// Classifications estimated above this many steps run off the webhook's async
-/// workers (a blocking thread, under the review's deadline).
-pub const INLINE_LIMIT: u64 = 10_000;
+/// workers (a blocking thread, under the review's deadline). Handing a review
+/// to a blocking thread costs about as much CPU as classifying an ordinary one
+/// (issue 25); the largest review under this limit with the policy library
+/// classifies in about 0.2 ms (`make bench`, classify: "example policies,
+/// largest inline review").
+pub const INLINE_LIMIT: u64 = 100_000;
 
 /// The function the rewritten comprehensions call; `@` keeps it out of what a
 /// policy author can write.
 pub const CHARGE_FUNCTION: &str = "@signoff_charge";
 
-/// The static estimate of `expr`'s steps (saturating).
+/// The static estimate of `expr`'s steps (saturating), every list that is not
+/// a literal counted as [`UNKNOWN_SIZE`] elements: what a policy is refused on.
 pub fn estimate(expr: &IdedExpr) -> u64 {
+    steps(expr, UNKNOWN_SIZE)
+}
+
+/// Collection sizes [`Estimates`] are computed for.
+pub const SIZES: [u64; 6] = [4, 8, 16, 32, 64, 128];
+
+/// An expression's steps when no list or map it iterates has more than
+/// `SIZES[i]` elements: with the sizes of the review at hand, the webhook
+/// estimates what this review costs, not what the largest object might.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Estimates([u64; SIZES.len()]);
+
+impl Estimates {
+    pub fn of(expr: &IdedExpr) -> Estimates {
+        // A list split from a string can be as long as the string: not bounded
+        // by the review's collections, so no size helps.
+        if calls(expr, "split") {
+            return Estimates([u64::MAX; SIZES.len()]);
+        }
+        Estimates(SIZES.map(|size| steps(expr, size)))
+    }
+
+    /// The steps when the largest collection of the review has `largest`
+    /// elements; unbounded (u64::MAX) above the largest of [`SIZES`].
+    pub fn at(&self, largest: u64) -> u64 {
+        SIZES.iter().position(|s| *s >= largest).map_or(u64::MAX, |i| self.0[i])
+    }
+}
+
+impl std::ops::Add for Estimates {
+    type Output = Estimates;
+
+    /// Saturating, size by size.
+    fn add(self, other: Estimates) -> Estimates {
+        Estimates(std::array::from_fn(|i| self.0[i].saturating_add(other.0[i])))
+    }
+}
+
+/// The most elements of any list or map in `values`, counting nested ones:
+/// what a comprehension over the review's data (or over a helper's list drawn
+/// from it, such as allContainers, or the sum of a few) may iterate, for
+/// [`Estimates::at`]. Helpers that combine collections are covered by
+/// [`COMBINED`].
+pub fn largest_collection<'a>(values: impl IntoIterator<Item = &'a serde_json::Value>) -> u64 {
+    fn walk(value: &serde_json::Value) -> u64 {
+        match value {
+            serde_json::Value::Array(items) => items.iter().map(walk).fold(items.len() as u64, u64::max),
+            serde_json::Value::Object(map) => map.values().map(walk).fold(map.len() as u64, u64::max),
+            _ => 0,
+        }
+    }
+    values.into_iter().map(walk).max().unwrap_or(0).saturating_mul(COMBINED)
+}
+
+/// A list built from the review's data can join a few of its collections
+/// (allContainers joins three; `a + b` two): [`largest_collection`] counts
+/// this many times the largest.
+pub const COMBINED: u64 = 3;
+
+fn calls(expr: &IdedExpr, function: &str) -> bool {
+    match &expr.expr {
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => false,
+        Expr::Select(select) => calls(&select.operand, function),
+        Expr::Call(call) => {
+            call.func_name == function
+                || call.target.iter().any(|t| calls(t, function))
+                || call.args.iter().any(|a| calls(a, function))
+        }
+        Expr::List(list) => list.elements.iter().any(|e| calls(e, function)),
+        Expr::Map(map) => map.entries.iter().any(|e| entry_calls(&e.expr, function)),
+        Expr::Struct(s) => s.entries.iter().any(|e| entry_calls(&e.expr, function)),
+        Expr::Comprehension(c) => [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
+            .into_iter()
+            .any(|part| calls(part, function)),
+    }
+}
+
+fn entry_calls(entry: &EntryExpr, function: &str) -> bool {
+    match entry {
+        EntryExpr::StructField(f) => calls(&f.value, function),
+        EntryExpr::MapEntry(m) => calls(&m.key, function) || calls(&m.value, function),
+    }
+}
+
+fn steps(expr: &IdedExpr, unknown: u64) -> u64 {
     match &expr.expr {
         Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => 1,
-        Expr::Select(select) => 1 + estimate(&select.operand),
+        Expr::Select(select) => 1 + steps(&select.operand, unknown),
         Expr::Call(call) => call
             .target
             .iter()
-            .map(|t| estimate(t))
-            .chain(call.args.iter().map(estimate))
+            .map(|t| steps(t, unknown))
+            .chain(call.args.iter().map(|a| steps(a, unknown)))
             .fold(1u64, u64::saturating_add),
-        Expr::List(list) => list.elements.iter().map(estimate).fold(1, u64::saturating_add),
-        Expr::Map(map) => map.entries.iter().map(|e| entry_estimate(&e.expr)).fold(1, u64::saturating_add),
-        Expr::Struct(s) => s.entries.iter().map(|e| entry_estimate(&e.expr)).fold(1, u64::saturating_add),
+        Expr::List(list) => list.elements.iter().map(|e| steps(e, unknown)).fold(1, u64::saturating_add),
+        Expr::Map(map) => map.entries.iter().map(|e| entry_steps(&e.expr, unknown)).fold(1, u64::saturating_add),
+        Expr::Struct(s) => s.entries.iter().map(|e| entry_steps(&e.expr, unknown)).fold(1, u64::saturating_add),
         Expr::Comprehension(c) => {
-            let per_element = estimate(&c.loop_cond).saturating_add(estimate(&c.loop_step));
-            estimate(&c.iter_range)
-                .saturating_add(estimate(&c.accu_init))
-                .saturating_add(size(&c.iter_range).saturating_mul(per_element))
-                .saturating_add(estimate(&c.result))
+            let per_element = steps(&c.loop_cond, unknown).saturating_add(steps(&c.loop_step, unknown));
+            steps(&c.iter_range, unknown)
+                .saturating_add(steps(&c.accu_init, unknown))
+                .saturating_add(size(&c.iter_range, unknown).saturating_mul(per_element))
+                .saturating_add(steps(&c.result, unknown))
         }
     }
 }
 
-fn entry_estimate(entry: &EntryExpr) -> u64 {
+fn entry_steps(entry: &EntryExpr, unknown: u64) -> u64 {
     match entry {
-        EntryExpr::StructField(f) => estimate(&f.value),
-        EntryExpr::MapEntry(m) => estimate(&m.key).saturating_add(estimate(&m.value)),
+        EntryExpr::StructField(f) => steps(&f.value, unknown),
+        EntryExpr::MapEntry(m) => steps(&m.key, unknown).saturating_add(steps(&m.value, unknown)),
     }
 }
 
-/// How many elements `expr` has, as far as the source says.
-fn size(expr: &IdedExpr) -> u64 {
+/// How many elements `expr` has, as far as the source says; `unknown` for a
+/// list or map it does not say.
+fn size(expr: &IdedExpr, unknown: u64) -> u64 {
     match &expr.expr {
         Expr::List(list) => list.elements.len() as u64,
         Expr::Map(map) => map.entries.len() as u64,
         // `map` and `filter` yield at most as many elements as they iterate.
-        Expr::Comprehension(c) if matches!(c.accu_init.expr, Expr::List(_)) => size(&c.iter_range),
+        Expr::Comprehension(c) if matches!(c.accu_init.expr, Expr::List(_)) => size(&c.iter_range, unknown),
         // A list built by adding lists: the sum of their sizes.
         Expr::Call(CallExpr { func_name, args, target: None }) if func_name == "_+_" && args.len() == 2 => {
-            size(&args[0]).saturating_add(size(&args[1]))
+            size(&args[0], unknown).saturating_add(size(&args[1], unknown))
         }
-        _ => UNKNOWN_SIZE,
+        _ => unknown,
     }
 }
 
@@ -183,6 +274,34 @@ mod tests {
         let estimate = cost(containers);
         assert!(estimate > UNKNOWN_SIZE * UNKNOWN_SIZE && estimate < ESTIMATE_LIMIT, "{estimate}");
         assert!(cost("object.metadata.name == 'x'") < 10);
+    }
+
+    fn estimates(source: &str) -> Estimates {
+        Estimates::of(cel::Program::compile(source).unwrap().expression())
+    }
+
+    #[test]
+    fn estimates_follow_the_size_of_the_reviews_collections() {
+        let nested = estimates("object.spec.containers.all(c, c.env.all(e, e.name != 'x'))");
+        let by_size: Vec<u64> = SIZES.iter().map(|s| nested.at(*s)).collect();
+        assert!(by_size.windows(2).all(|w| w[0] < w[1]), "{by_size:?}");
+        // Nested iteration: about the square of the size.
+        assert!(nested.at(8) > 64 && nested.at(8) < 64 * 20, "{}", nested.at(8));
+        assert_eq!(nested.at(5), nested.at(8), "rounded up to the next size estimated for");
+        assert_eq!(nested.at(SIZES[SIZES.len() - 1] + 1), u64::MAX, "larger: unbounded");
+        // A list literal keeps its own size at every size.
+        let literal = estimates("[1, 2, 3].all(x, x > 0)");
+        assert_eq!(literal.at(4), literal.at(128));
+        // A split string is as long as the string: no size bounds it.
+        assert_eq!(estimates("'a,b'.split(',').all(x, x != '')").at(4), u64::MAX);
+        assert_eq!((nested + literal).at(16), nested.at(16) + literal.at(16));
+    }
+
+    #[test]
+    fn the_largest_collection_counts_nested_ones_and_combinations() {
+        let v = serde_json::json!({"a": 1, "spec": {"containers": [{"env": [1, 2, 3, 4, 5, 6, 7]}]}});
+        assert_eq!(largest_collection([&v]), 7 * COMBINED);
+        assert_eq!(largest_collection([]), 0);
     }
 
     #[test]

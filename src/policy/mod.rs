@@ -293,8 +293,9 @@ pub struct CompiledPolicy {
     variables: Vec<(String, CompiledExpr)>,
     rules: Vec<CompiledRule>,
     needs: Needs,
-    /// The estimated steps of all its expressions (budget::estimate).
-    estimate: u64,
+    /// The estimated steps of all its expressions, by the size of the review's
+    /// collections (budget::Estimates).
+    estimates: budget::Estimates,
 }
 
 impl fmt::Debug for CompiledPolicy {
@@ -313,7 +314,7 @@ fn policy_name(policy: &EscalationPolicy) -> String {
 /// second copy of every expression, with 1,000 policies megabytes).
 struct CompiledExpr {
     run: cel::common::ast::IdedExpr,
-    estimate: u64,
+    estimates: budget::Estimates,
 }
 
 impl CompiledExpr {
@@ -353,7 +354,7 @@ fn compile_expr(
     }
     let run = budget::instrument(program.expression());
     needs.add(&program, source);
-    Ok(CompiledExpr { run, estimate })
+    Ok(CompiledExpr { run, estimates: budget::Estimates::of(program.expression()) })
 }
 
 impl CompiledPolicy {
@@ -410,16 +411,16 @@ impl CompiledPolicy {
             });
         }
         let messages = rules.iter().filter_map(|r| match &r.message {
-            Message::Expression(e) => Some(e.estimate),
+            Message::Expression(e) => Some(e.estimates),
             Message::Static(_) => None,
         });
-        let estimate = variables
+        let estimates = variables
             .iter()
-            .map(|(_, e)| e.estimate)
-            .chain(rules.iter().map(|r| r.expression.estimate))
+            .map(|(_, e)| e.estimates)
+            .chain(rules.iter().map(|r| r.expression.estimates))
             .chain(messages)
-            .fold(0u64, u64::saturating_add);
-        Ok(CompiledPolicy { name, spec: spec.clone(), variables, rules, needs, estimate })
+            .fold(budget::Estimates::default(), |sum, e| sum + e);
+        Ok(CompiledPolicy { name, spec: spec.clone(), variables, rules, needs, estimates })
     }
 
     pub fn name(&self) -> &str {
@@ -486,10 +487,14 @@ impl PolicySet {
     }
 
     /// The estimated steps of classifying `input`: the policies that match it
-    /// (budget::estimate). Above budget::INLINE_LIMIT the webhook classifies off
-    /// its async workers, so an expensive policy delays nothing it does not match.
+    /// (budget::Estimates), at the size of the largest collection in the review.
+    /// Above budget::INLINE_LIMIT the webhook classifies off its async workers,
+    /// so an expensive policy, or a huge object, delays nothing else.
     pub fn estimate_for(&self, input: &ReviewInput) -> u64 {
-        let all = self.policies.iter().map(|p| p.estimate).fold(0, u64::saturating_add);
+        let data = [&input.object, &input.old_object, &input.namespace_object];
+        let groups = input.user.groups.len() as u64 * budget::COMBINED;
+        let largest = budget::largest_collection(data.into_iter().flatten()).max(groups);
+        let all = self.policies.iter().map(|p| p.estimates.at(largest)).fold(0, u64::saturating_add);
         // The common case: every policy together is cheap, so no matching here
         // (a review's cost is what issue 25 measures).
         if all <= budget::INLINE_LIMIT {
@@ -498,7 +503,7 @@ impl PolicySet {
         self.policies
             .iter()
             .filter(|p| matching::matches(&p.spec.match_, input))
-            .map(|p| p.estimate)
+            .map(|p| p.estimates.at(largest))
             .fold(0, u64::saturating_add)
     }
 

@@ -807,3 +807,53 @@ fn expensive_rules_are_refused_when_written_and_hold_when_they_run_over() {
     assert!(big.errors[0].message.contains("over the limit"), "{}", big.errors[0].message);
     assert!(big.fired.iter().any(|f| f.policy == "usual"), "the next policy has a budget of its own: {big:?}");
 }
+
+#[path = "../../benches/fixtures/deployment.rs"]
+mod fixture;
+
+mod inline {
+    use super::*;
+
+    fn update(object: serde_json::Value, old: serde_json::Value) -> ReviewInput {
+        let mut i = input(Operation::Update, ("apps", "v1", "deployments"), "", "payments-prod");
+        i.object = Some(object);
+        i.old_object = Some(old);
+        i.namespace_object = Some(json!({"metadata": {"name": "payments-prod",
+            "labels": {"signoff.dev/environment": "production", "signoff.dev/owner": "payments"}}}));
+        i
+    }
+
+    fn library() -> PolicySet {
+        crate::cli::check::load_policies(std::path::Path::new("policies")).expect("the library compiles")
+    }
+
+    #[test]
+    fn an_ordinary_deployment_update_is_classified_inline_by_the_library() {
+        // Estimated with its own sizes, not the largest object a policy might see:
+        // the hand-off to a blocking thread was a tenth of each review's CPU.
+        let set = library();
+        let i =
+            update(fixture::deployment("payments-prod", "web:2", 3), fixture::deployment("payments-prod", "web:1", 3));
+        let estimate = set.estimate_for(&i);
+        assert!(estimate <= budget::INLINE_LIMIT, "estimated {estimate} steps");
+    }
+
+    #[test]
+    fn a_review_with_a_large_collection_is_classified_off_the_async_workers() {
+        let set = library();
+        let mut big = fixture::deployment("payments-prod", "web:2", 3);
+        let env: Vec<_> = (0..200).map(|i| json!({"name": format!("V{i}"), "value": "x"})).collect();
+        big["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);
+        let i = update(big, fixture::deployment("payments-prod", "web:1", 3));
+        assert_eq!(set.estimate_for(&i), u64::MAX, "above the sizes estimated for: unbounded");
+        // Wide enough to cost more than the inline limit, within the sizes known.
+        let mut wide = fixture::deployment("payments-prod", "web:2", 3);
+        let containers: Vec<_> = (0..40)
+            .map(|i| json!({"name": format!("c{i}"), "image": "x", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}))
+            .collect();
+        wide["spec"]["template"]["spec"]["containers"] = json!(containers);
+        let i = update(wide, fixture::deployment("payments-prod", "web:1", 3));
+        let estimate = set.estimate_for(&i);
+        assert!(estimate > budget::INLINE_LIMIT && estimate < u64::MAX, "estimated {estimate} steps");
+    }
+}

@@ -275,7 +275,7 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>, o
             Err(e) => return deny(req, format!("signoff could not read namespace {ns}: {e}; denied to be safe")),
         }
     }
-    // Shared, not copied, with the blocking thread expensive policies run on.
+    // Shared, not copied, with the blocking thread expensive classifications run on.
     let received = Arc::new(ReviewInput::from_request(req, objects.object, objects.old_object, ns_object));
     if received.kind.kind.is_empty() || received.resource.resource.is_empty() || received.resource.version.is_empty() {
         return deny(req, "signoff: malformed admission request: kind or resource is empty; denied to be safe");
@@ -316,8 +316,9 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>, o
     let assessment = if estimate <= budget::INLINE_LIMIT {
         side_doors::with_enabled(classify(input, &policies), &enabled, &policies)
     } else {
-        // Expensive policies run on a blocking thread: the async workers keep
-        // answering other reviews, and the review's deadline still answers this one.
+        // Expensive policies, or large objects, run on a blocking thread: the async
+        // workers keep answering other reviews, and the review's deadline still
+        // answers this one.
         let (judged, set) = (Arc::clone(input), Arc::clone(&policies));
         let classified =
             tokio::task::spawn_blocking(move || side_doors::with_enabled(classify(&judged, &set), &enabled, &set));
