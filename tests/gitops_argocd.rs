@@ -110,12 +110,7 @@ spec:
     // Argo CD's CRDs, from its module, and an Application that tracks the namespace.
     let dir = crds();
     kubectl_ok(cp, ADMIN, &["apply", "--server-side", "-f", &dir.display().to_string()], None);
-    kubectl_ok(
-        cp,
-        ADMIN,
-        &["wait", "--for", "condition=Established", "--timeout=60s", "crd/applications.argoproj.io"],
-        None,
-    );
+    cp.wait_established(&["applications.argoproj.io"]).unwrap_or_else(|e| panic!("{e}"));
     let app = format!(
         r#"apiVersion: argoproj.io/v1alpha1
 kind: Application

@@ -132,23 +132,7 @@ fn inside() {
     // Argo CD's CRDs (of the version that runs), settings, project and RBAC.
     let crds = script("hack/peers/argocd/crds.sh", &[("ARGOCD_VERSION", &argocd_version())]);
     kubectl_ok(cp, ADMIN, &["apply", "--server-side", "-f", &crds.display().to_string()], None);
-    eventually(60, "Argo CD's CRDs established", || {
-        cp.kubectl_run(
-            ADMIN,
-            &[
-                "wait",
-                "--for",
-                "condition=Established",
-                "--timeout=10s",
-                "crd/applications.argoproj.io",
-                "crd/appprojects.argoproj.io",
-            ],
-            None,
-        )
-        .ok()
-        .filter(|(ok, _, _)| *ok)
-        .map(|_| ())
-    });
+    cp.wait_established(&["applications.argoproj.io", "appprojects.argoproj.io"]).unwrap_or_else(|e| panic!("{e}"));
     let settings = "apiVersion: v1\nkind: Namespace\nmetadata: {name: argocd}\n---\n\
         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd\n  \
         labels: {app.kubernetes.io/name: argocd-cm, app.kubernetes.io/part-of: argocd}\ndata: {}\n---\n\

@@ -68,7 +68,7 @@ fn start_flux(files: &[(String, String)]) -> Flux {
     let bin = peer_script("build.sh");
     let crds = peer_script("crds.sh");
     kubectl_ok(cp, ADMIN, &["apply", "--server-side", "-f", &crds.display().to_string()], None);
-    kubectl_ok(cp, ADMIN, &["wait", "--for", "condition=Established", "--timeout=60s", "crd", "--all"], None);
+    cp.wait_established(&[]).unwrap_or_else(|e| panic!("{e}"));
     // Flux runs with cluster-admin, as its install does.
     kubectl_ok(
         cp,

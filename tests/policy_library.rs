@@ -130,7 +130,7 @@ fn library() {
         install_demo(cp);
         let crds = root().join("policies/tests/crds").display().to_string();
         kubectl_ok(cp, ADMIN, &["apply", "--server-side", "-f", &crds], None);
-        kubectl_ok(cp, ADMIN, &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"], None);
+        cp.wait_established(&[]).unwrap_or_else(|e| panic!("{e}"));
         let policies = root().join("policies").display().to_string();
         kubectl_ok(cp, ADMIN, &["apply", "-f", &policies], None);
         // The requesters may do anything RBAC-wise: the webhook alone decides.

@@ -295,7 +295,7 @@ impl Kyverno {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         kubectl(cp, "admin", &args, None)?;
-        kubectl(cp, "admin", &["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"], None)?;
+        cp.wait_established(&[]).map_err(|e| e.to_string())?;
         // Its Namespace and ConfigMaps from the install manifest; its webhooks see
         // only the Kyverno group's namespace.
         let install =

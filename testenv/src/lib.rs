@@ -600,15 +600,27 @@ impl ControlPlane {
         if !ok {
             return Err(Error::ControlPlane(format!("installing the CRDs failed:\n{err}")));
         }
-        let names: Vec<String> =
-            signoff::crd::all_crds().into_iter().filter_map(|c| c.metadata.name).map(|n| format!("crd/{n}")).collect();
-        let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-        wait.extend(names.iter().map(String::as_str));
-        let (ok, _, err) = self.kubectl_run(ADMIN, &wait, None)?;
-        if !ok {
-            return Err(Error::ControlPlane(format!("the CRDs did not become Established:\n{err}")));
+        let names: Vec<String> = signoff::crd::all_crds().into_iter().filter_map(|c| c.metadata.name).collect();
+        self.wait_established(&names.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Waits up to 60 s until the CustomResourceDefinitions named (every one when
+    /// `names` is empty) are Established. It polls: `kubectl wait` fails at once
+    /// ("<nil> is of the type <nil>") on a CRD the API server has not given a
+    /// status yet.
+    pub fn wait_established(&self, names: &[&str]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (ok, out, err) = self.kubectl_run(ADMIN, &["get", "crd", "-o", "json"], None)?;
+            let waiting = if ok { not_established(&out, names) } else { vec![err] };
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::ControlPlane(format!("CRDs not Established after 60 s: {}", waiting.join(", "))));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        Ok(())
     }
 
     /// Run `signoff run` (the binary at `program`) out of cluster as its
@@ -753,5 +765,47 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The CRDs of a `kubectl get crd -o json` list that are not Established, of
+/// `names` (every one listed when empty); a name not listed counts as waiting.
+fn not_established(list: &str, names: &[&str]) -> Vec<String> {
+    let list: serde_json::Value = serde_json::from_str(list).unwrap_or_default();
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let established = |crd: &serde_json::Value| {
+        crd["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
+    };
+    let name = |crd: &serde_json::Value| crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let mut waiting: Vec<String> = items
+        .iter()
+        .filter(|crd| names.is_empty() || names.contains(&name(crd).as_str()))
+        .filter(|crd| !established(crd))
+        .map(name)
+        .collect();
+    let listed: Vec<String> = items.iter().map(name).collect();
+    waiting.extend(names.iter().filter(|n| !listed.iter().any(|l| l == *n)).map(|n| format!("{n} (not found)")));
+    waiting
+}
+
+#[cfg(test)]
+mod crd_wait_tests {
+    use super::not_established;
+
+    #[test]
+    fn a_crd_without_a_status_or_not_listed_is_still_waited_for() {
+        let list = serde_json::json!({"items": [
+            {"metadata": {"name": "a.example.com"},
+             "status": {"conditions": [{"type": "Established", "status": "True"}]}},
+            {"metadata": {"name": "b.example.com"}},
+            {"metadata": {"name": "c.example.com"},
+             "status": {"conditions": [{"type": "Established", "status": "False"}]}},
+        ]})
+        .to_string();
+        assert_eq!(not_established(&list, &[]), ["b.example.com", "c.example.com"]);
+        assert!(not_established(&list, &["a.example.com"]).is_empty());
+        assert_eq!(not_established(&list, &["a.example.com", "d.example.com"]), ["d.example.com (not found)"]);
     }
 }
