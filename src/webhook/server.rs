@@ -311,7 +311,9 @@ async fn gate(state: &WebhookState, req: &mut AdmissionRequest<DynamicObject>, o
             return deny(req, message);
         }
     };
-    let estimate = enabled.iter().fold(policies.estimate_for(input), |sum, e| sum + policies.estimate_for(&e.input));
+    // Saturating: a large review's estimate is unbounded (u64::MAX).
+    let estimate =
+        enabled.iter().fold(policies.estimate_for(input), |sum, e| sum.saturating_add(policies.estimate_for(&e.input)));
     let evaluating = std::time::Instant::now();
     let assessment = if estimate <= budget::INLINE_LIMIT {
         side_doors::with_enabled(classify(input, &policies), &enabled, &policies)
