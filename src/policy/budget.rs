@@ -57,13 +57,13 @@ pub const SIZES: [u64; 6] = [4, 8, 16, 32, 64, 128];
 pub struct Estimates([u64; SIZES.len()]);
 
 impl Estimates {
-    pub fn of(expr: &IdedExpr) -> Estimates {
+    pub fn of(program: &cel::Program) -> Estimates {
         // A list split from a string can be as long as the string: not bounded
         // by the review's collections, so no size helps.
-        if calls(expr, "split") {
+        if program.references().has_function("split") {
             return Estimates([u64::MAX; SIZES.len()]);
         }
-        Estimates(SIZES.map(|size| steps(expr, size)))
+        Estimates(SIZES.map(|size| steps(program.expression(), size)))
     }
 
     /// The steps when the largest collection of the review has `largest`
@@ -83,10 +83,9 @@ impl std::ops::Add for Estimates {
 }
 
 /// The most elements of any list or map in `values`, counting nested ones:
-/// what a comprehension over the review's data (or over a helper's list drawn
-/// from it, such as allContainers, or the sum of a few) may iterate, for
-/// [`Estimates::at`]. Helpers that combine collections are covered by
-/// [`COMBINED`].
+/// what a comprehension over the review's data may iterate. A list drawn from
+/// it by a helper (allContainers) or a sum can be larger: [`Estimates::at`] is
+/// asked at [`COMBINED`] times this.
 pub fn largest_collection<'a>(values: impl IntoIterator<Item = &'a serde_json::Value>) -> u64 {
     fn walk(value: &serde_json::Value) -> u64 {
         match value {
@@ -95,38 +94,13 @@ pub fn largest_collection<'a>(values: impl IntoIterator<Item = &'a serde_json::V
             _ => 0,
         }
     }
-    values.into_iter().map(walk).max().unwrap_or(0).saturating_mul(COMBINED)
+    values.into_iter().map(walk).max().unwrap_or(0)
 }
 
 /// A list built from the review's data can join a few of its collections
-/// (allContainers joins three; `a + b` two): [`largest_collection`] counts
-/// this many times the largest.
+/// (allContainers joins three; `a + b` two): estimates are taken at this many
+/// times the largest.
 pub const COMBINED: u64 = 3;
-
-fn calls(expr: &IdedExpr, function: &str) -> bool {
-    match &expr.expr {
-        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => false,
-        Expr::Select(select) => calls(&select.operand, function),
-        Expr::Call(call) => {
-            call.func_name == function
-                || call.target.iter().any(|t| calls(t, function))
-                || call.args.iter().any(|a| calls(a, function))
-        }
-        Expr::List(list) => list.elements.iter().any(|e| calls(e, function)),
-        Expr::Map(map) => map.entries.iter().any(|e| entry_calls(&e.expr, function)),
-        Expr::Struct(s) => s.entries.iter().any(|e| entry_calls(&e.expr, function)),
-        Expr::Comprehension(c) => [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
-            .into_iter()
-            .any(|part| calls(part, function)),
-    }
-}
-
-fn entry_calls(entry: &EntryExpr, function: &str) -> bool {
-    match entry {
-        EntryExpr::StructField(f) => calls(&f.value, function),
-        EntryExpr::MapEntry(m) => calls(&m.key, function) || calls(&m.value, function),
-    }
-}
 
 fn steps(expr: &IdedExpr, unknown: u64) -> u64 {
     match &expr.expr {
@@ -277,7 +251,7 @@ mod tests {
     }
 
     fn estimates(source: &str) -> Estimates {
-        Estimates::of(cel::Program::compile(source).unwrap().expression())
+        Estimates::of(&cel::Program::compile(source).unwrap())
     }
 
     #[test]
@@ -298,9 +272,9 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_collection_counts_nested_ones_and_combinations() {
+    fn the_largest_collection_counts_nested_ones() {
         let v = serde_json::json!({"a": 1, "spec": {"containers": [{"env": [1, 2, 3, 4, 5, 6, 7]}]}});
-        assert_eq!(largest_collection([&v]), 7 * COMBINED);
+        assert_eq!(largest_collection([&v]), 7);
         assert_eq!(largest_collection([]), 0);
     }
 

@@ -354,7 +354,7 @@ fn compile_expr(
     }
     let run = budget::instrument(program.expression());
     needs.add(&program, source);
-    Ok(CompiledExpr { run, estimates: budget::Estimates::of(program.expression()) })
+    Ok(CompiledExpr { run, estimates: budget::Estimates::of(&program) })
 }
 
 impl CompiledPolicy {
@@ -492,8 +492,8 @@ impl PolicySet {
     /// so an expensive policy, or a huge object, delays nothing else.
     pub fn estimate_for(&self, input: &ReviewInput) -> u64 {
         let data = [&input.object, &input.old_object, &input.namespace_object];
-        let groups = input.user.groups.len() as u64 * budget::COMBINED;
-        let largest = budget::largest_collection(data.into_iter().flatten()).max(groups);
+        let largest = budget::largest_collection(data.into_iter().flatten()).max(input.user.groups.len() as u64);
+        let largest = largest.saturating_mul(budget::COMBINED);
         let all = self.policies.iter().map(|p| p.estimates.at(largest)).fold(0, u64::saturating_add);
         // The common case: every policy together is cheap, so no matching here
         // (a review's cost is what issue 25 measures).
