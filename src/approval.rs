@@ -7,6 +7,7 @@
 //! and `kubectl signoff` all import these.
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::{
     ApprovalRequest, ApprovalRequestSpec, ApprovalRequestStatus, Decision, Lane, Phase, REOPEN_ANNOTATION,
@@ -129,7 +130,7 @@ pub fn approval_write(
                 // Metadata only: status writes through the main resource are dropped by
                 // the API server, and the spec cannot change. A reopen and a
                 // supersession are the metadata changes with a meaning.
-                if superseded_by(old) != superseded_by(new) && !is_controller {
+                if superseded_by(&old.metadata) != superseded_by(&new.metadata) && !is_controller {
                     return Err(Denial::forbidden(
                         "metadata.annotations[signoff.dev/superseded-by]",
                         "only signoff marks a request superseded (when the same requester's newer change is held)",
@@ -146,10 +147,10 @@ pub fn approval_write(
     }
 }
 
-/// The newer request that replaces `ar`, when signoff marked it superseded
+/// The newer request that replaces the request of `meta`, when signoff marked it superseded
 /// (only signoff may: see [`approval_write`]).
-pub fn superseded_by(ar: &ApprovalRequest) -> Option<&str> {
-    ar.metadata.annotations.as_ref()?.get(SUPERSEDED_ANNOTATION).map(String::as_str)
+pub fn superseded_by(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations.as_ref()?.get(SUPERSEDED_ANNOTATION).map(String::as_str)
 }
 
 /// The reopen annotation as written (the guard compares it as text).

@@ -388,7 +388,7 @@ pub fn render(ar: &ApprovalRequest, now: Timestamp, color: bool) -> String {
             }
         },
         Phase::Superseded => {
-            let newer = crate::approval::superseded_by(ar).unwrap_or("a newer request");
+            let newer = crate::approval::superseded_by(&ar.metadata).unwrap_or("a newer request");
             let _ = writeln!(
                 o,
                 "Superseded: a newer change to the same object holds it now: kubectl signoff show -n {ns} {newer}"

@@ -396,7 +396,7 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         };
     }
     if status.phase == Phase::Pending
-        && let Some(newer) = crate::approval::superseded_by(ar)
+        && let Some(newer) = crate::approval::superseded_by(&ar.metadata)
     {
         return supersede(ar, status, effects, newer);
     }

@@ -193,8 +193,7 @@ pub struct Flood {
 /// Whether a request still escalates: Pending (or no status yet: `phase`
 /// None), and not marked superseded.
 pub fn live(phase: Option<Phase>, meta: &ObjectMeta) -> bool {
-    let superseded = meta.annotations.as_ref().is_some_and(|a| a.contains_key(crate::crd::SUPERSEDED_ANNOTATION));
-    phase.is_none_or(|p| p == Phase::Pending) && !superseded
+    phase.is_none_or(|p| p == Phase::Pending) && crate::approval::superseded_by(meta).is_none()
 }
 
 /// The held object as one key: group, resource, subresource, namespace and
@@ -430,7 +429,7 @@ pub fn decide_existing(ar: &ApprovalRequest, digest: &str, now: Timestamp, final
                 "signoff: ApprovalRequest {ns}/{name} was superseded by a newer change to the same object (request {}); \
                  that one is the change being decided. To ask for this one, ask a platform admin to delete {ns}/{name}, \
                  then apply it again",
-                crate::approval::superseded_by(ar).unwrap_or("unknown")
+                crate::approval::superseded_by(&ar.metadata).unwrap_or("unknown")
             ),
         },
     }
