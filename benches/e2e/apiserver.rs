@@ -62,9 +62,8 @@ fn deployment(ns: &str, name: &str) -> Deployment {
 /// The `j`-th write of a group: creates of ConfigMaps and Deployments, and
 /// updates (merge patches) of ones created earlier, alternating.
 async fn write(client: &kube::Client, ns: &str, prefix: &str, j: u64) -> Result<(), String> {
-    let (create, index) = if j < UPDATE_LAG || j.is_multiple_of(2) { (true, j) } else { (false, j - UPDATE_LAG) };
+    let (create, index, deployment_kind) = operation(j);
     let name = format!("{prefix}-{index}");
-    let deployment_kind = (index / 2) % 2 == 1;
     let pp = PostParams::default();
     let result = match (deployment_kind, create) {
         (false, true) => {
@@ -91,8 +90,29 @@ async fn write(client: &kube::Client, ns: &str, prefix: &str, j: u64) -> Result<
     result.map_err(|e| format!("{} {ns}/{name}: {e}", if create { "create" } else { "update" }))
 }
 
+/// The `j`-th write of a group: whether it creates, the index of the object it
+/// writes, whether that is a Deployment (else a ConfigMap).
+fn operation(j: u64) -> (bool, u64, bool) {
+    let (create, index) = if j < UPDATE_LAG || j.is_multiple_of(2) { (true, j) } else { (false, j - UPDATE_LAG) };
+    (create, index, (index / 2) % 2 == 1)
+}
+
+/// What the `j`-th write of a group is, for the dump.
+fn what(j: u64) -> &'static str {
+    let (create, _, deployment) = operation(j);
+    match (deployment, create) {
+        (false, true) => "configmap-create",
+        (true, true) => "deployment-create",
+        (false, false) => "configmap-update",
+        (true, false) => "deployment-update",
+    }
+}
+
 struct Run {
     samples: Vec<Samples>,
+    /// Every write past the warm-up, in order: index, group, what it wrote,
+    /// latency in ms (tab-separated lines, for a closer look at the tail).
+    dump: String,
     errors: Vec<String>,
     writes: usize,
     took: Duration,
@@ -127,7 +147,7 @@ async fn open_loop(
         tasks.spawn(async move {
             let j = g.next.fetch_add(1, Ordering::Relaxed);
             let result = write(&client, g.ns, &prefix, j).await;
-            (i, due.elapsed(), result)
+            (i, j, due.elapsed(), result)
         });
     }
     collect(tasks, groups.len(), warmup, start.into_std()).await
@@ -141,22 +161,28 @@ async fn collect(mut tasks: tokio::task::JoinSet<Done>, n: usize, warmup: usize,
     tally(done, n, warmup, start)
 }
 
-/// One write: its index, latency and outcome.
-type Done = (usize, Duration, Result<(), String>);
+/// One write: its index, its index in its group, latency and outcome.
+type Done = (usize, u64, Duration, Result<(), String>);
 
 /// Latencies per group (write `i` belongs to group i mod n), past the warm-up.
 fn tally(done: Vec<Done>, n: usize, warmup: usize, start: Instant) -> Run {
     let mut samples = vec![Samples::default(); n];
     let mut errors = Vec::new();
     let writes = done.len();
-    for (i, latency, result) in done {
+    let mut dump = String::new();
+    let mut done = done;
+    done.sort_by_key(|d| d.0);
+    for (i, j, latency, result) in done {
         match result {
-            Ok(()) if i >= warmup => samples[i % n].push(latency),
+            Ok(()) if i >= warmup => {
+                samples[i % n].push(latency);
+                dump += &format!("{i}\t{}\t{}\t{:.3}\n", i % n, what(j), latency.as_secs_f64() * 1000.0);
+            }
             Ok(()) => {}
             Err(e) => errors.push(e),
         }
     }
-    Run { samples, errors, writes, took: start.elapsed() }
+    Run { samples, dump, errors, writes, took: start.elapsed() }
 }
 
 /// Closed loop: `writers` each write as soon as the last one is answered, groups
@@ -183,7 +209,7 @@ async fn closed_loop(
                 let j = g.next.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
                 let result = write(&client, g.ns, &prefix, j).await;
-                out.push((i, t.elapsed(), result));
+                out.push((i, j, t.elapsed(), result));
             }
             out
         });
@@ -257,14 +283,108 @@ pub async fn run(env: &Env, table: &mut Table) -> Result<(), String> {
     let steady: usize = std::env::var("SIGNOFF_BENCH_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(9000);
     let n = groups.len();
     eprintln!("bench: [1] {steady} writes at 100/s, {n} groups interleaved ({:.0} s)...", steady as f64 / 100.0);
+    let before = webhook_calls(env);
     let run = open_loop(&client, &groups, "steady", 100.0, steady, 30 * n).await;
     report(table, &groups, &run, "100 writes/s")?;
+    report_calls(table, &before, &webhook_calls(env), "100 writes/s");
+    dump(&run, "steady");
     eprintln!("bench: [1] closed loop, 8 writers, 45 s...");
     // Fresh sequences: an update refers to an object of the same phase.
     let groups = self::groups(env);
+    let before = webhook_calls(env);
     let run = closed_loop(&client, &groups, "max", 8, 45, 100 * n).await;
     report(table, &groups, &run, "highest rate")?;
+    report_calls(table, &before, &webhook_calls(env), "highest rate");
+    dump(&run, "max");
     Ok(())
+}
+
+/// Count and total seconds of each webhook call, by webhook: as the API
+/// server timed its calls (its metric
+/// `apiserver_admission_webhook_admission_duration_seconds`, by the webhook's
+/// name), and as signoff timed its own answers (`signoff_admission_review_seconds`:
+/// from the review's body read to its answer, without TLS and HTTP).
+fn webhook_calls(env: &Env) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut calls = std::collections::BTreeMap::new();
+    let apiserver = super::env::kubectl(&env.cp, "admin", &["get", "--raw", "/metrics"], None).unwrap_or_default();
+    sum_histogram(&apiserver, "apiserver_admission_webhook_admission_duration_seconds", "name", &mut calls);
+    let signoff = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", env.signoff_health)])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut own = std::collections::BTreeMap::new();
+    sum_histogram(&signoff, "signoff_admission_review_seconds", "", &mut own);
+    if let Some(total) = own.remove("") {
+        calls.insert("signoff, its own time per review".to_string(), total);
+    }
+    calls
+}
+
+/// Adds up `metric`'s `_count` and `_sum` series in Prometheus text by the value
+/// of `label` (all series under "" when `label` is empty).
+fn sum_histogram(text: &str, metric: &str, label: &str, into: &mut std::collections::BTreeMap<String, (f64, f64)>) {
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(metric).and_then(|r| r.strip_prefix('_')) else { continue };
+        let (count, rest) = match (rest.strip_prefix("count"), rest.strip_prefix("sum")) {
+            (Some(rest), _) => (true, rest),
+            (_, Some(rest)) => (false, rest),
+            _ => continue,
+        };
+        let Some((labels, value)) = rest.rsplit_once(' ') else { continue };
+        if metric.starts_with("apiserver_") && !labels.contains("type=\"validating\"") {
+            continue;
+        }
+        let key = match label {
+            "" => String::new(),
+            label => {
+                let prefix = format!("{label}=\"");
+                let found =
+                    labels.trim_matches(|c| c == '{' || c == '}').split(',').find_map(|l| l.strip_prefix(&prefix));
+                match found {
+                    Some(v) => v.trim_end_matches('"').to_string(),
+                    None => continue,
+                }
+            }
+        };
+        let value: f64 = value.trim().parse().unwrap_or(0.0);
+        let entry = into.entry(key).or_insert((0.0, 0.0));
+        if count { entry.0 += value } else { entry.1 += value }
+    }
+}
+
+/// The mean time of each webhook's calls during a phase: as the API server saw
+/// it (encoding the review, TLS, the answer; not the rest of the write), and
+/// signoff's own time per review.
+fn report_calls(
+    table: &mut Table,
+    before: &std::collections::BTreeMap<String, (f64, f64)>,
+    after: &std::collections::BTreeMap<String, (f64, f64)>,
+    label: &str,
+) {
+    for (key, (count, sum)) in after {
+        let (count0, sum0) = before.get(key).copied().unwrap_or_default();
+        let name = match key.as_str() {
+            own if own.starts_with("signoff,") => own.to_string(),
+            webhook => format!("the API server's calls to webhook {webhook}"),
+        };
+        let calls = count - count0;
+        if calls >= 1.0 {
+            table.info(
+                SECTION,
+                &format!("{label}: {name}, mean ms per call (n={calls:.0})"),
+                format!("{:.2}", (sum - sum0) * 1000.0 / calls),
+            );
+        }
+    }
+}
+
+/// Every write's latency, to `$TMPDIR/signoff-bench-writes-<phase>.tsv`.
+fn dump(run: &Run, phase: &str) {
+    let path = std::env::temp_dir().join(format!("signoff-bench-writes-{phase}.tsv"));
+    if std::fs::write(&path, format!("index\tgroup\twrite\tms\n{}", run.dump)).is_ok() {
+        eprintln!("bench: [1] every write's latency: {}", path.display());
+    }
 }
 
 /// Kyverno 1.19 run out of cluster against the bench's API server, with one
