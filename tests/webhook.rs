@@ -380,6 +380,51 @@ fn policy_changes_are_recorded_and_weakening_ones_warn_the_writer() {
     assert!(metrics.contains("signoff_policy_changes_total{action=\"deleted\",weakened=\"true\"}"), "{metrics}");
 }
 
+/// Exempt resources (leases, events, ...) are kept from the gate by a
+/// matchCondition only while one of its rules could match one: the API server
+/// evaluates any condition on every write it sends, at a cost (it converts the
+/// object and its old version). The test policies name none, so the gate has no
+/// condition; a policy that names Leases brings it in the same write of the
+/// configuration as its rule, and takes it away when it goes.
+#[test]
+fn the_exemption_condition_follows_the_rules_that_need_it() {
+    let cp = cp();
+    let signoff = signoff();
+    let name = format!("exempt-{}", std::process::id());
+    let gate = || -> (Vec<String>, bool) {
+        let out = kubectl_ok(cp, ADMIN, &["get", "validatingwebhookconfiguration", "signoff", "-o", "json"], None);
+        let vwc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let gate = &vwc["webhooks"][0];
+        assert_eq!(gate["name"], "gate.signoff.dev");
+        let conditions = gate["matchConditions"].as_array().into_iter().flatten();
+        let leases = gate["rules"].as_array().unwrap().iter().any(|r| r["resources"] == json!(["leases"]));
+        (conditions.map(|c| c["name"].as_str().unwrap().to_string()).collect(), leases)
+    };
+    eventually(30, "a gate without a condition (no test policy names an exempt resource)", || {
+        (gate() == (vec![], false)).then_some(())
+    });
+    let ns = namespace(cp, "exempt", &[("signoff.dev/test-exempt", &name)]);
+    let policy = format!(
+        "apiVersion: signoff.dev/v1alpha1\nkind: EscalationPolicy\nmetadata: {{name: {name}}}\nspec:\n  match:\n    rules: [{{operations: [CREATE, UPDATE], apiGroups: [coordination.k8s.io], apiVersions: [v1], resources: [leases]}}]\n    namespaceSelector: {{matchLabels: {{signoff.dev/test-exempt: \"{name}\"}}}}\n  rules:\n  - {{name: any, expression: \"true\", risk: High, route: engineering}}\n"
+    );
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&policy));
+    eventually(30, "the Lease rule and the condition, together", || {
+        (gate() == (vec!["not-exempt".to_string()], true)).then_some(())
+    });
+    // The rule matches the Lease, the condition keeps it from signoff: written,
+    // and signoff never saw a review of a Lease.
+    let lease =
+        format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {name}, namespace: {ns}}}\n");
+    kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&lease));
+    let metrics =
+        std::process::Command::new("curl").args(["-sS", &format!("{}/metrics", signoff.health)]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.contains("signoff_admission_review_seconds_count"), "{metrics}");
+    assert!(!metrics.contains("kind=\"lease\""), "a Lease reached signoff:\n{metrics}");
+    kubectl_ok(cp, ADMIN, &["delete", "escalationpolicy", &name], None);
+    eventually(30, "the gate without the Lease rule and the condition", || (gate() == (vec![], false)).then_some(()));
+}
+
 /// signoff's namespace labels are its trust anchors (issue 23, item 3): they
 /// decide which rules apply and who approves. They cannot be changed through
 /// `namespaces/status` or `namespaces/finalize` (the API server keeps label
