@@ -234,6 +234,11 @@ fn report(table: &mut Table, groups: &[Arc<Group>], run: &Run, label: &str) -> R
     table.info(SECTION, &format!("{label}: writes, achieved rate"), format!("{} writes, {rate:.0}/s", run.writes));
     let none = &run.samples[0];
     let noop = &run.samples[1];
+    // Means move far less between runs than p99s (which sit on a few
+    // machine-wide stalls): what each webhook adds on average, beside them.
+    let names: Vec<&str> = groups.iter().map(|g| g.name).collect();
+    let means: Vec<String> = run.samples.iter().map(|s| format!("{:.2}", s.mean_ms())).collect();
+    table.info(SECTION, &format!("{label}: mean ms, {}", names.join(" / ")), means.join(" / "));
     for (g, s) in groups.iter().zip(&run.samples) {
         let cells: Vec<String> = [0.5, 0.99, 0.999].iter().map(|p| format!("{:.2}", s.ms(*p))).collect();
         let ratios: Vec<String> =

@@ -25,6 +25,11 @@ impl Samples {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// The mean, in milliseconds.
+    pub fn mean_ms(&self) -> f64 {
+        self.0.iter().sum::<f64>() / self.0.len() as f64 / 1000.0
+    }
 }
 
 /// One line of the table.
