@@ -165,12 +165,11 @@ async fn collect(mut tasks: tokio::task::JoinSet<Done>, n: usize, warmup: usize,
 type Done = (usize, u64, Duration, Result<(), String>);
 
 /// Latencies per group (write `i` belongs to group i mod n), past the warm-up.
-fn tally(done: Vec<Done>, n: usize, warmup: usize, start: Instant) -> Run {
+fn tally(mut done: Vec<Done>, n: usize, warmup: usize, start: Instant) -> Run {
     let mut samples = vec![Samples::default(); n];
     let mut errors = Vec::new();
     let writes = done.len();
     let mut dump = String::new();
-    let mut done = done;
     done.sort_by_key(|d| d.0);
     for (i, j, latency, result) in done {
         match result {
@@ -304,15 +303,19 @@ pub async fn run(env: &Env, table: &mut Table) -> Result<(), String> {
     Ok(())
 }
 
-/// Count and total seconds of each webhook call, by webhook: as the API
-/// server timed its calls (its metric
-/// `apiserver_admission_webhook_admission_duration_seconds`, by the webhook's
-/// name), and as signoff timed its own answers (`signoff_admission_review_seconds`:
-/// from the review's body read to its answer, without TLS and HTTP).
+/// Count and total seconds of webhook calls, by what timed them: the API
+/// server, each of its calls by webhook (its metric
+/// `apiserver_admission_webhook_admission_duration_seconds`), and signoff, its
+/// own answers (`signoff_admission_review_seconds`: from the request reaching
+/// its handler, body still to read, to the answer; without TLS and HTTP).
 fn webhook_calls(env: &Env) -> std::collections::BTreeMap<String, (f64, f64)> {
-    let mut calls = std::collections::BTreeMap::new();
     let apiserver = super::env::kubectl(&env.cp, "admin", &["get", "--raw", "/metrics"], None).unwrap_or_default();
-    sum_histogram(&apiserver, "apiserver_admission_webhook_admission_duration_seconds", "name", &mut calls);
+    let mut by_webhook = std::collections::BTreeMap::new();
+    sum_histogram(&apiserver, "apiserver_admission_webhook_admission_duration_seconds", "name", &mut by_webhook);
+    let mut calls: std::collections::BTreeMap<String, (f64, f64)> = by_webhook
+        .into_iter()
+        .map(|(name, total)| (format!("the API server's calls to webhook {name}"), total))
+        .collect();
     let signoff = std::process::Command::new("curl")
         .args(["-sf", &format!("{}/metrics", env.signoff_health)])
         .output()
@@ -321,7 +324,7 @@ fn webhook_calls(env: &Env) -> std::collections::BTreeMap<String, (f64, f64)> {
     let mut own = std::collections::BTreeMap::new();
     sum_histogram(&signoff, "signoff_admission_review_seconds", "", &mut own);
     if let Some(total) = own.remove("") {
-        calls.insert("signoff, its own time per review".to_string(), total);
+        calls.insert("signoff's own time per review".to_string(), total);
     }
     calls
 }
@@ -367,12 +370,8 @@ fn report_calls(
     after: &std::collections::BTreeMap<String, (f64, f64)>,
     label: &str,
 ) {
-    for (key, (count, sum)) in after {
-        let (count0, sum0) = before.get(key).copied().unwrap_or_default();
-        let name = match key.as_str() {
-            own if own.starts_with("signoff,") => own.to_string(),
-            webhook => format!("the API server's calls to webhook {webhook}"),
-        };
+    for (name, (count, sum)) in after {
+        let (count0, sum0) = before.get(name).copied().unwrap_or_default();
         let calls = count - count0;
         if calls >= 1.0 {
             table.info(
