@@ -158,8 +158,7 @@ fn every_metric_the_dashboard_and_alerts_query_is_exported() {
         (request(&expired_ns, &expired)["status"]["phase"] == "Expired").then_some(())
     });
     let text = eventually(30, "the expiry and the approval counted", || {
-        let out = Command::new("curl").args(["-sS", &format!("{}/metrics", signoff.health)]).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = signoff.metrics_text();
         let both = text.contains(r#"outcome="expired""#) && text.contains(r#"outcome="approved""#);
         both.then_some(text)
     });

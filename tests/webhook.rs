@@ -373,9 +373,7 @@ fn policy_changes_are_recorded_and_weakening_ones_warn_the_writer() {
     let log = signoff.log_text();
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("policy-changed") && l.contains(&name)).collect();
     assert_eq!(audit.len(), 4, "one audit line per real change:\n{}", audit.join("\n"));
-    let metrics =
-        std::process::Command::new("curl").args(["-sS", &format!("{}/metrics", signoff.health)]).output().unwrap();
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let metrics = signoff.metrics_text();
     assert!(metrics.contains("signoff_policy_changes_total{action=\"updated\",weakened=\"true\"}"), "{metrics}");
     assert!(metrics.contains("signoff_policy_changes_total{action=\"deleted\",weakened=\"true\"}"), "{metrics}");
 }
@@ -416,9 +414,7 @@ fn the_exemption_condition_follows_the_rules_that_need_it() {
     let lease =
         format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {name}, namespace: {ns}}}\n");
     kubectl_ok(cp, ADMIN, &["apply", "-f", "-"], Some(&lease));
-    let metrics =
-        std::process::Command::new("curl").args(["-sS", &format!("{}/metrics", signoff.health)]).output().unwrap();
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let metrics = signoff.metrics_text();
     assert!(metrics.contains("signoff_admission_review_seconds_count"), "{metrics}");
     assert!(!metrics.contains("kind=\"lease\""), "a Lease reached signoff:\n{metrics}");
     kubectl_ok(cp, ADMIN, &["delete", "escalationpolicy", &name], None);

@@ -311,7 +311,8 @@ pub async fn run(env: &Env, table: &mut Table) -> Result<(), String> {
 fn webhook_calls(env: &Env) -> std::collections::BTreeMap<String, (f64, f64)> {
     let apiserver = super::env::kubectl(&env.cp, "admin", &["get", "--raw", "/metrics"], None).unwrap_or_default();
     let mut by_webhook = std::collections::BTreeMap::new();
-    sum_histogram(&apiserver, "apiserver_admission_webhook_admission_duration_seconds", "name", &mut by_webhook);
+    let metric = "apiserver_admission_webhook_admission_duration_seconds";
+    sum_histogram(&apiserver, metric, "type=\"validating\"", "name", &mut by_webhook);
     let mut calls: std::collections::BTreeMap<String, (f64, f64)> = by_webhook
         .into_iter()
         .map(|(name, total)| (format!("the API server's calls to webhook {name}"), total))
@@ -322,16 +323,23 @@ fn webhook_calls(env: &Env) -> std::collections::BTreeMap<String, (f64, f64)> {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let mut own = std::collections::BTreeMap::new();
-    sum_histogram(&signoff, "signoff_admission_review_seconds", "", &mut own);
+    sum_histogram(&signoff, "signoff_admission_review_seconds", "", "", &mut own);
     if let Some(total) = own.remove("") {
         calls.insert("signoff's own time per review".to_string(), total);
     }
     calls
 }
 
-/// Adds up `metric`'s `_count` and `_sum` series in Prometheus text by the value
-/// of `label` (all series under "" when `label` is empty).
-fn sum_histogram(text: &str, metric: &str, label: &str, into: &mut std::collections::BTreeMap<String, (f64, f64)>) {
+/// Adds up `metric`'s `_count` and `_sum` series in Prometheus text whose
+/// labels contain `only`, by the value of `label` (all under "" when `label` is
+/// empty).
+fn sum_histogram(
+    text: &str,
+    metric: &str,
+    only: &str,
+    label: &str,
+    into: &mut std::collections::BTreeMap<String, (f64, f64)>,
+) {
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(metric).and_then(|r| r.strip_prefix('_')) else { continue };
         let (count, rest) = match (rest.strip_prefix("count"), rest.strip_prefix("sum")) {
@@ -340,7 +348,7 @@ fn sum_histogram(text: &str, metric: &str, label: &str, into: &mut std::collecti
             _ => continue,
         };
         let Some((labels, value)) = rest.rsplit_once(' ') else { continue };
-        if metric.starts_with("apiserver_") && !labels.contains("type=\"validating\"") {
+        if !labels.contains(only) {
             continue;
         }
         let key = match label {

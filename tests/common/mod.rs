@@ -82,6 +82,15 @@ impl Signoff {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// signoff's metrics now, as its plain port serves them.
+    pub fn metrics_text(&self) -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", &format!("{}/metrics", self.health)])
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 /// signoff running against this binary's control plane, with the test policies,
