@@ -108,6 +108,29 @@ fn an_approver_in_quiet_hours_is_skipped_and_the_skip_is_in_the_status() {
     assert!(yaml.contains("user: grace"), "{yaml}");
     assert!(yaml.contains("reason: quiet hours"), "{yaml}");
     assert!(yaml.contains("setting: Approver/grace spec.quietHours[0]"), "{yaml}");
+    // The skip is said in the tier's one Event (written before the status),
+    // not in an Event of its own: each Event is an API write per step.
+    let selector = format!("involvedObject.name={name}");
+    let events = kubectl_ok(
+        cp(),
+        ADMIN,
+        &[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            &selector,
+            "-o",
+            "jsonpath={range .items[*]}{.reason}|{.type}|{.message}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    let mut reasons: Vec<&str> = events.lines().filter_map(|l| l.split('|').next()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["Escalated", "Held"], "the hold's Event and one for the step: {events}");
+    let escalated = events.lines().find(|l| l.starts_with("Escalated|Normal|")).expect("a Normal Event");
+    assert!(escalated.contains("skipped grace: quiet hours"), "{events}");
 }
 
 #[test]

@@ -130,7 +130,14 @@ pub fn event_note(n: &Notify) -> String {
     match n.kind {
         NotifyKind::Escalation => {
             let deadline = n.deadline.map(|d| format!(" until {d}")).unwrap_or_default();
-            format!("{} reached tier {} ({}){deadline}: notified {}", n.route, n.tier + 1, n.tier_name, told(n))
+            let skipped: String = n.skipped.iter().map(|s| format!("; {s}")).collect();
+            format!(
+                "{} reached tier {} ({}){deadline}: notified {}{skipped}",
+                n.route,
+                n.tier + 1,
+                n.tier_name,
+                told(n)
+            )
         }
         NotifyKind::Expired => {
             format!("chain exhausted ({}); platform admins notified: {}", n.route, n.users.join(", "))
@@ -234,6 +241,8 @@ mod tests {
             teams: team.map(str::to_string).into_iter().collect(),
             deadline: Some(t0() + mins(10)),
             pages: vec![],
+            skipped: Vec::new(),
+            warning: false,
         }
     }
 

@@ -65,6 +65,14 @@ pub struct Notify {
     /// For outcomes and supersedes: the PagerDuty pages to resolve, as
     /// (recipient, idempotency key of the page), from the status records.
     pub pages: Vec<(String, String)>,
+    /// What this step skipped on the way to this tier (a tier that resolved
+    /// to nobody, a person in quiet hours), said in the tier's one Event
+    /// rather than in an Event each: every Event is an API write, and a step
+    /// is what escalation capacity is counted in.
+    pub skipped: Vec<String>,
+    /// The tier's Event is a Warning: a tier on the way resolved to nobody
+    /// (the Team or policy needs fixing).
+    pub warning: bool,
 }
 
 /// Something the reconciler does.
@@ -231,9 +239,34 @@ struct Walker<'a> {
     id: String,
     effects: Vec<Effect>,
     skips: Vec<Skip>,
+    /// Skips not yet said: in the next notification of their route, or as
+    /// Events of their own when the step notifies nobody after them.
+    unsaid: Vec<UnsaidSkip>,
+}
+
+struct UnsaidSkip {
+    route: String,
+    reason: &'static str,
+    note: String,
+    warning: bool,
 }
 
 impl Walker<'_> {
+    /// The route's unsaid skips, for its notification: (notes, any warning).
+    fn take_unsaid(&mut self, route: &str) -> (Vec<String>, bool) {
+        let (mine, rest) = std::mem::take(&mut self.unsaid).into_iter().partition::<Vec<_>, _>(|s| s.route == route);
+        self.unsaid = rest;
+        let warning = mine.iter().any(|s| s.warning);
+        (mine.into_iter().map(|s| s.note).collect(), warning)
+    }
+
+    /// Skips no notification said: an Event each, as before they were folded.
+    fn say_unsaid(&mut self) {
+        for s in std::mem::take(&mut self.unsaid) {
+            self.effects.push(Effect::Event { reason: s.reason, note: s.note, warning: s.warning });
+        }
+    }
+
     /// Resolve tier `i` at `start`: add its people to the lane's eligible set,
     /// record who is skipped (away, quiet hours) and notify the rest. Returns
     /// whether anybody can be reached.
@@ -260,7 +293,8 @@ impl Walker<'_> {
                         setting: Some(why.setting.clone()),
                         at: Time(floor_second(start)),
                     });
-                    self.effects.push(Effect::Event {
+                    self.unsaid.push(UnsaidSkip {
+                        route: lane.route.clone(),
                         reason: "Skipped",
                         note: format!(
                             "{} tier {} ({}): skipped {user}: {}",
@@ -289,7 +323,8 @@ impl Walker<'_> {
                 setting: None,
                 at: Time(floor_second(start)),
             });
-            self.effects.push(Effect::Event {
+            self.unsaid.push(UnsaidSkip {
+                route: lane.route.clone(),
                 reason: "TierSkipped",
                 note: format!("{} tier {} ({}) {why}", lane.route, i + 1, tier_name(tier)),
                 warning: true,
@@ -299,6 +334,7 @@ impl Walker<'_> {
         add_new(&mut lane.eligible_groups, reached.groups.iter().cloned());
         if notify {
             let deadline = ceil_micro(start + chain.tier_timeout(i));
+            let (skipped, warning) = self.take_unsaid(&lane.route);
             self.effects.push(Effect::Notify(Notify {
                 key: format!("{}/{}/{}", self.id, lane.route, i),
                 kind: NotifyKind::Escalation,
@@ -310,9 +346,12 @@ impl Walker<'_> {
                 teams: reached.team.clone().into_iter().collect(),
                 deadline: Some(deadline),
                 pages: Vec::new(),
+                skipped,
+                warning,
             }));
             // Its one Event (reason Escalated) is the notification's: it says
-            // the tier, the deadline and who was told (one write per step).
+            // the tier, the deadline, who was told and what was skipped on the
+            // way (one write per step).
         }
         true
     }
@@ -407,7 +446,7 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         return Step { status, effects, wake_at };
     }
     let id = attempt_id(ar, status.attempt);
-    let mut walker = Walker { world, id, effects, skips: Vec::new() };
+    let mut walker = Walker { world, id, effects, skips: Vec::new(), unsaid: Vec::new() };
     let team_of = |route: &str| ar.spec.routing.iter().find(|r| r.route == route).and_then(|r| r.team.clone());
 
     // Open lanes: one per route, at the first reachable tier.
@@ -470,6 +509,7 @@ pub fn step(ar: &ApprovalRequest, world: World, now: Timestamp) -> Step {
         }
     }
 
+    walker.say_unsaid();
     // Someone reached by this step may already have decided (AnyTier policies).
     apply_decisions(ar, &mut status, world);
     status.skips.append(&mut walker.skips);
@@ -583,6 +623,8 @@ fn expire(ar: &ApprovalRequest, status: &mut ApprovalRequestStatus, walker: &mut
         teams: admins.team.into_iter().collect(),
         deadline: None,
         pages: Vec::new(),
+        skipped: Vec::new(),
+        warning: false,
     }));
     walker.effects.push(Effect::Event {
         reason: "Expired",
@@ -612,6 +654,8 @@ fn supersede(ar: &ApprovalRequest, mut status: ApprovalRequestStatus, mut effect
                 teams: lane_told.teams.clone(),
                 deadline: None,
                 pages: lane_told.pages.clone(),
+                skipped: Vec::new(),
+                warning: false,
             }));
         }
         if lane.phase == Phase::Pending {
@@ -743,6 +787,8 @@ fn outcome(ar: &ApprovalRequest, status: &ApprovalRequestStatus, id: &str, phase
         teams: Vec::new(),
         deadline: None,
         pages: Vec::new(),
+        skipped: Vec::new(),
+        warning: false,
     })];
     for told in notified(status, id) {
         let Some(lane) = status.lanes.iter().find(|l| l.route == told.route) else { continue };
@@ -757,6 +803,8 @@ fn outcome(ar: &ApprovalRequest, status: &ApprovalRequestStatus, id: &str, phase
             teams: told.teams,
             deadline: None,
             pages: told.pages,
+            skipped: Vec::new(),
+            warning: false,
         }));
     }
     effects

@@ -233,7 +233,7 @@ async fn notify(
         .buffer_unordered(8)
         .collect::<Vec<_>>();
     let event = Event {
-        type_: EventType::Normal,
+        type_: if n.warning { EventType::Warning } else { EventType::Normal },
         reason: effects::event_reason(n).into(),
         note: Some(effects::event_note(n)),
         action: "Notify".into(),

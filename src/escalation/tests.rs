@@ -202,8 +202,19 @@ fn skipped_people_are_recorded_and_not_notified_but_may_still_approve() {
         note: None,
     };
     sim.approvers = vec![approver("bob", "UTC", vec![], vec![away])];
-    sim.at(t0());
+    let step = sim.at(t0());
     assert_eq!(sim.notified(), vec![("engineering".into(), 0, users(&["alice"]))]);
+    // Said in the tier's one Event (its note), not in an Event of its own: a
+    // person away is how things go, not a warning.
+    let [Effect::Notify(n)] = &step.effects[..] else { panic!("one notification, no other Event: {:?}", step.effects) };
+    assert_eq!(n.skipped.len(), 1, "{:?}", n.skipped);
+    assert!(n.skipped[0].contains("skipped bob: away (Vacation)"), "{:?}", n.skipped);
+    assert!(!n.warning);
+    assert!(
+        effects::event_note(n).ends_with(&format!("notified alice and team payments; {}", n.skipped[0])),
+        "{}",
+        effects::event_note(n)
+    );
     let skip = &sim.status().skips[0];
     assert_eq!(skip.user.as_deref(), Some("bob"));
     assert!(skip.reason.starts_with("away (Vacation) until 2026-11-30"), "{}", skip.reason);
@@ -224,7 +235,11 @@ fn an_empty_tier_is_promoted_at_once_and_recorded() {
     };
     sim.approvers = vec![approver("dave", "UTC", vec![], vec![away])];
     sim.at(t0());
-    sim.at(t0() + mins(10));
+    let step = sim.at(t0() + mins(10));
+    // One Event for the step (the lead's), a Warning that names the empty tier.
+    let [Effect::Notify(n)] = &step.effects[..] else { panic!("one notification, no other Event: {:?}", step.effects) };
+    assert!(n.warning, "an empty tier is something to fix");
+    assert!(effects::event_note(n).contains("tier 2 (OnCall) has nobody available"), "{}", effects::event_note(n));
     let lane = &sim.status().lanes[0];
     assert_eq!(lane.tier, 2, "on-call skipped to the lead");
     assert_eq!(lane.tier_started_at, Some(MicroTime(t0() + mins(10))));
@@ -232,6 +247,28 @@ fn an_empty_tier_is_promoted_at_once_and_recorded() {
     let whole_tier = sim.status().skips.iter().find(|s| s.user.is_none()).unwrap();
     assert_eq!(whole_tier.tier, 1);
     assert!(whole_tier.reason.contains("tier 2 (OnCall) has nobody available"), "{}", whole_tier.reason);
+}
+
+#[test]
+fn skips_no_notification_follows_are_events_of_their_own() {
+    let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
+    let away = AwayPeriod {
+        from: "2026-11-01T00:00:00Z".into(),
+        until: "2026-12-31T00:00:00Z".into(),
+        reason: AwayReason::Leave,
+        note: None,
+    };
+    sim.approvers = ["alice", "bob", "carol", "dave", "ivan", "root"]
+        .iter()
+        .map(|u| approver(u, "UTC", vec![], vec![away.clone()]))
+        .collect();
+    let step = sim.at(t0());
+    assert_eq!(sim.status().phase, Phase::Expired, "every tier empty: the chain runs out at once");
+    assert!(sim.notified().is_empty());
+    let tiers_skipped =
+        step.effects.iter().filter(|e| matches!(e, Effect::Event { reason: "TierSkipped", warning: true, .. })).count();
+    assert_eq!(tiers_skipped, 5, "no escalation to say them in: {:?}", step.effects);
+    assert!(step.effects.iter().any(|e| matches!(e, Effect::Event { reason: "Skipped", .. })));
 }
 
 #[test]
