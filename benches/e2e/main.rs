@@ -12,7 +12,9 @@
 //!   constant rate, latency from each request's scheduled send time; signoff vs
 //!   the do-nothing webhook at 500, 1,000 and 2,000 reviews/s; the hold path.
 //! - scale: 10,000 pending ApprovalRequests and 1,000 policies: memory, relist
-//!   peak, escalation lateness, hold-to-first-notification, restart.
+//!   peak, escalation lateness, hold-to-first-notification, restart, and the
+//!   API server's CPU per request of an escalation step beside a minimal
+//!   custom resource's status write (writes.rs).
 //!
 //! The groups differ by namespace, not by kind: every group writes the same
 //! ConfigMaps and Deployments, so the API server's own per-kind cost is the
@@ -25,6 +27,7 @@ mod env;
 mod scale;
 mod stats;
 mod webhook;
+mod writes;
 
 use env::Env;
 use stats::{Table, classification_rows};

@@ -274,6 +274,9 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
         "p99 <= 1000 ms",
         Some(to_first.ms(0.99) <= 1000.0),
     );
+    // What each request of a step costs the API server, while it is quiet.
+    let first_stepped = first_step_written(env).await?;
+    super::writes::per_request_cpu(env, &first_stepped, table, TIMING).await?;
 
     // 10,000 pending requests, as fast as signoff takes them.
     let total = 10_000;
@@ -361,6 +364,22 @@ pub async fn run(env: &mut Env, table: &mut Table) -> Result<(), String> {
     }
 
     capacity(env, &receiver, table).await
+}
+
+/// One of the held requests whose first step wrote its status.
+async fn first_step_written(env: &Env) -> Result<signoff::crd::ApprovalRequest, String> {
+    let client = env.cp.client("admin").await.map_err(|e| e.to_string())?;
+    let api: kube::Api<signoff::crd::ApprovalRequest> = kube::Api::namespaced(client, NS);
+    for _ in 0..100 {
+        let list = api.list(&kube::api::ListParams::default().limit(20)).await.map_err(|e| e.to_string())?;
+        if let Some(ar) =
+            list.items.into_iter().find(|ar| ar.status.as_ref().is_some_and(|s| !s.notifications.is_empty()))
+        {
+            return Ok(ar);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("no held request has a status after 10 s".into())
 }
 
 /// Deadlines per second in the capacity run (the target's 100; lower with
