@@ -133,6 +133,41 @@ fn an_approver_in_quiet_hours_is_skipped_and_the_skip_is_in_the_status() {
     assert!(escalated.contains("skipped grace: quiet hours"), "{events}");
 }
 
+/// A tier that resolves to nobody (a Team without an on-call) is said in the
+/// next tier's one Event, as a Warning: no Event of its own.
+#[test]
+fn an_empty_tier_is_a_warning_in_the_next_tiers_event() {
+    running();
+    let team = "apiVersion: signoff.dev/v1alpha1\nkind: Team\nmetadata: {name: esc-no-on-call}\nspec:\n  members: {users: [bob]}\n  lead: carol\n";
+    kubectl_ok(cp(), ADMIN, &["apply", "-f", "-"], Some(team));
+    let ns = esc_namespace("esc-no-on-call");
+    let name = hold(&ns, "routine");
+    eventually(20, "the lead notified", || notifications(&name).into_iter().find(|r| r.path == "/user/carol"));
+    let selector = format!("involvedObject.name={name}");
+    let events = eventually(10, "the lead's Event", || {
+        let events = kubectl_ok(
+            cp(),
+            ADMIN,
+            &[
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "--field-selector",
+                &selector,
+                "-o",
+                "jsonpath={range .items[*]}{.reason}|{.type}|{.message}{\"\\n\"}{end}",
+            ],
+            None,
+        );
+        events.contains("notified carol").then_some(events)
+    });
+    let lead = events.lines().find(|l| l.contains("notified carol")).unwrap();
+    assert!(lead.starts_with("Escalated|Warning|"), "{events}");
+    assert!(lead.contains("tier 2 (OnCall) resolves to nobody"), "{events}");
+    assert!(!events.contains("TierSkipped"), "no Event of its own while the chain goes on: {events}");
+}
+
 #[test]
 fn an_exhausted_chain_expires_with_a_runbook_and_the_admins_are_told() {
     running();
