@@ -1,6 +1,7 @@
 //! Section 5's yardstick: the API server's CPU for each request an escalation
 //! step makes (its status write, its Event, its read), beside the cheapest
-//! status write a custom resource can have, in the same run. The copies live
+//! status write a custom resource can have, in the same run, after the
+//! escalations have stopped. The copies live
 //! in a CRD signoff does not watch (the ApprovalRequest schema under another
 //! group) and in a namespace no webhook sees, so each figure is the request's
 //! own cost. Their sum bounds the steps per second this machine's API server
