@@ -28,6 +28,13 @@ fn running() -> &'static Signoff {
     })
 }
 
+/// The request's Events, one `reason|type|note` line each.
+fn events_of(ns: &str, name: &str) -> String {
+    let selector = format!("involvedObject.name={name}");
+    let format = "jsonpath={range .items[*]}{.reason}|{.type}|{.message}{\"\\n\"}{end}";
+    kubectl_ok(cp(), ADMIN, &["get", "events", "-n", ns, "--field-selector", &selector, "-o", format], None)
+}
+
 /// The first three tiers' notifications of a request, waiting up to `secs`.
 fn three_tiers(name: &str, secs: u64) -> Vec<Received> {
     eventually(secs, "three tiers notified", || {
@@ -110,22 +117,7 @@ fn an_approver_in_quiet_hours_is_skipped_and_the_skip_is_in_the_status() {
     assert!(yaml.contains("setting: Approver/grace spec.quietHours[0]"), "{yaml}");
     // The skip is said in the tier's one Event (written before the status),
     // not in an Event of its own: each Event is an API write per step.
-    let selector = format!("involvedObject.name={name}");
-    let events = kubectl_ok(
-        cp(),
-        ADMIN,
-        &[
-            "get",
-            "events",
-            "-n",
-            &ns,
-            "--field-selector",
-            &selector,
-            "-o",
-            "jsonpath={range .items[*]}{.reason}|{.type}|{.message}{\"\\n\"}{end}",
-        ],
-        None,
-    );
+    let events = events_of(&ns, &name);
     let mut reasons: Vec<&str> = events.lines().filter_map(|l| l.split('|').next()).collect();
     reasons.sort();
     assert_eq!(reasons, ["Escalated", "Held"], "the hold's Event and one for the step: {events}");
@@ -143,23 +135,8 @@ fn an_empty_tier_is_a_warning_in_the_next_tiers_event() {
     let ns = esc_namespace("esc-no-on-call");
     let name = hold(&ns, "routine");
     eventually(20, "the lead notified", || notifications(&name).into_iter().find(|r| r.path == "/user/carol"));
-    let selector = format!("involvedObject.name={name}");
     let events = eventually(10, "the lead's Event", || {
-        let events = kubectl_ok(
-            cp(),
-            ADMIN,
-            &[
-                "get",
-                "events",
-                "-n",
-                &ns,
-                "--field-selector",
-                &selector,
-                "-o",
-                "jsonpath={range .items[*]}{.reason}|{.type}|{.message}{\"\\n\"}{end}",
-            ],
-            None,
-        );
+        let events = events_of(&ns, &name);
         events.contains("notified carol").then_some(events)
     });
     let lead = events.lines().find(|l| l.contains("notified carol")).unwrap();

@@ -192,6 +192,16 @@ fn quiet_hours_cross_midnight_in_the_approvers_time_zone() {
     assert_eq!(why.setting, "Approver/bob spec.quietHours[0]");
 }
 
+/// Away on leave all of November and December 2026 (t0 is in November).
+fn on_leave() -> AwayPeriod {
+    AwayPeriod {
+        from: "2026-11-01T00:00:00Z".into(),
+        until: "2026-12-31T00:00:00Z".into(),
+        reason: AwayReason::Leave,
+        note: None,
+    }
+}
+
 #[test]
 fn skipped_people_are_recorded_and_not_notified_but_may_still_approve() {
     let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
@@ -227,12 +237,7 @@ fn skipped_people_are_recorded_and_not_notified_but_may_still_approve() {
 fn an_empty_tier_is_promoted_at_once_and_recorded() {
     let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
     // dave (on call) is away: tier 2 has nobody, so tier 3 (lead) starts at once.
-    let away = AwayPeriod {
-        from: "2026-11-01T00:00:00Z".into(),
-        until: "2026-12-31T00:00:00Z".into(),
-        reason: AwayReason::Leave,
-        note: None,
-    };
+    let away = on_leave();
     sim.approvers = vec![approver("dave", "UTC", vec![], vec![away])];
     sim.at(t0());
     let step = sim.at(t0() + mins(10));
@@ -252,15 +257,9 @@ fn an_empty_tier_is_promoted_at_once_and_recorded() {
 #[test]
 fn skips_no_notification_follows_are_events_of_their_own() {
     let mut sim = Sim::new(request(ActionClass::Routine, &[("engineering", "payments")]), policy_set(""));
-    let away = AwayPeriod {
-        from: "2026-11-01T00:00:00Z".into(),
-        until: "2026-12-31T00:00:00Z".into(),
-        reason: AwayReason::Leave,
-        note: None,
-    };
     sim.approvers = ["alice", "bob", "carol", "dave", "ivan", "root"]
         .iter()
-        .map(|u| approver(u, "UTC", vec![], vec![away.clone()]))
+        .map(|u| approver(u, "UTC", vec![], vec![on_leave()]))
         .collect();
     let step = sim.at(t0());
     assert_eq!(sim.status().phase, Phase::Expired, "every tier empty: the chain runs out at once");
