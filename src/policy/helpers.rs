@@ -109,27 +109,30 @@ pub static EMPTY_OBJECT: LazyLock<J> = LazyLock::new(|| J::Object(Default::defau
 
 /// Where the pods an object runs are described: a Pod is its own template
 /// (`spec`, `metadata`); others nest one (`spec.template`, a CronJob's
-/// `spec.jobTemplate.spec.template`, a PodTemplate's `template`).
-fn pod_template_prefix(object: &J) -> Option<&'static str> {
-    match field(object, "kind").and_then(J::as_str).unwrap_or("") {
-        "Pod" => Some(""),
-        "CronJob" => Some("spec.jobTemplate.spec.template."),
+/// `spec.jobTemplate.spec.template`, a PodTemplate's `template`). Segments, not
+/// a dotted string: these run for every review, and formatting a path
+/// allocated each time (issue 25).
+fn pod_template(object: &J) -> Option<&J> {
+    let segments: &[&str] = match field(object, "kind").and_then(J::as_str).unwrap_or("") {
+        "Pod" => &[],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template"],
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => {
-            Some("spec.template.")
+            &["spec", "template"]
         }
-        "PodTemplate" => Some("template."),
-        _ => None,
-    }
+        "PodTemplate" => &["template"],
+        _ => return None,
+    };
+    segments.iter().try_fold(object, |v, s| field(v, s))
 }
 
 /// The pod spec of an object that runs pods.
 pub fn pod_spec(object: &J) -> Option<&J> {
-    path(object, &format!("{}spec", pod_template_prefix(object)?))
+    field(pod_template(object)?, "spec")
 }
 
 /// The metadata of the pods an object runs.
 pub fn pod_metadata(object: &J) -> Option<&J> {
-    path(object, &format!("{}metadata", pod_template_prefix(object)?))
+    field(pod_template(object)?, "metadata")
 }
 
 /// `podSpec(object)`: the pod spec, `{}` when there is none (a rendered
@@ -310,7 +313,7 @@ fn devices(v: &J) -> i64 {
 pub fn gpus(object: &J) -> i64 {
     let per_container = |c: &J| -> i64 {
         let of = |which: &str| -> i64 {
-            match path(c, &format!("resources.{which}")).and_then(J::as_object) {
+            match field(c, "resources").and_then(|r| field(r, which)).and_then(J::as_object) {
                 Some(m) => m.iter().filter(|(k, _)| k.ends_with("/gpu")).map(|(_, v)| devices(v)).sum(),
                 None => 0,
             }
