@@ -35,9 +35,9 @@ fn input() -> ReviewInput {
         dry_run: false,
         object: Some(deployment("payments-prod", "registry.example.com/payments/web:1.5.0", 3)),
         old_object: Some(deployment("payments-prod", "registry.example.com/payments/web:1.4.2", 3)),
-        namespace_object: Some(json!({"apiVersion": "v1", "kind": "Namespace",
+        namespace_object: Some(std::sync::Arc::new(json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": "payments-prod", "labels": {"signoff.dev/environment": "production",
-                                                             "signoff.dev/owner": "payments"}}})),
+                                                             "signoff.dev/owner": "payments"}}}))),
     }
 }
 
@@ -127,7 +127,7 @@ impl Naive {
         let null = serde_json::Value::Null;
         ctx.add_variable_from_value("object", json_to_cel(input.object.as_ref().unwrap_or(&null)));
         ctx.add_variable_from_value("oldObject", json_to_cel(input.old_object.as_ref().unwrap_or(&null)));
-        ctx.add_variable_from_value("namespaceObject", json_to_cel(input.namespace_object.as_ref().unwrap_or(&null)));
+        ctx.add_variable_from_value("namespaceObject", json_to_cel(input.namespace_object.as_deref().unwrap_or(&null)));
         self.programs.iter().filter(|p| p.execute(&ctx) == Ok(cel::Value::Bool(true))).count()
     }
 }

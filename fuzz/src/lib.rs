@@ -143,7 +143,7 @@ pub fn admission_review(data: &[u8]) {
     for (key, object) in [("object", &objects.object), ("oldObject", &objects.old_object)] {
         encoded[key] = object.clone().unwrap_or(Value::Null);
     }
-    let ns = req.namespace.as_deref().and_then(namespace_object);
+    let ns = req.namespace.as_deref().and_then(namespace_object).map(std::sync::Arc::new);
     let input = ReviewInput::from_request(&req, objects.object, objects.old_object, ns.clone());
     let assessment = policy_classify(&input, &POLICIES);
     check_gate(&input, &assessment);
@@ -281,7 +281,7 @@ pub fn classify_input(data: &[u8]) -> Option<ReviewInput> {
     if resource == "namespaces" {
         namespace = name.clone(); // a Namespace's request names itself as its namespace
     }
-    let namespace_object = field("namespaceObject").or_else(|| namespace_object(&namespace));
+    let namespace_object = field("namespaceObject").or_else(|| namespace_object(&namespace)).map(std::sync::Arc::new);
     Some(ReviewInput {
         operation,
         user: UserInfo {

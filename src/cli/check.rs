@@ -227,10 +227,10 @@ pub fn evaluate(args: &CheckArgs) -> Result<Vec<CheckResult>, CheckError> {
         let namespace_object = if t.namespace.is_empty() || t.resource.resource == "namespaces" {
             None
         } else {
-            Some(namespaces.get(&t.namespace).cloned().unwrap_or_else(|| {
+            Some(std::sync::Arc::new(namespaces.get(&t.namespace).cloned().unwrap_or_else(|| {
                 json!({"apiVersion": "v1", "kind": "Namespace",
                        "metadata": {"name": t.namespace, "labels": default_labels}})
-            }))
+            })))
         };
         let input = ReviewInput {
             operation,

@@ -270,7 +270,7 @@ fn prepare_case(dir: &Path, at: String, case: Case) -> Result<Prepared, CheckErr
         dry_run: false,
         object,
         old_object,
-        namespace_object: if target.namespaced { namespace.map(|(_, o)| o) } else { None },
+        namespace_object: if target.namespaced { namespace.map(|(_, o)| std::sync::Arc::new(o)) } else { None },
     };
     Ok(Prepared { at, case, input, document })
 }

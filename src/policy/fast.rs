@@ -102,8 +102,8 @@ pub fn from_json(json: &Json) -> V<'_> {
     }
 }
 
-fn json_or_null(json: &Option<Json>) -> V<'_> {
-    json.as_ref().map(from_json).unwrap_or(V::Null)
+fn json_or_null(json: Option<&Json>) -> V<'_> {
+    json.map(from_json).unwrap_or(V::Null)
 }
 
 fn text(s: &str) -> V<'_> {
@@ -412,9 +412,9 @@ impl<'a> Scope<'_, 'a> {
         }
         let roots = self.roots;
         match name {
-            "object" => Some(json_or_null(&roots.input.object)),
-            "oldObject" => Some(json_or_null(&roots.input.old_object)),
-            "namespaceObject" => Some(json_or_null(&roots.input.namespace_object)),
+            "object" => Some(json_or_null(roots.input.object.as_ref())),
+            "oldObject" => Some(json_or_null(roots.input.old_object.as_ref())),
+            "namespaceObject" => Some(json_or_null(roots.input.namespace_object.as_deref())),
             "request" => Some(V::Request(roots.input, Part::Root)),
             "cost" => roots.cost.map(V::Cost),
             _ => None,

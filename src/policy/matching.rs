@@ -132,7 +132,7 @@ fn namespace_selector_matches(spec: &MatchSpec, input: &ReviewInput) -> bool {
     if is_cluster_scoped(input) {
         return true;
     }
-    selector_matches(selector, &labels_of(input.namespace_object.as_ref()))
+    selector_matches(selector, &labels_of(input.namespace_object.as_deref()))
 }
 
 fn object_selector_matches(spec: &MatchSpec, input: &ReviewInput) -> bool {

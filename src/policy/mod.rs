@@ -90,8 +90,9 @@ pub struct ReviewInput {
     /// The old object; None (null) on CREATE and CONNECT.
     pub old_object: Option<serde_json::Value>,
     /// The Namespace the object lives in (for its labels); None when unknown or
-    /// cluster-scoped.
-    pub namespace_object: Option<serde_json::Value>,
+    /// cluster-scoped. Shared: the webhook converts each cached Namespace to JSON
+    /// once per version, not once per review.
+    pub namespace_object: Option<Arc<serde_json::Value>>,
 }
 
 pub fn operation_str(op: Operation) -> &'static str {
@@ -113,7 +114,7 @@ impl ReviewInput {
         req: &kube::core::admission::AdmissionRequest<kube::core::DynamicObject>,
         object: Option<serde_json::Value>,
         old_object: Option<serde_json::Value>,
-        namespace_object: Option<serde_json::Value>,
+        namespace_object: Option<Arc<serde_json::Value>>,
     ) -> ReviewInput {
         use kube::core::admission::Operation as K;
         let operation = match req.operation {
@@ -491,7 +492,7 @@ impl PolicySet {
     /// Above budget::INLINE_LIMIT the webhook classifies off its async workers,
     /// so an expensive policy, or a huge object, delays nothing else.
     pub fn estimate_for(&self, input: &ReviewInput) -> u64 {
-        let data = [&input.object, &input.old_object, &input.namespace_object];
+        let data = [input.object.as_ref(), input.old_object.as_ref(), input.namespace_object.as_deref()];
         let largest = budget::largest_collection(data.into_iter().flatten()).max(input.user.groups.len() as u64);
         let largest = largest.saturating_mul(budget::COMBINED);
         let all = self.policies.iter().map(|p| p.estimates.at(largest)).fold(0, u64::saturating_add);
@@ -664,7 +665,7 @@ pub fn classify(input: &ReviewInput, set: &PolicySet) -> Assessment {
 /// Lazy views (lazyjson) unless `eager`, which converts the objects whole.
 fn request_scope<'v>(input: &'v ReviewInput, needs: Needs, eager: bool) -> Context<'v, 'v> {
     let mut scope = Context::with_env(Arc::clone(&ENV));
-    let json_or_null = |v: &'v Option<serde_json::Value>| -> Box<dyn cel::common::value::Val + 'v> {
+    let json_or_null = |v: Option<&'v serde_json::Value>| -> Box<dyn cel::common::value::Val + 'v> {
         match v {
             Some(v) if eager => celenv::json_to_val(v),
             Some(v) => lazyjson::json_val(v),
@@ -675,13 +676,13 @@ fn request_scope<'v>(input: &'v ReviewInput, needs: Needs, eager: bool) -> Conte
         scope.add_variable_as_val("request", input.request_value());
     }
     if needs.object {
-        scope.add_variable_as_val("object", json_or_null(&input.object));
+        scope.add_variable_as_val("object", json_or_null(input.object.as_ref()));
     }
     if needs.old_object {
-        scope.add_variable_as_val("oldObject", json_or_null(&input.old_object));
+        scope.add_variable_as_val("oldObject", json_or_null(input.old_object.as_ref()));
     }
     if needs.namespace_object {
-        scope.add_variable_as_val("namespaceObject", json_or_null(&input.namespace_object));
+        scope.add_variable_as_val("namespaceObject", json_or_null(input.namespace_object.as_deref()));
     }
     scope
 }

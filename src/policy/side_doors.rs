@@ -21,6 +21,8 @@
 //! DELETE is judged as usual. Pure: the webhook resolves the kinds (discovery)
 //! and passes them in.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::{Assessment, Gvk, Gvr, PolicySet, ReviewInput, classify};
@@ -306,7 +308,7 @@ pub fn namespace_sweep(delete: &ReviewInput, kinds: &[(Gvr, Gvk)]) -> Vec<Enable
                     name: String::new(),
                     object: None,
                     old_object: Some(any),
-                    namespace_object: delete.old_object.clone(),
+                    namespace_object: delete.old_object.clone().map(Arc::new),
                     ..delete.clone()
                 },
                 how: format!("deleting namespace {} deletes every {} in it", delete.name, kind.kind),
@@ -412,9 +414,9 @@ spec:
             dry_run: false,
             object: new,
             old_object: old,
-            namespace_object: Some(
+            namespace_object: Some(Arc::new(
                 json!({"metadata": {"name": "prod", "labels": {"signoff.dev/environment": "production"}}}),
-            ),
+            )),
         }
     }
 
@@ -442,7 +444,7 @@ spec:
         assert!(enabled_changes(&same).is_empty() && !judged(&same).held());
         // Outside production the claim's delete is not held, so neither is its adoption.
         let mut dev = adopt.clone();
-        dev.namespace_object = Some(json!({"metadata": {"name": "dev", "labels": {}}}));
+        dev.namespace_object = Some(Arc::new(json!({"metadata": {"name": "dev", "labels": {}}})));
         assert!(!judged(&dev).held());
     }
 

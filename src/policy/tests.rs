@@ -25,7 +25,9 @@ pub(super) fn input(op: Operation, gvr: (&str, &str, &str), sub: &str, ns: &str)
         dry_run: false,
         object: Some(json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"replicas": 3}})),
         old_object: None,
-        namespace_object: Some(json!({"metadata": {"name": ns, "labels": {"signoff.dev/environment": "production"}}})),
+        namespace_object: Some(Arc::new(
+            json!({"metadata": {"name": ns, "labels": {"signoff.dev/environment": "production"}}}),
+        )),
     }
 }
 
@@ -246,7 +248,7 @@ fn policy_match_selectors_and_exclusions() {
     spec.namespace_selector = prod_selector();
     let mut i = input(Operation::Create, ("apps", "v1", "deployments"), "", "p");
     assert!(matching::matches(&spec, &i));
-    i.namespace_object = Some(json!({"metadata": {"labels": {"signoff.dev/environment": "development"}}}));
+    i.namespace_object = Some(Arc::new(json!({"metadata": {"labels": {"signoff.dev/environment": "development"}}})));
     assert!(!matching::matches(&spec, &i));
     i.namespace_object = None;
     assert!(!matching::matches(&spec, &i), "unknown namespace has no labels");
@@ -675,7 +677,7 @@ mod props {
             let mut i = input(Operation::Update, ("apps", "v1", "deployments"), sub, "p");
             i.object = Some(object);
             i.old_object = Some(old);
-            i.namespace_object = Some(ns);
+            i.namespace_object = Some(Arc::new(ns));
             let a = classify(&i, &set);
             // Either classified cleanly or held for an error: never silently admitted on error.
             prop_assert!(a.errors.is_empty() || a.held());
@@ -714,7 +716,7 @@ fn from_admission_review() {
     let req: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
     let ns = json!({"metadata": {"name": "payments-prod", "labels": {"signoff.dev/environment": "production", "signoff.dev/owner": "payments"}}});
     let json = |o: &Option<DynamicObject>| o.as_ref().map(|o| serde_json::to_value(o).unwrap());
-    let i = ReviewInput::from_request(&req, json(&req.object), json(&req.old_object), Some(ns));
+    let i = ReviewInput::from_request(&req, json(&req.object), json(&req.old_object), Some(Arc::new(ns)));
     assert_eq!(i.operation, Operation::Update);
     assert_eq!(i.sub_resource, "scale");
     assert_eq!(i.user.groups, ["team:payments"]);
@@ -818,8 +820,8 @@ mod inline {
         let mut i = input(Operation::Update, ("apps", "v1", "deployments"), "", "payments-prod");
         i.object = Some(object);
         i.old_object = Some(old);
-        i.namespace_object = Some(json!({"metadata": {"name": "payments-prod",
-            "labels": {"signoff.dev/environment": "production", "signoff.dev/owner": "payments"}}}));
+        i.namespace_object = Some(Arc::new(json!({"metadata": {"name": "payments-prod",
+            "labels": {"signoff.dev/environment": "production", "signoff.dev/owner": "payments"}}})));
         i
     }
 

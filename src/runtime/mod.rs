@@ -160,6 +160,7 @@ pub async fn run(
         client: client.clone(),
         policies: policies.clone(),
         namespaces,
+        namespace_json: Default::default(),
         settings: GateSettings {
             controller_namespace: options.namespace.clone(),
             break_glass_groups: options.break_glass_groups.clone(),

@@ -43,6 +43,7 @@ fn state(api: &MockApi, refuse_uncovered: bool) -> WebhookState {
         client: client.clone(),
         policies: Arc::new(arc_swap::ArcSwap::from_pointee(PolicySet::new([&policy]))),
         namespaces,
+        namespace_json: Default::default(),
         settings: GateSettings {
             controller_namespace: "signoff-system".into(),
             break_glass_groups: vec!["signoff:break-glass".into()],
@@ -248,4 +249,25 @@ async fn the_guard_refuses_self_approval_and_forged_decisions() {
         }
     }
     assert!(api.calls().is_empty(), "guards need no API call: {:?}", api.calls());
+}
+
+#[test]
+fn a_namespace_is_converted_once_per_version() {
+    let memo = super::server::NamespaceJson::default();
+    let namespace = |version: Option<&str>, environment: &str| -> k8s_openapi::api::core::v1::Namespace {
+        serde_json::from_value(json!({"metadata": {"name": "prod", "resourceVersion": version,
+            "labels": {"signoff.dev/environment": environment}}}))
+        .unwrap()
+    };
+    let first = memo.of(&namespace(Some("1"), "production")).unwrap();
+    let again = memo.of(&namespace(Some("1"), "production")).unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "the same version is shared, not converted again");
+    let relabelled = memo.of(&namespace(Some("2"), "development")).unwrap();
+    assert_eq!(relabelled["metadata"]["labels"]["signoff.dev/environment"], "development");
+    assert_eq!(first["metadata"]["labels"]["signoff.dev/environment"], "production");
+    // Without a version a change cannot be seen: never served from the memo.
+    let unversioned = memo.of(&namespace(None, "staging")).unwrap();
+    assert_eq!(unversioned["metadata"]["labels"]["signoff.dev/environment"], "staging");
+    let unversioned_again = memo.of(&namespace(None, "staging")).unwrap();
+    assert!(!Arc::ptr_eq(&unversioned, &unversioned_again));
 }

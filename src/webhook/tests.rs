@@ -48,7 +48,9 @@ fn pvc_delete(by: &User) -> ReviewInput {
         object: None,
         old_object: Some(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": "ledger-data", "namespace": "prod", "uid": "u-1"}})),
-        namespace_object: Some(json!({"metadata": {"name": "prod", "labels": {"signoff.dev/owner": "payments"}}})),
+        namespace_object: Some(std::sync::Arc::new(
+            json!({"metadata": {"name": "prod", "labels": {"signoff.dev/owner": "payments"}}}),
+        )),
     }
 }
 
