@@ -75,15 +75,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) => {
-            // Log lines (every review's audit line among them) are written by a
-            // thread of their own, many per write under load: the write was most
-            // of the audit line's cost on the review's path (issue 25). Lossless:
-            // a full queue waits rather than drop an audit line. The guard flushes
-            // what is queued when `run` returns.
-            let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(false)
-                .thread_name("signoff-log")
-                .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+            // Log lines are written by a thread of their own, in batches
+            // (signoff::runtime::log); the guard writes what is left when `run`
+            // returns.
+            let (writer, _flush_on_exit) = signoff::runtime::log::batched(
+                std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+                "signoff-log",
+            );
             tracing_subscriber::fmt()
                 .json()
                 .with_writer(writer)

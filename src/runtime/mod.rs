@@ -7,6 +7,7 @@ mod args;
 mod config_sync;
 mod health;
 pub mod leader;
+pub mod log;
 mod status;
 mod supervisor;
 pub(crate) mod watch;
