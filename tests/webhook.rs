@@ -22,12 +22,12 @@ fn low_risk_changes_are_admitted() {
     kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "settings", "low", "a")));
     kubectl_ok(cp, "alice", &["apply", "-f", "-"], Some(&configmap(&ns, "settings", "low", "b")));
     assert!(requests(cp, &ns).is_empty(), "no ApprovalRequest for a low-risk change");
-    // Every decision is an audit line, admits included.
-    let log = signoff().log_text();
-    assert!(
-        log.lines().any(|l| l.contains("\"decision\":\"admitted-low-risk\"") && l.contains(&ns)),
-        "no audit line for the admit"
-    );
+    // Every decision is an audit line, admits included (written in batches,
+    // at most runtime::log::BATCH_WINDOW after the answer).
+    eventually(5, "the admit's audit line", || {
+        let log = signoff().log_text();
+        log.lines().any(|l| l.contains("\"decision\":\"admitted-low-risk\"") && l.contains(&ns)).then_some(())
+    });
 }
 
 #[test]
@@ -187,7 +187,10 @@ fn break_glass_is_admitted_and_recorded_and_scale_and_delete_are_held() {
         let out = kubectl_ok(cp, ADMIN, &["get", "events.events.k8s.io", "-n", &ns, "-o", "json"], None);
         out.contains("\"reason\": \"BreakGlass\"").then_some(())
     });
-    assert!(signoff.log_text().lines().any(|l| l.contains("\"decision\":\"break-glass\"") && l.contains("breakglass")));
+    eventually(5, "the break-glass audit line", || {
+        let log = signoff.log_text();
+        log.lines().any(|l| l.contains("\"decision\":\"break-glass\"") && l.contains("breakglass")).then_some(())
+    });
 
     // `kubectl scale` (deployments/scale) and `kubectl delete` are held.
     let err = kubectl_err(cp, "alice", &["scale", "deployment", "api", "-n", &ns, "--replicas=5"], None);
@@ -370,8 +373,12 @@ fn policy_changes_are_recorded_and_weakening_ones_warn_the_writer() {
     assert_eq!(with("deleted (was Enforce").len(), 1, "the dry run left no Event: {notes:?}");
     assert!(notes.iter().all(|(_, n)| n.contains("by admin")), "{notes:?}");
 
-    let log = signoff.log_text();
-    let audit: Vec<&str> = log.lines().filter(|l| l.contains("policy-changed") && l.contains(&name)).collect();
+    // Audit lines are written in batches, at most runtime::log::BATCH_WINDOW late.
+    let audit_lines = || -> Vec<String> {
+        let log = signoff.log_text();
+        log.lines().filter(|l| l.contains("policy-changed") && l.contains(&name)).map(String::from).collect()
+    };
+    let audit = eventually(5, "four audit lines", || Some(audit_lines()).filter(|a| a.len() >= 4));
     assert_eq!(audit.len(), 4, "one audit line per real change:\n{}", audit.join("\n"));
     let metrics = signoff.metrics_text();
     assert!(metrics.contains("signoff_policy_changes_total{action=\"updated\",weakened=\"true\"}"), "{metrics}");
