@@ -76,12 +76,10 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             // Log lines are written by a thread of their own, in batches
-            // (signoff::runtime::log); the guard writes what is left when `run`
-            // returns.
-            let (writer, _flush_on_exit) = signoff::runtime::log::batched(
-                std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-                "signoff-log",
-            );
+            // (signoff::runtime::log; each batch is one write of whole lines, so
+            // stdout needs no buffer of its own); the guard writes what is left
+            // when `run` returns.
+            let (writer, _flush_on_exit) = signoff::runtime::log::batched(std::io::stdout(), "signoff-log");
             tracing_subscriber::fmt()
                 .json()
                 .with_writer(writer)

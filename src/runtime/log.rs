@@ -122,7 +122,7 @@ impl<W: Write> Write for BatchedWriter<W> {
         while pending.lines.len() >= FULL && !pending.closed {
             pending = self.shared.has_room.wait(pending).unwrap_or_else(PoisonError::into_inner);
         }
-        let first = pending.lines.is_empty() || pending.closed;
+        let first = pending.lines.is_empty();
         pending.lines.extend_from_slice(line);
         let full = pending.lines.len() >= FULL;
         drop(pending);
